@@ -1,0 +1,172 @@
+"""Shared building blocks of the API models: strict camelCase models, names, quantities.
+
+Every model forbids unknown fields: a typo such as `enviroments` must be an error the user
+sees, not a field the API server silently prunes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from tenantry.api.quantity import QuantityError, parse_quantity, quantity_str
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL_MAX = 63
+_DNS_LABEL_RE = re.compile(DNS_LABEL_PATTERN)
+# Label values: empty, or up to 63 of [A-Za-z0-9_.-] starting and ending alphanumeric.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CRD `x-kubernetes-validations` entry; the API server evaluates it at admission."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+    )
+
+
+def _check_dns_label(value: str) -> str:
+    if len(value) > DNS_LABEL_MAX:
+        raise ValueError(f"must be at most {DNS_LABEL_MAX} characters (got {len(value)})")
+    if not _DNS_LABEL_RE.match(value):
+        raise ValueError(
+            "must be lowercase letters, digits and '-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+DNSLabel = Annotated[
+    str,
+    Field(pattern=DNS_LABEL_PATTERN, max_length=DNS_LABEL_MAX, min_length=1),
+    AfterValidator(_check_dns_label),
+]
+
+
+def _to_nonnegative_quantity(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("must be a quantity such as 500m, 4, 16Gi")
+    try:
+        amount = parse_quantity(value)
+    except QuantityError as exc:
+        raise ValueError(str(exc)) from exc
+    if amount < 0:
+        raise ValueError(f"{value!r} is negative; quotas and limits must be zero or more")
+    return quantity_str(value)
+
+
+# Non-negative quantity: the CRD pattern has no '-' so the API server rejects negatives too.
+NONNEGATIVE_QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_to_nonnegative_quantity),
+    WithJsonSchema(
+        {
+            # How Kubernetes declares resource.Quantity: pattern and minimum apply to whichever
+            # of the two types the value has.
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": NONNEGATIVE_QUANTITY_PATTERN,
+            "minimum": 0,
+        }
+    ),
+]
+
+# Resource names a ResourceQuota of ours may set. Object counts cover the multi-tenancy
+# benchmark's "services of type NodePort/LoadBalancer" check.
+QUOTA_RESOURCES: tuple[str, ...] = (
+    "requests.cpu",
+    "limits.cpu",
+    "requests.memory",
+    "limits.memory",
+    "requests.storage",
+    "requests.ephemeral-storage",
+    "limits.ephemeral-storage",
+    "persistentvolumeclaims",
+    "pods",
+    "services",
+    "services.loadbalancers",
+    "services.nodeports",
+    "configmaps",
+    "secrets",
+    "replicationcontrollers",
+    "resourcequotas",
+    "count/deployments.apps",
+    "count/statefulsets.apps",
+    "count/jobs.batch",
+    "count/cronjobs.batch",
+)
+
+
+def _check_quota_keys(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(QUOTA_RESOURCES))
+    if unknown:
+        raise ValueError(
+            f"unknown quota resource(s) {', '.join(unknown)}; allowed: {', '.join(QUOTA_RESOURCES)}"
+        )
+    return dict(sorted(value.items()))
+
+
+_QUOTA_KEYS_CEL = "[" + ", ".join(f"'{name}'" for name in QUOTA_RESOURCES) + "]"
+
+ResourceList = Annotated[
+    dict[str, Quantity],
+    AfterValidator(_check_quota_keys),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.all(k, k in {_QUOTA_KEYS_CEL})",
+                    "unknown quota resource; allowed: " + ", ".join(QUOTA_RESOURCES),
+                )
+            ]
+        }
+    ),
+]
+
+# Compute resources of a container (LimitRange defaults): cpu, memory, ephemeral-storage.
+CONTAINER_RESOURCES: tuple[str, ...] = ("cpu", "memory", "ephemeral-storage")
+
+
+def _check_container_keys(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(CONTAINER_RESOURCES))
+    if unknown:
+        raise ValueError(
+            f"unknown container resource(s) {', '.join(unknown)}; allowed: {', '.join(CONTAINER_RESOURCES)}"
+        )
+    return dict(sorted(value.items()))
+
+
+ContainerResources = Annotated[
+    dict[str, Quantity],
+    AfterValidator(_check_container_keys),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",
+                    "allowed container resources: cpu, memory, ephemeral-storage",
+                )
+            ]
+        }
+    ),
+]

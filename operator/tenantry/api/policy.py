@@ -1,0 +1,218 @@
+"""The TenancyPolicy custom resource: the constitution's `[X]` placeholders, filled in.
+
+`TenancyPolicySpec()` with no arguments *is* the embedded default policy; it is what
+`examples/policy-default.yaml` spells out (a test keeps the two equal). Each default says in
+its description where the value comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from tenantry import API_VERSION
+from tenantry.api.base import (
+    LABEL_VALUE_PATTERN,
+    ContainerResources,
+    DNSLabel,
+    Model,
+    ResourceList,
+    cel,
+)
+from tenantry.api.common import Port, Subject
+from tenantry.api.organization import ALWAYS_RESERVED_NAMES, ALWAYS_RESERVED_PREFIXES, CIDR, ObjectMeta
+from tenantry.api.quantity import parse_quantity
+
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+
+
+class LimitRangeDefaults(Model):
+    """Container defaults so that pods without requests/limits still fit under the quota."""
+
+    default: ContainerResources = Field(default_factory=lambda: {"cpu": "500m", "memory": "512Mi"})
+    default_request: ContainerResources = Field(default_factory=lambda: {"cpu": "100m", "memory": "128Mi"})
+    max: ContainerResources | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LimitRangeDefaults:
+        for resource, request in self.default_request.items():
+            limit = self.default.get(resource)
+            if limit is not None and parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(f"defaultRequest.{resource} ({request}) exceeds default.{resource} ({limit})")
+        for resource, ceiling in (self.max or {}).items():
+            limit = self.default.get(resource)
+            if limit is not None and parse_quantity(limit) > parse_quantity(ceiling):
+                raise ValueError(f"default.{resource} ({limit}) exceeds max.{resource} ({ceiling})")
+        return self
+
+
+def _env(name: str, scale: int, pod_security: PodSecurityLevel, exec_: bool) -> EnvironmentPolicy:
+    """Production gets the full default; staging half; dev a quarter (see examples/policy-default.yaml)."""
+    return EnvironmentPolicy(
+        name=name,
+        quota={
+            "requests.cpu": str(8 // scale),
+            "limits.cpu": str(16 // scale),
+            "requests.memory": f"{16 // scale}Gi",
+            "limits.memory": f"{32 // scale}Gi",
+            "pods": str(200 // scale),
+            "persistentvolumeclaims": str(20 // scale),
+            "requests.storage": f"{500 // scale}Gi",
+            "services.loadbalancers": "0",
+            "services.nodeports": "0",
+        },
+        pod_security=pod_security,
+        developer_exec=exec_,
+    )
+
+
+class EnvironmentPolicy(Model):
+    """What every `<org>-<env>` namespace of one environment gets by default."""
+
+    name: DNSLabel
+    quota: ResourceList
+    limit_range: LimitRangeDefaults = Field(default_factory=LimitRangeDefaults)
+    pod_security: PodSecurityLevel = "restricted"
+    developer_exec: bool = False
+
+
+class ClusterDNS(Model):
+    """Where the cluster DNS pods run (kube-dns/CoreDNS in kube-system on most distributions)."""
+
+    namespace: DNSLabel = "kube-system"
+    pod_selector: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    ports: list[Port] = Field(
+        default_factory=lambda: [Port(port=53, protocol="UDP"), Port(port=53, protocol="TCP")],
+        min_length=1,
+    )
+
+
+class IngressController(Model):
+    namespace: DNSLabel
+    pod_selector: dict[str, str] = Field(default_factory=dict)
+
+
+class NetworkDefaults(Model):
+    dns: ClusterDNS = Field(default_factory=ClusterDNS)
+    ingress_controllers: list[IngressController] = Field(
+        default_factory=lambda: [IngressController(namespace="ingress-nginx")]
+    )
+    allow_same_namespace: bool = True
+    # Cloud metadata endpoints hand out node credentials; an org's egress allow-list never
+    # reaches them, even when it allows 0.0.0.0/0 (they are carved out with `except`).
+    denied_egress_cidrs: list[CIDR] = Field(default_factory=lambda: ["169.254.169.254/32"])
+
+
+class RBACDefaults(Model):
+    platform_admins: list[Subject] = Field(default_factory=list)
+    # Subjects whose `quotaApproval` the admission policy accepts (platform admins count too).
+    quota_approvers: list[Subject] = Field(default_factory=list)
+
+
+
+
+class ReservedNamespaces(Model):
+    """Namespaces no Organization may produce. `kube-`, `openshift-` and `default` always are."""
+
+    names: list[DNSLabel] = Field(default_factory=lambda: ["default", "tenantry-system"])
+    prefixes: list[Annotated[str, Field(min_length=1, max_length=62, pattern=r"^[a-z0-9][-a-z0-9]*$")]] = Field(
+        default_factory=lambda: ["kube-", "openshift-", "tenantry-"]
+    )
+
+    def all_names(self) -> tuple[str, ...]:
+        return tuple(sorted({*ALWAYS_RESERVED_NAMES, *self.names}))
+
+    def all_prefixes(self) -> tuple[str, ...]:
+        return tuple(sorted({*ALWAYS_RESERVED_PREFIXES, *self.prefixes}))
+
+
+class ManagedByPolicy(Model):
+    """Values allowed for the constitution's `managed-by` namespace label."""
+
+    default: str = Field(default="tenantry", max_length=63, pattern=LABEL_VALUE_PATTERN)
+    allowed: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=lambda: ["tenantry", "argocd", "flux", "terraform", "kubectl"]
+    )
+
+
+def _unique_env_names(envs: list[EnvironmentPolicy]) -> list[EnvironmentPolicy]:
+    names = [e.name for e in envs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"environment(s) listed twice: {', '.join(dupes)}")
+    return envs
+
+
+class TenancyPolicySpec(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.managedBy.allowed.exists(v, v == self.managedBy.default)",
+                    "managedBy.default must be one of managedBy.allowed",
+                    ".managedBy",
+                ),
+            ]
+        }
+    }
+
+    environments: Annotated[list[EnvironmentPolicy], AfterValidator(_unique_env_names)] = Field(
+        default_factory=lambda: [
+            _env("prod", 1, "restricted", exec_=False),
+            _env("staging", 2, "restricted", exec_=True),
+            _env("dev", 4, "restricted", exec_=True),
+        ],
+        min_length=1,
+        max_length=20,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    network: NetworkDefaults = Field(default_factory=NetworkDefaults)
+    rbac: RBACDefaults = Field(default_factory=RBACDefaults)
+    reserved_namespaces: ReservedNamespaces = Field(default_factory=ReservedNamespaces)
+    managed_by: ManagedByPolicy = Field(default_factory=ManagedByPolicy)
+    namespace_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TenancyPolicySpec:
+        if self.managed_by.default not in self.managed_by.allowed:
+            raise ValueError(
+                f"managedBy.default {self.managed_by.default!r} must be one of managedBy.allowed "
+                f"({', '.join(self.managed_by.allowed)})"
+            )
+        return self
+
+    def environment(self, name: str) -> EnvironmentPolicy | None:
+        return next((e for e in self.environments if e.name == name), None)
+
+
+class TenancyPolicy(Model):
+    model_config = Model.model_config | {"extra": "ignore"}
+
+    api_version: Literal["tenantry.dev/v1alpha1"] = API_VERSION
+    kind: Literal["TenancyPolicy"] = "TenancyPolicy"
+    metadata: ObjectMeta
+    spec: TenancyPolicySpec = Field(default_factory=TenancyPolicySpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+DEFAULT_POLICY_NAME = "default"
+
+
+def builtin_default_policy() -> TenancyPolicy:
+    """The policy used when an Organization names `default` and no such TenancyPolicy exists."""
+    return TenancyPolicy(metadata=ObjectMeta(name=DEFAULT_POLICY_NAME))
+
+
+def select_policy(name: str, available: dict[str, TenancyPolicy]) -> TenancyPolicy | None:
+    """The policy an Organization names; `default` falls back to the built-in one."""
+    if name in available:
+        return available[name]
+    if name == DEFAULT_POLICY_NAME:
+        return builtin_default_policy()
+    return None

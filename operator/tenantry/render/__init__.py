@@ -1,0 +1,77 @@
+"""The pure core: (Organization, TenancyPolicy, today) -> the exact Kubernetes objects.
+
+No I/O, no clock, no randomness: the same inputs give the same objects in the same order, so
+`tenantry render` output is stable for GitOps diffs and the operator can compare live state
+against it field by field. `today` is an input because cross-tenant exceptions expire.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
+from tenantry.api.problems import InvalidObjectError, Problem
+from tenantry.render.checks import check_organization, errors_only
+from tenantry.render.namespaces import render_namespace
+from tenantry.render.network import render_network_policies
+from tenantry.render.quota import render_limit_range, render_quota
+from tenantry.render.rbac import render_member_access, render_platform_admins, render_role_bindings, render_shared_cluster_roles
+
+ObjectKey = tuple[str, str, str, str]
+
+
+def object_key(obj: dict[str, Any]) -> ObjectKey:
+    """(apiVersion, kind, namespace or "", name): identifies one object across renders."""
+    meta = obj["metadata"]
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What one Organization becomes. `warnings` were rendered around, not refused."""
+
+    organization: str
+    objects: list[dict[str, Any]]
+    namespaces: dict[str, str]
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date) -> Rendering:
+    """Render every object of `org`; raise `InvalidObjectError` listing all errors if any."""
+    problems = check_organization(org, policy, today)
+    errors = errors_only(problems)
+    if errors:
+        raise InvalidObjectError(errors)
+    objects: list[dict[str, Any]] = []
+    namespaces = org.namespaces()
+    for env, namespace in namespaces.items():
+        objects.append(render_namespace(org, policy, env, namespace))
+        objects.append(render_quota(org, policy, env, namespace))
+        objects.append(render_limit_range(org, policy, env, namespace))
+        objects += render_network_policies(org, policy, env, namespace, today)
+        objects += render_role_bindings(org, policy, env, namespace)
+    objects += render_member_access(org)
+    return Rendering(
+        organization=org.name,
+        objects=objects,
+        namespaces=namespaces,
+        warnings=[p for p in problems if p.severity == "warning"],
+    )
+
+
+def render_policy_objects(policy: TenancyPolicy) -> list[dict[str, Any]]:
+    """Cluster-wide objects a policy implies: the platform-admin binding."""
+    return render_platform_admins(policy)
+
+
+__all__ = [
+    "ObjectKey",
+    "Rendering",
+    "object_key",
+    "render_organization",
+    "render_policy_objects",
+    "render_shared_cluster_roles",
+]

@@ -1,0 +1,41 @@
+"""The Namespace of one environment: the constitution's labels, ownership, Pod Security."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
+from tenantry.render import labels as L
+
+
+def resolved_managed_by(org: Organization, policy: TenancyPolicy) -> str:
+    return org.spec.managed_by or policy.spec.managed_by.default
+
+
+def render_namespace(org: Organization, policy: TenancyPolicy, env: str, name: str) -> dict[str, Any]:
+    env_policy = policy.spec.environment(env)
+    assert env_policy is not None  # checks.check_organization refused unknown environments
+    level = env_policy.pod_security
+    # Policy-wide extra labels first, so ours win on any clash: a policy cannot fake ownership.
+    labels: dict[str, str] = dict(sorted(policy.spec.namespace_labels.items()))
+    labels.update(
+        {
+            L.ORGANIZATION: org.name,
+            L.ENVIRONMENT: env,
+            L.MANAGED_BY: resolved_managed_by(org, policy),
+            **L.ownership_labels(org.name, env),
+            f"{L.PSA_PREFIX}enforce": level,
+            f"{L.PSA_PREFIX}enforce-version": "latest",
+            f"{L.PSA_PREFIX}audit": level,
+            f"{L.PSA_PREFIX}warn": level,
+        }
+    )
+    annotations = {L.POLICY: policy.name}
+    if org.spec.display_name:
+        annotations[L.DISPLAY_NAME] = org.spec.display_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+    }

@@ -1,0 +1,53 @@
+"""ResourceQuota (hard limits, no burst) and LimitRange (defaults so pods without requests fit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
+from tenantry.render import labels as L
+from tenantry.render.checks import effective_quota
+
+QUOTA_NAME = "tenantry-quota"
+LIMIT_RANGE_NAME = "tenantry-limits"
+
+
+def render_quota(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> dict[str, Any]:
+    annotations = {L.POLICY: policy.name}
+    approval = org.spec.quota_approval
+    if org.spec.quota.get(env) and approval is not None:
+        # Keep the audit trail next to the numbers it justifies.
+        annotations[L.QUOTA_APPROVED_BY] = approval.approved_by
+        if approval.ticket:
+            annotations[L.QUOTA_TICKET] = approval.ticket
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": QUOTA_NAME,
+            "namespace": namespace,
+            "labels": L.ownership_labels(org.name, env),
+            "annotations": annotations,
+        },
+        "spec": {"hard": effective_quota(org, policy, env)},
+    }
+
+
+def render_limit_range(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> dict[str, Any]:
+    env_policy = policy.spec.environment(env)
+    assert env_policy is not None
+    defaults = env_policy.limit_range
+    limit: dict[str, Any] = {
+        "type": "Container",
+        "default": dict(defaults.default),
+        "defaultRequest": dict(defaults.default_request),
+    }
+    if defaults.max:
+        limit["max"] = dict(defaults.max)
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": LIMIT_RANGE_NAME, "namespace": namespace, "labels": L.ownership_labels(org.name, env)},
+        "spec": {"limits": [limit]},
+    }

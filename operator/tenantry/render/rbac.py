@@ -1,0 +1,236 @@
+"""RBAC: four tenant ClusterRoles shipped once, bound per namespace by RoleBindings.
+
+Binding shared ClusterRoles (instead of creating Roles per namespace) lets the operator be
+granted `bind` on exactly these role names rather than holding every permission it hands out.
+No tenant role can write ResourceQuotas, LimitRanges, NetworkPolicies, RoleBindings or
+anything cluster-scoped; those are what keep tenants apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantry import GROUP
+from tenantry.api.common import Subject
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
+from tenantry.render import labels as L
+
+RBAC_API = "rbac.authorization.k8s.io/v1"
+
+ORGANIZATION_ADMIN = "tenantry:organization-admin"
+DEVELOPER = "tenantry:developer"
+DEVELOPER_EXEC = "tenantry:developer-exec"
+VIEWER = "tenantry:viewer"
+PLATFORM_ADMIN = "tenantry:platform-admin"
+# Per-organization ClusterRole that lets members `get` their own namespaces and Organization.
+MEMBER_PREFIX = "tenantry:member:"
+PLATFORM_ADMINS_BINDING_PREFIX = "tenantry:platform-admins:"
+
+# The only roles a tenant RoleBinding of ours may reference.
+TENANT_ROLES: frozenset[str] = frozenset({ORGANIZATION_ADMIN, DEVELOPER, DEVELOPER_EXEC, VIEWER})
+SHARED_ROLES: tuple[str, ...] = (ORGANIZATION_ADMIN, DEVELOPER, DEVELOPER_EXEC, VIEWER, PLATFORM_ADMIN)
+# Roles no binding we render may ever reference, whatever the input.
+FORBIDDEN_ROLES: frozenset[str] = frozenset({"cluster-admin", "admin", "edit", "system:masters"})
+
+READ = ["get", "list", "watch"]
+WRITE = [*READ, "create", "update", "patch", "delete", "deletecollection"]
+
+# What tenants run. Kept in one table so the three tenant roles cannot drift apart.
+WORKLOADS: list[tuple[str, list[str]]] = [
+    ("", ["pods", "services", "endpoints", "configmaps", "persistentvolumeclaims", "serviceaccounts"]),
+    ("apps", ["deployments", "statefulsets", "daemonsets", "replicasets"]),
+    ("batch", ["jobs", "cronjobs"]),
+    ("autoscaling", ["horizontalpodautoscalers"]),
+    ("policy", ["poddisruptionbudgets"]),
+    ("networking.k8s.io", ["ingresses"]),
+    ("coordination.k8s.io", ["leases"]),
+]
+SCALE = ("apps", ["deployments/scale", "statefulsets/scale", "replicasets/scale"])
+# Read-only for every tenant role: the guardrails themselves and what explains them.
+GUARDRAILS: list[tuple[str, list[str]]] = [
+    ("", ["resourcequotas", "limitranges", "events"]),
+    ("networking.k8s.io", ["networkpolicies"]),
+    ("events.k8s.io", ["events"]),
+    ("discovery.k8s.io", ["endpointslices"]),
+]
+INTERACTIVE = ["pods/exec", "pods/attach", "pods/portforward"]
+
+
+def _rule(group: str, resources: list[str], verbs: list[str], names: list[str] | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
+    if names:
+        rule["resourceNames"] = sorted(names)
+    return rule
+
+
+def _cluster_role(name: str, rules: list[dict[str, Any]], labels: dict[str, str], description: str) -> dict[str, Any]:
+    return {
+        "apiVersion": RBAC_API,
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": labels, "annotations": {f"{GROUP}/description": description}},
+        "rules": rules,
+    }
+
+
+def _shared_labels() -> dict[str, str]:
+    return {L.APP_MANAGED_BY: L.APP_MANAGED_BY_VALUE}
+
+
+def render_shared_cluster_roles() -> list[dict[str, Any]]:
+    """The five roles installed once per cluster (also shipped in manifests/)."""
+    guard_read = [_rule(g, r, READ) for g, r in GUARDRAILS]
+    bindings_read = _rule("rbac.authorization.k8s.io", ["roles", "rolebindings"], READ)
+    logs = _rule("", ["pods/log"], ["get", "list"])
+    admin = [
+        *[_rule(g, r, WRITE) for g, r in WORKLOADS],
+        _rule("", ["secrets"], WRITE),
+        _rule(SCALE[0], SCALE[1], ["get", "update", "patch"]),
+        _rule("", INTERACTIVE, ["get", "create"]),
+        _rule("", ["pods/eviction"], ["create"]),
+        logs,
+        *guard_read,
+        bindings_read,
+    ]
+    developer = [
+        *[_rule(g, r, WRITE) for g, r in WORKLOADS],
+        _rule("", ["secrets"], WRITE),
+        _rule(SCALE[0], SCALE[1], ["get", "update", "patch"]),
+        logs,
+        *guard_read,
+    ]
+    viewer = [
+        *[_rule(g, r, READ) for g, r in WORKLOADS],
+        _rule(SCALE[0], SCALE[1], ["get"]),
+        logs,
+        *guard_read,
+        bindings_read,
+    ]
+    platform = [
+        _rule(GROUP, ["organizations", "tenancypolicies"], WRITE),
+        _rule(GROUP, ["organizations/status", "tenancypolicies/status"], READ),
+        _rule("", ["namespaces", "nodes"], READ),
+        *[_rule(g, r, WRITE) for g, r in WORKLOADS],
+        _rule("", ["secrets"], WRITE),
+        _rule("", ["resourcequotas", "limitranges"], WRITE),
+        _rule("networking.k8s.io", ["networkpolicies"], WRITE),
+        _rule("rbac.authorization.k8s.io", ["roles", "rolebindings"], READ),
+        _rule("", INTERACTIVE, ["get", "create"]),
+        logs,
+        _rule("", ["events"], READ),
+        _rule("events.k8s.io", ["events"], READ),
+    ]
+    labels = _shared_labels()
+    return [
+        _cluster_role(
+            ORGANIZATION_ADMIN,
+            admin,
+            labels,
+            "Full control of workloads in an organization's namespaces; read-only on its quotas, "
+            "limits, network policies and role bindings; nothing cluster-scoped.",
+        ),
+        _cluster_role(DEVELOPER, developer, labels, "Deploy and read logs in an organization's namespaces."),
+        _cluster_role(
+            DEVELOPER_EXEC,
+            [_rule("", INTERACTIVE, ["get", "create"])],
+            labels,
+            "exec/attach/port-forward; bound to developers only where the policy allows it.",
+        ),
+        _cluster_role(
+            VIEWER,
+            viewer,
+            labels,
+            "Read-only on workloads, logs, quotas and policies; no secrets.",
+        ),
+        _cluster_role(
+            PLATFORM_ADMIN,
+            platform,
+            labels,
+            "The platform team: manage Organizations and TenancyPolicies, and operate tenant namespaces.",
+        ),
+    ]
+
+
+def _subjects(subjects: list[Subject]) -> list[dict[str, str]]:
+    seen: dict[tuple[str, str, str | None], dict[str, str]] = {}
+    for subject in subjects:
+        seen.setdefault((subject.kind, subject.name, subject.namespace), subject.as_rbac())
+    return list(seen.values())
+
+
+def _role_binding(org: str, env: str, namespace: str, name: str, role: str, subjects: list[Subject]) -> dict[str, Any]:
+    if role not in TENANT_ROLES:  # the renderer's own invariant, guarded against future edits
+        raise ValueError(f"refusing to bind {role!r}: tenant bindings may only reference {sorted(TENANT_ROLES)}")
+    return {
+        "apiVersion": RBAC_API,
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace, "labels": L.ownership_labels(org, env)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": _subjects(subjects),
+    }
+
+
+def render_role_bindings(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> list[dict[str, Any]]:
+    members = org.spec.members
+    env_policy = policy.spec.environment(env)
+    assert env_policy is not None
+    wanted = [
+        ("tenantry:organization-admins", ORGANIZATION_ADMIN, members.admins),
+        ("tenantry:developers", DEVELOPER, members.developers),
+        ("tenantry:developers-exec", DEVELOPER_EXEC, members.developers if env_policy.developer_exec else []),
+        ("tenantry:viewers", VIEWER, members.viewers),
+    ]
+    return [
+        _role_binding(org.name, env, namespace, name, role, subjects)
+        for name, role, subjects in wanted
+        if subjects
+    ]
+
+
+def render_member_access(org: Organization) -> list[dict[str, Any]]:
+    """Let every member `get` (not list) its own namespaces and Organization.
+
+    Namespaces are cluster-scoped, so a RoleBinding cannot grant this. `list` cannot be
+    narrowed by name in RBAC, so members see their namespaces by name (`kubectl get ns
+    acme-prod`) and the full list in `kubectl get organization acme -o yaml` (status).
+    """
+    members = [*org.spec.members.admins, *org.spec.members.developers, *org.spec.members.viewers]
+    if not members:
+        return []
+    name = f"{MEMBER_PREFIX}{org.name}"
+    labels = L.ownership_labels(org.name)
+    role = _cluster_role(
+        name,
+        [
+            _rule("", ["namespaces"], ["get"], list(org.namespaces().values())),
+            _rule(GROUP, ["organizations"], ["get"], [org.name]),
+        ],
+        labels,
+        f"Members of organization {org.name} may read their namespaces and Organization.",
+    )
+    binding = {
+        "apiVersion": RBAC_API,
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": _subjects(members),
+    }
+    return [role, binding]
+
+
+def render_platform_admins(policy: TenancyPolicy) -> list[dict[str, Any]]:
+    """The policy's platform admins, bound cluster-wide to the platform-admin role."""
+    if not policy.spec.rbac.platform_admins:
+        return []
+    return [
+        {
+            "apiVersion": RBAC_API,
+            "kind": "ClusterRoleBinding",
+            "metadata": {
+                "name": f"{PLATFORM_ADMINS_BINDING_PREFIX}{policy.name}",
+                "labels": {**_shared_labels(), f"{GROUP}/policy": policy.name},
+            },
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PLATFORM_ADMIN},
+            "subjects": _subjects(policy.spec.rbac.platform_admins),
+        }
+    ]

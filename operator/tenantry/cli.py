@@ -15,7 +15,6 @@ from typing import Any, TextIO
 from tenantry import __version__
 from tenantry.api.crd import all_crds
 from tenantry.api.documents import Documents, Located, dump_yaml, parse_documents
-from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError, Problem
 from tenantry.render import render_organization, render_policy_objects, render_shared_cluster_roles
@@ -48,7 +47,9 @@ def _policies(docs: Documents) -> tuple[dict[str, TenancyPolicy], list[Located]]
     for source, policy in docs.policies:
         if policy.name in found:
             problems.append(
-                Located(source, f"TenancyPolicy/{policy.name}", Problem("metadata.name", "defined more than once"))
+                Located(
+                    source, f"TenancyPolicy/{policy.name}", Problem("metadata.name", "defined more than once")
+                )
             )
         found[policy.name] = policy
     return found, problems
@@ -79,7 +80,8 @@ def _render_all(
                     where,
                     Problem(
                         "spec.policy",
-                        f"TenancyPolicy {org.spec.policy!r} was not given (pass it with --policy; known: {known})",
+                        f"TenancyPolicy {org.spec.policy!r} was not given "
+                        f"(pass it with --policy; known: {known})",
                     ),
                 )
             )
@@ -109,7 +111,11 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     policies, dupes = _policies(docs)
     objects, problems = _render_all(docs, policies, _today(args.today))
     if args.include_cluster_objects:
-        objects = render_shared_cluster_roles() + [o for p in policies.values() for o in render_policy_objects(p)] + objects
+        objects = (
+            render_shared_cluster_roles()
+            + [o for p in policies.values() for o in render_policy_objects(p)]
+            + objects
+        )
     failed = _report([*docs.problems, *dupes, *problems], err)
     if not docs.organizations and not args.include_cluster_objects and not failed:
         raise UsageError("no Organization found in the given files")
@@ -130,7 +136,9 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         errors = sum(1 for p in [*docs.problems, *dupes, *problems] if p.problem.severity == "error")
         print(f"invalid: {errors} error(s)", file=err)
         return EXIT_INVALID
-    print(f"valid: {len(docs.organizations)} Organization(s), {len(docs.policies)} TenancyPolicy(ies)", file=out)
+    print(
+        f"valid: {len(docs.organizations)} Organization(s), {len(docs.policies)} TenancyPolicy(ies)", file=out
+    )
     return EXIT_OK if count else EXIT_INVALID
 
 
@@ -161,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="print the objects Organizations render to (YAML)")
-    render.add_argument("-f", "--filename", action="append", default=[], required=True, help="file or - (repeatable)")
+    render.add_argument(
+        "-f", "--filename", action="append", default=[], required=True, help="file or - (repeatable)"
+    )
     render.add_argument("--policy", action="append", default=[], help="TenancyPolicy file (repeatable)")
     render.add_argument("--today", help="date for exception expiry (YYYY-MM-DD; default: today)")
     render.add_argument(

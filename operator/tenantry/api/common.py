@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tenantry.api.base import DNSLabel, Model, cel
 
@@ -16,8 +16,8 @@ FORBIDDEN_SUBJECT_PREFIX = "system:"
 class Subject(Model):
     """Who gets a role: a User, a Group, or a ServiceAccount (which needs its namespace)."""
 
-    model_config = Model.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "self.kind != 'ServiceAccount' || has(self.__namespace__)",
@@ -34,7 +34,7 @@ class Subject(Model):
                 ),
             ]
         }
-    }
+    )
 
     kind: Literal["User", "Group", "ServiceAccount"]
     name: str = Field(min_length=1, max_length=253)
@@ -64,13 +64,13 @@ class Subject(Model):
 class Port(Model):
     """A port (or port range with `endPort`) and protocol that a network rule opens."""
 
-    model_config = Model.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel("!has(self.endPort) || self.endPort >= self.port", "endPort must be >= port"),
             ]
         }
-    }
+    )
 
     port: int = Field(ge=1, le=65535)
     end_port: int | None = Field(default=None, ge=1, le=65535)

@@ -56,6 +56,11 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if merged.get("default", ...) is None:
             del merged["default"]
         return _structural(merged, defs)
+    if "patternProperties" in schema:
+        # dict[DNSLabel, X]: key patterns cannot be expressed structurally; CEL rules check keys.
+        (value_schema,) = schema["patternProperties"].values()
+        rest = {k: v for k, v in schema.items() if k != "patternProperties"}
+        return _structural({**rest, "additionalProperties": value_schema}, defs)
     if "const" in schema:
         schema = {**schema, "enum": [schema["const"]]}
     out: dict[str, Any] = {}
@@ -97,7 +102,7 @@ def _crd(
     spec_model: type[BaseModel],
     status_model: type[BaseModel],
     columns: list[dict[str, Any]],
-    root_rules: list[dict[str, str]],
+    root_rules: list[Any],
     spec_required: bool,
 ) -> dict[str, Any]:
     status = model_schema(status_model)

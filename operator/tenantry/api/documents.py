@@ -101,5 +101,10 @@ class _NoAliasDumper(yaml.SafeDumper):
 def dump_yaml(objects: list[dict[str, Any]]) -> str:
     """Multi-document YAML, keys in the order the renderer built them, byte-for-byte stable."""
     return yaml.dump_all(
-        objects, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=100, explicit_start=True
+        objects,
+        Dumper=_NoAliasDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=100,
+        explicit_start=True,
     )

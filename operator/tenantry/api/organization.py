@@ -6,10 +6,19 @@ import datetime as dt
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from tenantry import API_VERSION
-from tenantry.api.base import DNS_LABEL_MAX, LABEL_VALUE_PATTERN, DNSLabel, Model, ResourceList, cel
+from tenantry.api.base import (
+    DNS_LABEL_MAX,
+    DNS_LABEL_PATTERN,
+    LABEL_VALUE_PATTERN,
+    DNSLabel,
+    Model,
+    ResourceList,
+    cel,
+)
 from tenantry.api.common import Port, Subject
 
 # Reserved namespace prefixes that no policy can lift: Kubernetes' and OpenShift's own.
@@ -75,8 +84,8 @@ class EgressRule(Model):
     in its `allowFrom` (see docs/architecture.md, "cross-tenant exceptions").
     """
 
-    model_config = Model.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "has(self.cidr) != has(self.organization)",
@@ -89,7 +98,7 @@ class EgressRule(Model):
                 ),
             ]
         }
-    }
+    )
 
     cidr: CIDR | None = None
     except_: list[CIDR] | None = Field(default=None, alias="except", max_length=32)
@@ -143,8 +152,8 @@ class Network(Model):
 
 
 class OrganizationSpec(Model):
-    model_config = Model.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "!has(self.quota) || self.quota.all(e, e in self.environments)",
@@ -153,7 +162,7 @@ class OrganizationSpec(Model):
                 ),
             ]
         }
-    }
+    )
 
     display_name: str | None = Field(default=None, max_length=256)
     policy: DNSLabel = "default"
@@ -179,7 +188,7 @@ class OrganizationSpec(Model):
 class ObjectMeta(Model):
     """The part of metadata we read. Everything else (uid, labels, ...) is accepted and ignored."""
 
-    model_config = Model.model_config | {"extra": "ignore"}
+    model_config = ConfigDict(extra="ignore")
 
     name: DNSLabel
     generation: int | None = None
@@ -192,8 +201,10 @@ def namespace_name(org: str, env: str) -> str:
     return f"{org}-{env}"
 
 
-def _org_cel_rules() -> list[dict[str, str]]:
-    prefix_checks = " || ".join(f"(self.metadata.name + '-' + e).startsWith('{p}')" for p in ALWAYS_RESERVED_PREFIXES)
+def _org_cel_rules() -> list[JsonDict]:
+    prefix_checks = " || ".join(
+        f"(self.metadata.name + '-' + e).startsWith('{p}')" for p in ALWAYS_RESERVED_PREFIXES
+    )
     return [
         cel(
             f"self.spec.environments.all(e, size(self.metadata.name) + 1 + size(e) <= {DNS_LABEL_MAX})",
@@ -205,7 +216,8 @@ def _org_cel_rules() -> list[dict[str, str]]:
             f"({', '.join(ALWAYS_RESERVED_PREFIXES)})",
         ),
         cel(
-            f"self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= {DNS_LABEL_MAX}",
+            f"self.metadata.name.matches('{DNS_LABEL_PATTERN}') "
+            f"&& size(self.metadata.name) <= {DNS_LABEL_MAX}",
             "organization name must be a DNS label: lowercase letters, digits and '-'",
         ),
     ]
@@ -214,7 +226,7 @@ def _org_cel_rules() -> list[dict[str, str]]:
 class Organization(Model):
     """The whole Organization object, as read from a file or from the API server."""
 
-    model_config = Model.model_config | {"extra": "ignore"}
+    model_config = ConfigDict(extra="ignore")
 
     api_version: Literal["tenantry.dev/v1alpha1"] = API_VERSION
     kind: Literal["Organization"] = "Organization"
@@ -228,17 +240,6 @@ class Organization(Model):
     def namespaces(self) -> dict[str, str]:
         """Environment -> namespace name, in spec order."""
         return {env: namespace_name(self.name, env) for env in self.spec.environments}
-
-    @model_validator(mode="after")
-    def _check_names(self) -> Organization:
-        for env in self.spec.environments:
-            ns = namespace_name(self.name, env)
-            if len(ns) > DNS_LABEL_MAX:
-                raise ValueError(
-                    f"namespace name {ns!r} would be {len(ns)} characters; "
-                    f"<organization>-<environment> must be at most {DNS_LABEL_MAX}"
-                )
-        return self
 
 
 ORGANIZATION_CEL = _org_cel_rules()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from tenantry import API_VERSION
 from tenantry.api.base import (
@@ -39,7 +39,9 @@ class LimitRangeDefaults(Model):
         for resource, request in self.default_request.items():
             limit = self.default.get(resource)
             if limit is not None and parse_quantity(request) > parse_quantity(limit):
-                raise ValueError(f"defaultRequest.{resource} ({request}) exceeds default.{resource} ({limit})")
+                raise ValueError(
+                    f"defaultRequest.{resource} ({request}) exceeds default.{resource} ({limit})"
+                )
         for resource, ceiling in (self.max or {}).items():
             limit = self.default.get(resource)
             if limit is not None and parse_quantity(limit) > parse_quantity(ceiling):
@@ -110,14 +112,12 @@ class RBACDefaults(Model):
     quota_approvers: list[Subject] = Field(default_factory=list)
 
 
-
-
 class ReservedNamespaces(Model):
     """Namespaces no Organization may produce. `kube-`, `openshift-` and `default` always are."""
 
     names: list[DNSLabel] = Field(default_factory=lambda: ["default", "tenantry-system"])
-    prefixes: list[Annotated[str, Field(min_length=1, max_length=62, pattern=r"^[a-z0-9][-a-z0-9]*$")]] = Field(
-        default_factory=lambda: ["kube-", "openshift-", "tenantry-"]
+    prefixes: list[Annotated[str, Field(min_length=1, max_length=62, pattern=r"^[a-z0-9][-a-z0-9]*$")]] = (
+        Field(default_factory=lambda: ["kube-", "openshift-", "tenantry-"])
     )
 
     def all_names(self) -> tuple[str, ...]:
@@ -145,8 +145,8 @@ def _unique_env_names(envs: list[EnvironmentPolicy]) -> list[EnvironmentPolicy]:
 
 
 class TenancyPolicySpec(Model):
-    model_config = Model.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "self.managedBy.allowed.exists(v, v == self.managedBy.default)",
@@ -155,7 +155,7 @@ class TenancyPolicySpec(Model):
                 ),
             ]
         }
-    }
+    )
 
     environments: Annotated[list[EnvironmentPolicy], AfterValidator(_unique_env_names)] = Field(
         default_factory=lambda: [
@@ -189,7 +189,7 @@ class TenancyPolicySpec(Model):
 
 
 class TenancyPolicy(Model):
-    model_config = Model.model_config | {"extra": "ignore"}
+    model_config = ConfigDict(extra="ignore")
 
     api_version: Literal["tenantry.dev/v1alpha1"] = API_VERSION
     kind: Literal["TenancyPolicy"] = "TenancyPolicy"

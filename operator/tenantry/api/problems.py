@@ -42,7 +42,9 @@ _DROP_LOC = {"function-after", "function-before", "function-wrap"}
 def _clean_loc(loc: Iterable[int | str]) -> list[int | str]:
     # pydantic puts validator names ("function-after[...]") and union branches into `loc`;
     # a person wants the field path only.
-    return [p for p in loc if not (isinstance(p, str) and (p.split("[")[0] in _DROP_LOC or p.startswith("[")))]
+    return [
+        p for p in loc if not (isinstance(p, str) and (p.split("[")[0] in _DROP_LOC or p.startswith("[")))
+    ]
 
 
 def problems_from_validation_error(error: ValidationError) -> list[Problem]:

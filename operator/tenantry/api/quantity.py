@@ -44,9 +44,7 @@ def parse_quantity(value: str | int | float) -> Decimal:
         return Decimal(str(value))
     text = value.strip()
     if not _QUANTITY_RE.match(text):
-        raise QuantityError(
-            f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 1.5, 16Gi, 100M)"
-        )
+        raise QuantityError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 1.5, 16Gi, 100M)")
     match = _SPLIT_RE.match(text)
     assert match is not None  # the full grammar matched above, so the split does too
     number, suffix = match.groups()

@@ -18,7 +18,12 @@ from tenantry.render.checks import check_organization, errors_only
 from tenantry.render.namespaces import render_namespace
 from tenantry.render.network import render_network_policies
 from tenantry.render.quota import render_limit_range, render_quota
-from tenantry.render.rbac import render_member_access, render_platform_admins, render_role_bindings, render_shared_cluster_roles
+from tenantry.render.rbac import (
+    render_member_access,
+    render_platform_admins,
+    render_role_bindings,
+    render_shared_cluster_roles,
+)
 
 ObjectKey = tuple[str, str, str, str]
 

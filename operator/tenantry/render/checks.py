@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
-from tenantry.api.base import QUOTA_RESOURCES
+from tenantry.api.base import DNS_LABEL_MAX, QUOTA_RESOURCES
 from tenantry.api.common import Subject
-from tenantry.api.organization import Organization
+from tenantry.api.organization import Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.api.quantity import parse_quantity
@@ -91,10 +91,20 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
             problems.append(
                 Problem(
                     f"spec.environments[{i}]",
-                    f"{env!r} is not an environment of policy {policy.name!r} (allowed: {', '.join(allowed_envs)})",
+                    f"{env!r} is not an environment of policy {policy.name!r} "
+                    f"(allowed: {', '.join(allowed_envs)})",
                 )
             )
-        why = reserved_reason(f"{org.name}-{env}", policy)
+        namespace = namespace_name(org.name, env)
+        if len(namespace) > DNS_LABEL_MAX:
+            problems.append(
+                Problem(
+                    f"spec.environments[{i}]",
+                    f"namespace name {namespace!r} would be {len(namespace)} characters; "
+                    f"<organization>-<environment> must be at most {DNS_LABEL_MAX}",
+                )
+            )
+        why = reserved_reason(namespace, policy)
         if why:
             problems.append(
                 Problem(
@@ -112,14 +122,29 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
     raised = raised_quotas(org, policy)
     if raised and spec.quota_approval is None:
         for env, resource, value, default in raised:
-            limit = f"the policy default {default}" if default is not None else "unlimited by the policy"
+            ceiling = f"the policy default {default}" if default is not None else "unlimited by the policy"
             problems.append(
                 Problem(
                     f'spec.quota.{env}["{resource}"]',
-                    f"{value} is above {limit}; raising a quota requires spec.quotaApproval "
+                    f"{value} is above {ceiling}; raising a quota requires spec.quotaApproval "
                     "with approvedBy and justification",
                 )
             )
+
+    for env in spec.environments:
+        if policy.spec.environment(env) is None:
+            continue
+        hard = effective_quota(org, policy, env)
+        for kind in ("cpu", "memory", "ephemeral-storage"):
+            request, limit = hard.get(f"requests.{kind}"), hard.get(f"limits.{kind}")
+            if request is not None and limit is not None and parse_quantity(request) > parse_quantity(limit):
+                problems.append(
+                    Problem(
+                        f"spec.quota.{env}",
+                        f"requests.{kind} ({request}) would exceed limits.{kind} ({limit}); "
+                        "no pod could use the full request, raise the limit too",
+                    )
+                )
 
     for role in ("admins", "developers", "viewers"):
         for i, subject in enumerate(getattr(spec.members, role)):
@@ -135,7 +160,8 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                 problems.append(
                     Problem(
                         f"spec.network.egress[{i}].cidr",
-                        f"{rule.cidr} lies inside {block}, which policy {policy.name!r} denies for all tenants",
+                        f"{rule.cidr} lies inside {block}, "
+                        f"which policy {policy.name!r} denies for all tenants",
                     )
                 )
 

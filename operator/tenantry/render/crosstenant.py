@@ -19,7 +19,9 @@ def _pairs_allowed(org: Organization, today: dt.date) -> set[tuple[str, str | No
     pairs: set[tuple[str, str | None]] = set()
     for exception in org.spec.network.allow_from:
         if exception.active_on(today):
-            for env in exception.environments or [None]:
+            if exception.environments is None:
+                pairs.add((exception.organization, None))
+            for env in exception.environments or []:
                 pairs.add((exception.organization, env))
     return pairs
 
@@ -52,9 +54,7 @@ def unmatched_exceptions(orgs: list[Organization], today: dt.date) -> dict[str, 
             source = by_name.get(exception.organization)
             if source is None or not exception.active_on(today):
                 continue
-            declared = any(
-                rule.organization == org.name for rule in source.spec.network.egress
-            )
+            declared = any(rule.organization == org.name for rule in source.spec.network.egress)
             if not declared:
                 out.setdefault(org.name, []).append(
                     Problem(

@@ -6,7 +6,7 @@ from typing import Any
 
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
-from tenantry.render import labels as L
+from tenantry.render import labels as lbl
 
 
 def resolved_managed_by(org: Organization, policy: TenancyPolicy) -> str:
@@ -21,19 +21,19 @@ def render_namespace(org: Organization, policy: TenancyPolicy, env: str, name: s
     labels: dict[str, str] = dict(sorted(policy.spec.namespace_labels.items()))
     labels.update(
         {
-            L.ORGANIZATION: org.name,
-            L.ENVIRONMENT: env,
-            L.MANAGED_BY: resolved_managed_by(org, policy),
-            **L.ownership_labels(org.name, env),
-            f"{L.PSA_PREFIX}enforce": level,
-            f"{L.PSA_PREFIX}enforce-version": "latest",
-            f"{L.PSA_PREFIX}audit": level,
-            f"{L.PSA_PREFIX}warn": level,
+            lbl.ORGANIZATION: org.name,
+            lbl.ENVIRONMENT: env,
+            lbl.MANAGED_BY: resolved_managed_by(org, policy),
+            **lbl.ownership_labels(org.name, env),
+            f"{lbl.PSA_PREFIX}enforce": level,
+            f"{lbl.PSA_PREFIX}enforce-version": "latest",
+            f"{lbl.PSA_PREFIX}audit": level,
+            f"{lbl.PSA_PREFIX}warn": level,
         }
     )
-    annotations = {L.POLICY: policy.name}
+    annotations = {lbl.POLICY: policy.name}
     if org.spec.display_name:
-        annotations[L.DISPLAY_NAME] = org.spec.display_name
+        annotations[lbl.DISPLAY_NAME] = org.spec.display_name
     return {
         "apiVersion": "v1",
         "kind": "Namespace",

@@ -14,7 +14,7 @@ from typing import Any
 
 from tenantry.api.organization import EgressRule, Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
-from tenantry.render import labels as L
+from tenantry.render import labels as lbl
 
 DEFAULT_DENY = "tenantry-default-deny"
 ALLOW_DNS = "tenantry-allow-dns"
@@ -32,7 +32,11 @@ def _policy(
     spec: dict[str, Any],
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": L.ownership_labels(org.name, env)}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": lbl.ownership_labels(org.name, env),
+    }
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata, "spec": spec}
@@ -40,15 +44,15 @@ def _policy(
 
 def _namespace_is(names: list[str]) -> dict[str, Any]:
     if len(names) == 1:
-        return {"matchLabels": {L.METADATA_NAME: names[0]}}
-    return {"matchExpressions": [{"key": L.METADATA_NAME, "operator": "In", "values": sorted(names)}]}
+        return {"matchLabels": {lbl.METADATA_NAME: names[0]}}
+    return {"matchExpressions": [{"key": lbl.METADATA_NAME, "operator": "In", "values": sorted(names)}]}
 
 
 def _org_namespaces(org: str, environments: list[str] | None) -> dict[str, Any]:
     """Selector for another organization's namespaces (all of them, or the named environments)."""
     if environments:
         return _namespace_is([namespace_name(org, e) for e in environments])
-    return {"matchLabels": {L.APP_MANAGED_BY: L.APP_MANAGED_BY_VALUE, L.OWNER: org}}
+    return {"matchLabels": {lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE, lbl.OWNER: org}}
 
 
 def _egress_peer(rule: EgressRule, denied: list[str]) -> dict[str, Any]:
@@ -57,8 +61,7 @@ def _egress_peer(rule: EgressRule, denied: list[str]) -> dict[str, Any]:
         carve = [
             c
             for c in denied
-            if ipaddress.ip_network(c).version == outer.version
-            and ipaddress.ip_network(c).subnet_of(outer)  # type: ignore[arg-type]
+            if ipaddress.ip_network(c).version == outer.version and ipaddress.ip_network(c).subnet_of(outer)  # type: ignore[arg-type]
         ]
         excepted = sorted(set(rule.except_ or []) | set(carve))
         block: dict[str, Any] = {"cidr": rule.cidr}
@@ -114,7 +117,7 @@ def render_network_policies(
             )
         )
     if net.allow_same_namespace:
-        same = [{"podSelector": {}}]
+        same: list[dict[str, Any]] = [{"podSelector": {}}]
         objects.append(
             _policy(
                 org,
@@ -145,7 +148,7 @@ def render_network_policies(
                 namespace,
                 ALLOW_EGRESS,
                 {"podSelector": {}, "policyTypes": ["Egress"], "egress": rules},
-                {L.REASON: reasons},
+                {lbl.REASON: reasons},
             )
         )
     objects += _render_allow_from(org, env, namespace, today)
@@ -169,10 +172,10 @@ def _render_allow_from(org: Organization, env: str, namespace: str, today: dt.da
             if exception.ports:
                 rule["ports"] = [p.as_k8s() for p in exception.ports]
             rules.append(rule)
-        annotations = {L.REASON: json.dumps([e.reason for e in exceptions], ensure_ascii=False)}
+        annotations = {lbl.REASON: json.dumps([e.reason for e in exceptions], ensure_ascii=False)}
         expiries = [e.expires for e in exceptions]
         if all(expiries):
-            annotations[L.EXPIRES] = max(d for d in expiries if d is not None).isoformat()
+            annotations[lbl.EXPIRES] = max(d for d in expiries if d is not None).isoformat()
         objects.append(
             _policy(
                 org,

@@ -6,7 +6,7 @@ from typing import Any
 
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
-from tenantry.render import labels as L
+from tenantry.render import labels as lbl
 from tenantry.render.checks import effective_quota
 
 QUOTA_NAME = "tenantry-quota"
@@ -14,20 +14,20 @@ LIMIT_RANGE_NAME = "tenantry-limits"
 
 
 def render_quota(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> dict[str, Any]:
-    annotations = {L.POLICY: policy.name}
+    annotations = {lbl.POLICY: policy.name}
     approval = org.spec.quota_approval
     if org.spec.quota.get(env) and approval is not None:
         # Keep the audit trail next to the numbers it justifies.
-        annotations[L.QUOTA_APPROVED_BY] = approval.approved_by
+        annotations[lbl.QUOTA_APPROVED_BY] = approval.approved_by
         if approval.ticket:
-            annotations[L.QUOTA_TICKET] = approval.ticket
+            annotations[lbl.QUOTA_TICKET] = approval.ticket
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
         "metadata": {
             "name": QUOTA_NAME,
             "namespace": namespace,
-            "labels": L.ownership_labels(org.name, env),
+            "labels": lbl.ownership_labels(org.name, env),
             "annotations": annotations,
         },
         "spec": {"hard": effective_quota(org, policy, env)},
@@ -48,6 +48,10 @@ def render_limit_range(org: Organization, policy: TenancyPolicy, env: str, names
     return {
         "apiVersion": "v1",
         "kind": "LimitRange",
-        "metadata": {"name": LIMIT_RANGE_NAME, "namespace": namespace, "labels": L.ownership_labels(org.name, env)},
+        "metadata": {
+            "name": LIMIT_RANGE_NAME,
+            "namespace": namespace,
+            "labels": lbl.ownership_labels(org.name, env),
+        },
         "spec": {"limits": [limit]},
     }

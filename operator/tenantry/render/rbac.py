@@ -14,7 +14,7 @@ from tenantry import GROUP
 from tenantry.api.common import Subject
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
-from tenantry.render import labels as L
+from tenantry.render import labels as lbl
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
 
@@ -57,14 +57,18 @@ GUARDRAILS: list[tuple[str, list[str]]] = [
 INTERACTIVE = ["pods/exec", "pods/attach", "pods/portforward"]
 
 
-def _rule(group: str, resources: list[str], verbs: list[str], names: list[str] | None = None) -> dict[str, Any]:
+def _rule(
+    group: str, resources: list[str], verbs: list[str], names: list[str] | None = None
+) -> dict[str, Any]:
     rule: dict[str, Any] = {"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
     if names:
         rule["resourceNames"] = sorted(names)
     return rule
 
 
-def _cluster_role(name: str, rules: list[dict[str, Any]], labels: dict[str, str], description: str) -> dict[str, Any]:
+def _cluster_role(
+    name: str, rules: list[dict[str, Any]], labels: dict[str, str], description: str
+) -> dict[str, Any]:
     return {
         "apiVersion": RBAC_API,
         "kind": "ClusterRole",
@@ -74,7 +78,7 @@ def _cluster_role(name: str, rules: list[dict[str, Any]], labels: dict[str, str]
 
 
 def _shared_labels() -> dict[str, str]:
-    return {L.APP_MANAGED_BY: L.APP_MANAGED_BY_VALUE}
+    return {lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE}
 
 
 def render_shared_cluster_roles() -> list[dict[str, Any]]:
@@ -158,19 +162,25 @@ def _subjects(subjects: list[Subject]) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def _role_binding(org: str, env: str, namespace: str, name: str, role: str, subjects: list[Subject]) -> dict[str, Any]:
+def _role_binding(
+    org: str, env: str, namespace: str, name: str, role: str, subjects: list[Subject]
+) -> dict[str, Any]:
     if role not in TENANT_ROLES:  # the renderer's own invariant, guarded against future edits
-        raise ValueError(f"refusing to bind {role!r}: tenant bindings may only reference {sorted(TENANT_ROLES)}")
+        raise ValueError(
+            f"refusing to bind {role!r}: tenant bindings may only reference {sorted(TENANT_ROLES)}"
+        )
     return {
         "apiVersion": RBAC_API,
         "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": namespace, "labels": L.ownership_labels(org, env)},
+        "metadata": {"name": name, "namespace": namespace, "labels": lbl.ownership_labels(org, env)},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": _subjects(subjects),
     }
 
 
-def render_role_bindings(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> list[dict[str, Any]]:
+def render_role_bindings(
+    org: Organization, policy: TenancyPolicy, env: str, namespace: str
+) -> list[dict[str, Any]]:
     members = org.spec.members
     env_policy = policy.spec.environment(env)
     assert env_policy is not None
@@ -198,7 +208,7 @@ def render_member_access(org: Organization) -> list[dict[str, Any]]:
     if not members:
         return []
     name = f"{MEMBER_PREFIX}{org.name}"
-    labels = L.ownership_labels(org.name)
+    labels = lbl.ownership_labels(org.name)
     role = _cluster_role(
         name,
         [
@@ -230,7 +240,11 @@ def render_platform_admins(policy: TenancyPolicy) -> list[dict[str, Any]]:
                 "name": f"{PLATFORM_ADMINS_BINDING_PREFIX}{policy.name}",
                 "labels": {**_shared_labels(), f"{GROUP}/policy": policy.name},
             },
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PLATFORM_ADMIN},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": PLATFORM_ADMIN,
+            },
             "subjects": _subjects(policy.spec.rbac.platform_admins),
         }
     ]

@@ -1,0 +1,130 @@
+"""The CRDs are generated from the models; check they are current, structural, and that the
+API server (schema + CEL) would accept the examples and reject what a single object reveals."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import pytest
+import yaml
+
+from tenantry.api.crd import all_crds, organization_crd
+from tenantry.api.documents import dump_yaml
+from tests.conftest import EXAMPLES, ROOT
+from tests.unit.test_bad_inputs import BASE, CASES
+
+CRD_DIR = ROOT / "crds"
+
+
+def test_crds_directory_is_up_to_date() -> None:
+    for crd in all_crds():
+        path = CRD_DIR / f"{crd['metadata']['name']}.yaml"
+        assert path.read_text() == dump_yaml([crd]), f"{path} is stale: run `tenantry crds --output-dir crds`"
+
+
+def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _nodes(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield from _nodes(schema[key], f"{path}[]")
+
+
+@pytest.mark.parametrize("crd", all_crds(), ids=lambda c: c["metadata"]["name"])
+def test_schemas_are_structural(crd: dict[str, Any]) -> None:
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _nodes(root):
+        assert "$ref" not in node and "$defs" not in node, path
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+        assert "anyOf" not in node or node.get("x-kubernetes-int-or-string"), path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        assert "uniqueItems" not in node and "propertyNames" not in node and "const" not in node, path
+
+
+_CEL = celpy.Environment()
+
+
+def _cel_ok(rule: str, data: Any) -> bool:
+    # Kubernetes escapes the CEL keyword `namespace` as `__namespace__`; cel-python does not need to.
+    program = _CEL.program(_CEL.compile(rule.replace("__namespace__", "namespace")))
+    return bool(program.evaluate({"self": celpy.json_to_cel(data)}))
+
+
+def _cel_failures(schema: dict[str, Any], data: Any) -> list[str]:
+    failures = [
+        v["message"] for v in schema.get("x-kubernetes-validations", []) if not _cel_ok(v["rule"], data)
+    ]
+    if isinstance(data, dict):
+        props = schema.get("properties")
+        for key, value in data.items():
+            sub = props.get(key) if props is not None else schema.get("additionalProperties")
+            if isinstance(sub, dict):
+                failures += _cel_failures(sub, value)
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for item in data:
+            failures += _cel_failures(schema["items"], item)
+    return failures
+
+
+def api_server_rejects(doc: dict[str, Any]) -> list[str]:
+    """What the API server would say about `doc` given our CRD: schema errors and CEL failures."""
+    root = organization_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = [e.message for e in jsonschema.Draft7Validator(root).iter_errors(doc)]
+    if not errors:  # CEL runs only on objects that passed the schema
+        errors = _cel_failures(root, doc)
+    return errors
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("organization-*.yaml")), ids=lambda p: p.name)
+def test_api_server_accepts_the_examples(path: Path) -> None:
+    assert api_server_rejects(yaml.safe_load(path.read_text())) == []
+
+
+# Cases a single object reveals, which the API server must therefore reject itself; the rest
+# need the TenancyPolicy (allowed environments, defaults, approval) and are the operator's job.
+REJECTED_AT_API = {
+    "uppercase org name",
+    "underscore in org name",
+    "org name over 63 chars",
+    "org-env over 63 chars",
+    "uppercase environment",
+    "no environments",
+    "kube-system via org kube",
+    "openshift prefix",
+    "negative quantity",
+    "malformed quantity",
+    "unknown quota resource",
+    "quota for unlisted environment",
+    "approval without approver",
+    "egress without reason",
+    "egress with cidr and organization",
+    "egress with neither",
+    "port out of range",
+    "unknown protocol",
+    "exception without reason",
+    "exception from bad org name",
+    "cluster-admin group member",
+    "system user member",
+    "service account without namespace",
+    "namespace on a group",
+    "unknown subject kind",
+    "bad deletion policy",
+    "missing spec",
+}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in REJECTED_AT_API], ids=lambda c: c[0])
+def test_api_server_rejects_what_one_object_reveals(case: Any) -> None:
+    doc = copy.deepcopy(BASE)
+    case[1](doc)
+    assert api_server_rejects(doc), f"the CRD would admit: {case[0]}"
+
+
+def test_every_named_api_case_exists() -> None:
+    assert {c[0] for c in CASES} >= REJECTED_AT_API

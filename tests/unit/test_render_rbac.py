@@ -1,0 +1,157 @@
+"""RBAC: tenant roles never write guardrails or anything cluster-scoped; bindings only to our roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tenantry.api.policy import TenancyPolicy
+from tenantry.render import render_policy_objects, render_shared_cluster_roles
+from tenantry.render.rbac import TENANT_ROLES
+from tests.conftest import minimal_org
+from tests.unit.helpers import allows, find, names, render
+
+ROLES = {r["metadata"]["name"]: r for r in render_shared_cluster_roles()}
+GUARDRAILS = [
+    ("", "resourcequotas"),
+    ("", "limitranges"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("rbac.authorization.k8s.io", "roles"),
+]
+CLUSTER_SCOPED = [
+    ("", "namespaces"),
+    ("", "nodes"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("tenantry.dev", "organizations"),
+]
+WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection"]
+
+
+@pytest.mark.parametrize("role", ["tenantry:organization-admin", "tenantry:developer", "tenantry:viewer"])
+@pytest.mark.parametrize(("group", "resource"), GUARDRAILS)
+def test_tenant_roles_cannot_write_guardrails(role: str, group: str, resource: str) -> None:
+    for verb in WRITE_VERBS:
+        assert not allows(ROLES[role], group, resource, verb), (role, resource, verb)
+
+
+@pytest.mark.parametrize("role", sorted(TENANT_ROLES))
+@pytest.mark.parametrize(("group", "resource"), CLUSTER_SCOPED)
+def test_tenant_roles_hold_nothing_cluster_scoped(role: str, group: str, resource: str) -> None:
+    for verb in ["get", "list", "watch", *WRITE_VERBS]:
+        assert not allows(ROLES[role], group, resource, verb)
+
+
+def test_no_role_uses_wildcards_or_escalation_verbs() -> None:
+    for role in ROLES.values():
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert not {"bind", "escalate", "impersonate"} & set(rule["verbs"])
+
+
+def test_organization_admin_fully_controls_workloads_and_sees_guardrails() -> None:
+    admin = ROLES["tenantry:organization-admin"]
+    for verb in ["create", "update", "delete"]:
+        assert allows(admin, "apps", "deployments", verb)
+        assert allows(admin, "", "secrets", verb)
+    assert allows(admin, "", "pods/exec", "create")
+    assert allows(admin, "", "resourcequotas", "get")
+    assert allows(admin, "networking.k8s.io", "networkpolicies", "list")
+
+
+def test_developer_deploys_and_reads_logs_but_exec_is_a_separate_role() -> None:
+    dev = ROLES["tenantry:developer"]
+    assert allows(dev, "apps", "deployments", "create")
+    assert allows(dev, "", "pods/log", "get")
+    assert not allows(dev, "", "pods/exec", "create")
+    assert allows(ROLES["tenantry:developer-exec"], "", "pods/exec", "create")
+
+
+def test_viewer_is_read_only_with_logs_and_no_secrets() -> None:
+    viewer = ROLES["tenantry:viewer"]
+    assert allows(viewer, "apps", "deployments", "list")
+    assert allows(viewer, "", "pods/log", "get")
+    for verb in ["get", "list", "watch"]:
+        assert not allows(viewer, "", "secrets", verb)
+    for rule in viewer["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+
+
+def test_bindings_per_namespace_reference_only_tenant_roles(acme_doc: dict[str, Any]) -> None:
+    bindings = [o for o in render(acme_doc).objects if o["kind"] == "RoleBinding"]
+    assert bindings
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": binding["roleRef"]["name"],
+        }
+        assert binding["roleRef"]["name"] in TENANT_ROLES
+        assert binding["roleRef"]["name"] != "cluster-admin"
+
+
+def test_developer_exec_only_where_the_policy_allows_it_never_prod_by_default(
+    acme_doc: dict[str, Any],
+) -> None:
+    objects = render(acme_doc).objects
+    assert "tenantry:developers-exec" not in names(objects, "RoleBinding", "acme-prod")
+    assert "tenantry:developers-exec" in names(objects, "RoleBinding", "acme-staging")
+    assert "tenantry:developers-exec" in names(objects, "RoleBinding", "acme-dev")
+
+
+def test_members_become_subjects_of_their_role(acme_doc: dict[str, Any]) -> None:
+    objects = render(acme_doc).objects
+    admins = find(objects, "RoleBinding", "tenantry:organization-admins", "acme-prod")
+    assert admins["subjects"] == [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "acme-admins"}
+    ]
+    devs = find(objects, "RoleBinding", "tenantry:developers", "acme-dev")
+    assert {"kind": "ServiceAccount", "name": "ci-deployer", "namespace": "acme-dev"} in devs["subjects"]
+    viewers = find(objects, "RoleBinding", "tenantry:viewers", "acme-prod")
+    assert viewers["roleRef"]["name"] == "tenantry:viewer"
+
+
+def test_no_binding_for_a_role_without_members() -> None:
+    objects = render(minimal_org(members={"admins": [{"kind": "User", "name": "a@x"}]})).objects
+    assert names(objects, "RoleBinding", "acme-prod") == ["tenantry:organization-admins"]
+
+
+def test_members_may_get_only_their_own_namespaces_and_organization(acme_doc: dict[str, Any]) -> None:
+    objects = render(acme_doc).objects
+    role = find(objects, "ClusterRole", "tenantry:member:acme")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["namespaces"],
+            "verbs": ["get"],
+            "resourceNames": ["acme-dev", "acme-prod", "acme-staging"],
+        },
+        {
+            "apiGroups": ["tenantry.dev"],
+            "resources": ["organizations"],
+            "verbs": ["get"],
+            "resourceNames": ["acme"],
+        },
+    ]
+    binding = find(objects, "ClusterRoleBinding", "tenantry:member:acme")
+    assert len(binding["subjects"]) == 4
+
+
+def test_platform_admins_come_from_the_policy() -> None:
+    policy = TenancyPolicy.model_validate(
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"rbac": {"platformAdmins": [{"kind": "Group", "name": "platform-team"}]}},
+        }
+    )
+    (binding,) = render_policy_objects(policy)
+    assert binding["kind"] == "ClusterRoleBinding"
+    assert binding["roleRef"]["name"] == "tenantry:platform-admin"
+    assert binding["subjects"] == [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "platform-team"}
+    ]
+    assert allows(ROLES["tenantry:platform-admin"], "tenantry.dev", "organizations", "create")

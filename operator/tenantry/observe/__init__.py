@@ -1,0 +1,1 @@
+"""Logs (structlog) and Prometheus metrics: what an on-call engineer needs."""

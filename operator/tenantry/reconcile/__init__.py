@@ -1,0 +1,1 @@
+"""The operator: Kopf handlers feed a work queue; workers reconcile Organizations."""

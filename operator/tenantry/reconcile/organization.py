@@ -1,0 +1,379 @@
+"""Reconcile one Organization: render, compare with the inventory, apply what differs, prune
+what is no longer wanted, report. Everything here is idempotent: run it twice, the second run
+makes no request at all (the inventory answers every read)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry.api.documents import parse_object
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy, select_policy
+from tenantry.api.problems import InvalidObjectError
+from tenantry.api.quantity import QuantityError, parse_quantity
+from tenantry.kube import resources as res
+from tenantry.kube.client import ApiError, KubeClient
+from tenantry.kube.compare import drifted_fields, in_sync
+from tenantry.kube.inventory import Inventory
+from tenantry.observe import metrics
+from tenantry.observe.logging import get_logger
+from tenantry.reconcile.status import Outcome, build_status, same_status
+from tenantry.render import ObjectKey, object_key, render_organization
+from tenantry.render import labels as lbl
+from tenantry.render.checks import reserved_reason
+
+FINALIZER = "tenantry.dev/finalizer"
+log = get_logger("tenantry.reconcile")
+
+_AREA_OF_KIND = {
+    "Namespace": "NamespacesReady",
+    "ResourceQuota": "QuotaReady",
+    "LimitRange": "QuotaReady",
+    "NetworkPolicy": "NetworkReady",
+    "RoleBinding": "RBACReady",
+    "ClusterRole": "RBACReady",
+    "ClusterRoleBinding": "RBACReady",
+}
+
+
+class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an error
+    """Come back later (a namespace is still terminating, a conflict to re-read)."""
+
+    def __init__(self, delay: float, why: str) -> None:
+        self.delay, self.why = delay, why
+        super().__init__(why)
+
+
+@dataclass
+class Cluster:
+    """Shared state of the operator process, filled by watch events."""
+
+    client: KubeClient
+    inventory: Inventory = field(default_factory=Inventory)
+    organizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[str, TenancyPolicy] = field(default_factory=dict)
+    reserved_namespaces: tuple[str, ...] = ("tenantry-system",)
+    event_namespace: str = "default"
+    today: Callable[[], dt.date] = dt.date.today
+    # Keys we are deleting ourselves: their DELETED events are not drift.
+    expected_deletions: set[ObjectKey] = field(default_factory=set)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OrganizationReconciler:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    @property
+    def client(self) -> KubeClient:
+        return self.cluster.client
+
+    async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            await self.client.event(body, type_, reason, message, self.cluster.event_namespace)
+        except ApiError as exc:  # an Event is best effort; never fail a reconcile over it
+            log.warning("event not posted", reason=reason, error=str(exc))
+
+    # -- entry point ---------------------------------------------------------------------------
+    async def reconcile(self, name: str) -> None:
+        body = self.cluster.organizations.get(name)
+        if body is None:
+            return
+        started = time.perf_counter()
+        result = "ok"
+        try:
+            if body["metadata"].get("deletionTimestamp"):
+                await self.finalize(body)
+            else:
+                await self.ensure(body)
+        except Requeue:
+            result = "requeue"
+            raise
+        except Exception:
+            result = "error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(result=result).inc()
+            metrics.RECONCILE_SECONDS.labels(result=result).observe(time.perf_counter() - started)
+
+    # -- create / update / resume / resync ------------------------------------------------------
+    async def ensure(self, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        generation = body["metadata"].get("generation")
+        outcome = Outcome()
+        if FINALIZER not in (body["metadata"].get("finalizers") or []):
+            body = await self._add_finalizer(body)
+
+        parsed = parse_object(body)
+        policy: TenancyPolicy | None = None
+        if isinstance(parsed, list):
+            outcome.fail("InvalidSpec", "; ".join(str(p) for p in parsed), stalled=True)
+        else:
+            assert isinstance(parsed, Organization)
+            policy = select_policy(parsed.spec.policy, self.cluster.policies)
+            if policy is None:
+                outcome.fail(
+                    "PolicyNotFound",
+                    f"TenancyPolicy {parsed.spec.policy!r} does not exist; create it or set spec.policy",
+                    stalled=True,
+                )
+        if isinstance(parsed, Organization) and policy is not None:
+            await self._converge(body, parsed, policy, outcome)
+        await self._write_status(body, outcome, generation)
+
+    async def _converge(
+        self, body: dict[str, Any], org: Organization, policy: TenancyPolicy, outcome: Outcome
+    ) -> None:
+        try:
+            rendering = render_organization(org, policy, self.cluster.today())
+        except InvalidObjectError as exc:
+            outcome.fail("InvalidSpec", "; ".join(str(p) for p in exc.problems), stalled=True)
+            return
+        inventory = self.cluster.inventory
+        blocked: set[str] = set()
+        for env, namespace in rendering.namespaces.items():
+            phase = await self._namespace_phase(org.name, namespace, policy)
+            outcome.namespaces.append({"name": namespace, "environment": env, "phase": phase})
+            if phase in ("Refused", "Terminating"):
+                blocked.add(namespace)
+        refused = [n for n in outcome.namespaces if n["phase"] == "Refused"]
+        if refused:
+            names = ", ".join(n["name"] for n in refused)
+            outcome.fail(
+                "NamespaceConflict",
+                f"namespace(s) {names} exist without Tenantry's ownership labels (or are reserved); "
+                "Tenantry never adopts them: rename the environment or remove the namespace",
+                stalled=True,
+            )
+            outcome.areas["NamespacesReady"] = ("NamespaceConflict", outcome.message)
+        if any(n["phase"] == "Terminating" for n in outcome.namespaces):
+            outcome.progressing = True
+            outcome.message = "waiting for a terminating namespace to be gone before re-creating it"
+
+        desired_keys: set[ObjectKey] = set()
+        for obj in rendering.objects:
+            key = object_key(obj)
+            desired_keys.add(key)
+            namespace = obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+            if namespace in blocked:
+                continue
+            live = inventory.get(key)
+            if in_sync(obj, live):
+                continue
+            await self._apply(body, obj, live, outcome)
+
+        await self._prune(body, org, desired_keys, blocked)
+        for entry in outcome.namespaces:  # phases after this pass's writes
+            if entry["phase"] == "Missing":
+                entry["phase"] = await self._namespace_phase(org.name, entry["name"], policy)
+        outcome.quota = self._quota_usage(org, rendering.namespaces)
+        for warning in rendering.warnings:
+            log.info("warning", organization=org.name, warning=str(warning))
+        if any(n["phase"] == "Terminating" for n in outcome.namespaces):
+            await self._write_status(body, outcome, body["metadata"].get("generation"))
+            raise Requeue(2.0, "namespace terminating")
+
+    async def _namespace_phase(self, org: str, namespace: str, policy: TenancyPolicy) -> str:
+        why = reserved_reason(namespace, policy) or (
+            f"{namespace!r} is the operator's own namespace" if namespace in self.cluster.reserved_namespaces else None
+        )
+        if why:
+            return "Refused"
+        live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+        if live is None:
+            existing = await self.client.get(res.NAMESPACE, namespace)
+            if existing is None:
+                return "Missing"
+            owner = lbl.owner_of(existing.get("metadata", {}).get("labels"))
+            if owner is None or owner != org:
+                return "Refused"
+            self.cluster.inventory.upsert(existing)
+            live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+            assert live is not None
+        if lbl.owner_of(live["metadata"].get("labels")) != org:
+            return "Refused"
+        if live["metadata"].get("deletionTimestamp"):
+            return "Terminating"
+        if (live["metadata"].get("labels") or {}).get(lbl.ORPHANED):
+            return "Adopting"
+        return (live.get("status") or {}).get("phase") or "Active"
+
+    async def _apply(
+        self, body: dict[str, Any], obj: dict[str, Any], live: dict[str, Any] | None, outcome: Outcome
+    ) -> None:
+        key = object_key(obj)
+        org = body["metadata"]["name"]
+        namespace = obj["metadata"].get("namespace") or (obj["metadata"]["name"] if obj["kind"] == "Namespace" else None)
+        drift: str | None = None
+        if live is not None:
+            drift = "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
+        elif self.cluster.inventory.was_deleted(key):
+            drift = "deleted"
+        try:
+            applied = await self.client.apply(obj)
+        except ApiError as exc:
+            area = _AREA_OF_KIND.get(obj["kind"], "NamespacesReady")
+            message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {exc}"
+            outcome.areas[area] = ("ApplyFailed", message)
+            outcome.fail("ApplyFailed", message, stalled=False)
+            log.warning("apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(exc))
+            return
+        self.cluster.inventory.upsert(applied)
+        if drift:
+            change = "deleted" if drift == "deleted" else "modified"
+            metrics.DRIFT.labels(kind=obj["kind"], change=change).inc()
+            what = f"{obj['kind']} {namespace}/{obj['metadata']['name']}" if obj["metadata"].get("namespace") \
+                else f"{obj['kind']} {obj['metadata']['name']}"
+            message = f"{what} was {drift}; restored to the desired state"
+            log.warning("drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=drift)
+            await self.event(body, "Warning", "DriftCorrected", message)
+        else:
+            log.info("applied", organization=org, namespace=namespace, kind=obj["kind"], name=obj["metadata"]["name"])
+
+    # -- pruning ---------------------------------------------------------------------------------
+    async def _prune(
+        self, body: dict[str, Any], org: Organization, desired: set[ObjectKey], blocked: set[str]
+    ) -> None:
+        owned = self.cluster.inventory.owned_by(org.name)
+        dropped_namespaces = {
+            o["metadata"]["name"] for o in owned if o["kind"] == "Namespace" and object_key(o) not in desired
+        }
+        for obj in owned:
+            key = object_key(obj)
+            if key in desired:
+                continue
+            namespace = obj["metadata"].get("namespace")
+            if obj["kind"] == "Namespace":
+                if org.spec.deletion_policy == "Delete":
+                    await self._delete(obj)
+                    await self.event(body, "Normal", "NamespaceDeleted",
+                                     f"environment removed: namespace {obj['metadata']['name']} deleted "
+                                     "(deletionPolicy: Delete)")
+                else:
+                    await self._orphan(body, obj)
+            elif namespace in dropped_namespaces:
+                # Retained namespaces keep their guardrails (quota, deny-all); tenant access goes.
+                if org.spec.deletion_policy != "Delete" and obj["kind"] == "RoleBinding":
+                    await self._delete(obj)
+            elif namespace not in blocked:
+                await self._delete(obj)
+
+    async def _delete(self, obj: dict[str, Any]) -> None:
+        key = object_key(obj)
+        if obj["metadata"].get("deletionTimestamp"):
+            return
+        kind = res.kind_of(obj["apiVersion"], obj["kind"])
+        self.cluster.expected_deletions.add(key)
+        try:
+            await self.client.delete(kind, obj["metadata"]["name"], obj["metadata"].get("namespace"),
+                                     uid=obj["metadata"].get("uid"))
+        except ApiError as exc:
+            self.cluster.expected_deletions.discard(key)
+            if exc.status != 409:  # 409: the uid precondition failed, it is not the object we saw
+                raise
+        log.info("deleted", kind=obj["kind"], namespace=obj["metadata"].get("namespace"), name=obj["metadata"]["name"])
+
+    async def _orphan(self, body: dict[str, Any], namespace_obj: dict[str, Any]) -> None:
+        labels = namespace_obj["metadata"].get("labels") or {}
+        if labels.get(lbl.ORPHANED) == "true":
+            return
+        ours = {k: v for k, v in labels.items() if k != lbl.METADATA_NAME}
+        ours[lbl.ORPHANED] = "true"
+        patch = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace_obj["metadata"]["name"],
+                "labels": ours,
+                "annotations": namespace_obj["metadata"].get("annotations") or {},
+            },
+        }
+        self.cluster.inventory.upsert(await self.client.apply(patch))
+        await self.event(
+            body,
+            "Normal",
+            "NamespaceRetained",
+            f"namespace {namespace_obj['metadata']['name']} kept with its data (deletionPolicy: Retain); "
+            f"tenant access removed, labelled {lbl.ORPHANED}=true",
+        )
+
+    # -- deletion --------------------------------------------------------------------------------
+    async def finalize(self, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if FINALIZER not in (body["metadata"].get("finalizers") or []):
+            return
+        policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
+        owned = self.cluster.inventory.owned_by(name)
+        namespaces = [o for o in owned if o["kind"] == "Namespace"]
+        if policy == "Delete":
+            for obj in owned:
+                if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+                    await self._delete(obj)
+            if namespaces:
+                raise Requeue(1.0, "waiting for namespaces to be deleted")
+        else:
+            for obj in owned:
+                if obj["kind"] in ("RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+                    await self._delete(obj)
+                elif obj["kind"] == "Namespace":
+                    await self._orphan(body, obj)
+        finalizers = [f for f in body["metadata"].get("finalizers", []) if f != FINALIZER]
+        await self.client.merge_patch(
+            res.ORGANIZATION,
+            name,
+            {"metadata": {"finalizers": finalizers, "resourceVersion": body["metadata"].get("resourceVersion")}},
+        )
+        log.info("finalized", organization=name, deletion_policy=policy, namespaces=len(namespaces))
+
+    async def _add_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:
+        finalizers = [*(body["metadata"].get("finalizers") or []), FINALIZER]
+        patched = await self.client.merge_patch(
+            res.ORGANIZATION,
+            body["metadata"]["name"],
+            {"metadata": {"finalizers": finalizers, "resourceVersion": body["metadata"].get("resourceVersion")}},
+        )
+        self.cluster.organizations[body["metadata"]["name"]] = patched
+        return patched
+
+    # -- status ----------------------------------------------------------------------------------
+    def _quota_usage(self, org: Organization, namespaces: dict[str, str]) -> list[dict[str, Any]]:
+        usage = []
+        for env, namespace in namespaces.items():
+            quota = self.cluster.inventory.get(("v1", "ResourceQuota", namespace, "tenantry-quota"))
+            status = (quota or {}).get("status") or {}
+            hard, used = status.get("hard") or {}, status.get("used") or {}
+            if quota is None:
+                continue
+            usage.append({"environment": env, "namespace": namespace, "hard": hard, "used": used})
+            for resource, limit in hard.items():
+                try:
+                    total = parse_quantity(limit)
+                    ratio = float(parse_quantity(used.get(resource, "0")) / total) if total else 0.0
+                except QuantityError:
+                    continue
+                metrics.QUOTA_USE.labels(organization=org.name, environment=env, resource=resource).set(ratio)
+        return usage
+
+    async def _write_status(self, body: dict[str, Any], outcome: Outcome, generation: int | None) -> None:
+        current = body.get("status")
+        status = build_status(outcome, generation, current, _now())
+        if same_status(current, status):
+            return
+        name = body["metadata"]["name"]
+        patched = await self.client.merge_patch(res.ORGANIZATION, name, {"status": status}, subresource="status")
+        self.cluster.organizations[name] = patched
+        old_ready = next((c for c in (current or {}).get("conditions", []) if c.get("type") == "Ready"), None)
+        new_ready = status["conditions"][0]
+        if old_ready is None or (old_ready.get("status"), old_ready.get("reason")) != (
+            new_ready["status"],
+            new_ready["reason"],
+        ):
+            type_ = "Normal" if new_ready["status"] == "True" or outcome.progressing else "Warning"
+            await self.event(body, type_, new_ready["reason"], new_ready["message"])

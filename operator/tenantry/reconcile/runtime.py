@@ -1,0 +1,266 @@
+"""The operator process: Kopf handlers (watches) feeding a queue, and the workers draining it.
+
+Kopf is used for what it is good at (watching with reconnects, login, peering, liveness) and
+only through `on.event` handlers: they keep no per-object state (no diff-base annotation, no
+handler progress, no per-object timers), which is what lets one replica carry thousands of
+Organizations and restart with zero writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from tenantry import GROUP, VERSION
+from tenantry.api.documents import parse_object
+from tenantry.api.policy import TenancyPolicy
+from tenantry.kube import resources as res
+from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
+from tenantry.observe import metrics
+from tenantry.observe.logging import get_logger
+from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
+from tenantry.reconcile.queue import Priority, WorkQueue
+from tenantry.render import object_key
+from tenantry.render import labels as lbl
+
+log = get_logger("tenantry.operator")
+
+
+@dataclass
+class Config:
+    workers: int = 4
+    resync_seconds: float = 300.0
+    operator_namespace: str = "tenantry-system"
+    event_namespace: str = "default"
+    max_backoff: float = 60.0
+    retry: Retry = field(default_factory=Retry)
+    today: Callable[[], dt.date] = dt.date.today
+
+
+@dataclass
+class Runtime:
+    connection: Connection
+    config: Config = field(default_factory=Config)
+    cluster: Cluster | None = None
+    queue: WorkQueue | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- start-up / shutdown -------------------------------------------------------------------
+    async def start(self) -> None:
+        client = KubeClient(self.connection, retry=self.config.retry)
+        cluster = Cluster(
+            client=client,
+            reserved_namespaces=(self.config.operator_namespace,),
+            event_namespace=self.config.event_namespace,
+            today=self.config.today,
+        )
+        self.queue = WorkQueue()
+        # Fill the inventory and the policies before any reconcile, so that a restart sees
+        # everything that exists and writes nothing that is already right.
+        for kind in res.CHILD_KINDS:
+            cluster.inventory.fill(await client.list(kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"))
+        for body in await client.list(res.TENANCY_POLICY):
+            self._store_policy(cluster, body)
+        self.cluster = cluster
+        for i in range(self.config.workers):
+            self._spawn(self._worker(), f"tenantry worker {i}")
+        self._spawn(self._resync_loop(), "tenantry resync")
+        self.started.set()
+        log.info("started", inventory=len(cluster.inventory), policies=len(cluster.policies))
+
+    async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        if self.cluster:
+            self.cluster.client.close()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- workers ---------------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        assert self.queue is not None and self.cluster is not None
+        reconciler = OrganizationReconciler(self.cluster)
+        while True:
+            name = await self.queue.get()
+            try:
+                await reconciler.reconcile(name)
+                self.failures.pop(name, None)
+            except Requeue as again:
+                self._spawn(self.queue.put_later(name, Priority.RETRY, again.delay), f"requeue {name}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one Organization stop the worker
+                count = self.failures[name] = self.failures.get(name, 0) + 1
+                delay = min(0.5 * 2 ** (count - 1), self.config.max_backoff)
+                level = "warning" if isinstance(exc, ApiError) else "error"
+                getattr(log, level)("reconcile failed", organization=name, error=str(exc), retry_in=delay,
+                                    exc_info=not isinstance(exc, ApiError))
+                self._spawn(self.queue.put_later(name, Priority.RETRY, delay), f"retry {name}")
+            finally:
+                await self.queue.done(name)
+
+    async def _resync_loop(self) -> None:
+        """Periodic resync: covers lost watch events and expiring exceptions. Costs no request
+        per Organization when nothing changed (the inventory answers)."""
+        assert self.queue is not None and self.cluster is not None
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            for name in list(self.cluster.organizations):
+                await self.queue.put(name, Priority.RESYNC)
+
+    # -- watch events ----------------------------------------------------------------------------
+    async def on_organization(self, event: dict[str, Any]) -> None:
+        await self.started.wait()
+        assert self.cluster is not None and self.queue is not None
+        obj = event["object"]
+        name = obj["metadata"]["name"]
+        if event.get("type") == "DELETED":
+            self.cluster.organizations.pop(name, None)
+            return
+        old = self.cluster.organizations.get(name)
+        self.cluster.organizations[name] = obj
+        if old is None or _significant(old) != _significant(obj):
+            await self.queue.put(name, Priority.CHANGE)
+        self._count_ready()
+
+    async def on_policy(self, event: dict[str, Any]) -> None:
+        await self.started.wait()
+        assert self.cluster is not None and self.queue is not None
+        obj = event["object"]
+        name = obj["metadata"]["name"]
+        old = self.cluster.policies.get(name)
+        if event.get("type") == "DELETED":
+            self.cluster.policies.pop(name, None)
+        else:
+            self._store_policy(self.cluster, obj)
+        if self.cluster.policies.get(name) != old:
+            for org_name, org in list(self.cluster.organizations.items()):
+                if (org.get("spec") or {}).get("policy", "default") == name:
+                    await self.queue.put(org_name, Priority.CHANGE)
+
+    async def on_child(self, event: dict[str, Any]) -> None:
+        await self.started.wait()
+        assert self.cluster is not None and self.queue is not None
+        obj = event["object"]
+        inventory = self.cluster.inventory
+        if event.get("type") == "DELETED":
+            key, owner = inventory.remove(obj)
+            if key in self.cluster.expected_deletions:
+                self.cluster.expected_deletions.discard(key)
+                inventory.forget_tombstone(key)
+                priority = Priority.CHANGE
+            else:
+                priority = Priority.DRIFT
+        else:
+            previous = inventory.get(object_key(obj))
+            key, owner = inventory.upsert(obj)
+            seen = previous is not None and previous["metadata"].get("resourceVersion") == obj["metadata"].get(
+                "resourceVersion"
+            )
+            if seen:
+                return  # our own write, already recorded from its response
+            priority = Priority.DRIFT
+        if owner and owner in self.cluster.organizations:
+            await self.queue.put(owner, priority)
+
+    @staticmethod
+    def _store_policy(cluster: Cluster, body: dict[str, Any]) -> None:
+        parsed = parse_object(body)
+        name = body["metadata"]["name"]
+        if isinstance(parsed, TenancyPolicy):
+            cluster.policies[name] = parsed
+        else:
+            cluster.policies.pop(name, None)
+            log.error("invalid TenancyPolicy ignored", policy=name, problems=[str(p) for p in parsed])
+
+    def _count_ready(self) -> None:
+        assert self.cluster is not None
+        counts = {"True": 0, "False": 0, "Unknown": 0}
+        for org in self.cluster.organizations.values():
+            ready = next(
+                (c.get("status") for c in (org.get("status") or {}).get("conditions", []) if c.get("type") == "Ready"),
+                "Unknown",
+            )
+            counts[ready if ready in counts else "Unknown"] += 1
+        for value, count in counts.items():
+            metrics.ORGANIZATIONS.labels(ready=value).set(count)
+
+
+def _significant(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes an Organization worth reconciling again (status-only writes are not)."""
+    meta = body.get("metadata", {})
+    return (meta.get("generation"), meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()), body.get("spec"))
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """Wire the runtime into Kopf: login, start/stop, and the watches."""
+
+    @kopf.on.login(registry=registry, id="tenantry-login")
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        c = runtime.connection
+        return kopf.ConnectionInfo(
+            server=c.server,
+            ca_path=c.ca_path,
+            ca_data=c.ca_data,
+            insecure=c.insecure,
+            scheme="Bearer" if c.token else None,
+            token=c.token,
+            certificate_path=c.certificate_path,
+            certificate_data=c.certificate_data,
+            private_key_path=c.private_key_path,
+            private_key_data=c.private_key_data,
+            default_namespace=runtime.config.operator_namespace,
+        )
+
+    @kopf.on.startup(registry=registry, id="tenantry-startup")
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # we post the Events people need, with our reasons
+        settings.scanning.disabled = True
+        # Kopf keeps one worker task per object until it idles out; with ~30,000 children
+        # resuming at once, 5 s (the default) of idling is a memory spike. Our handlers are cheap.
+        settings.queueing.idle_timeout = min(settings.queueing.idle_timeout, 1.0)
+        managed = {(k.api_version.rpartition("/")[0], k.plural) for k in res.CHILD_KINDS}
+        settings.watching.label_selectors[lambda r: (r.group, r.plural) in managed] = (
+            f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"
+        )
+        await runtime.start()
+
+    @kopf.on.cleanup(registry=registry, id="tenantry-cleanup")
+    async def cleanup(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.event(GROUP, VERSION, "organizations", registry=registry, id="organizations")
+    async def organization_event(event: dict[str, Any], **_: Any) -> None:
+        await runtime.on_organization(event)
+
+    @kopf.on.event(GROUP, VERSION, "tenancypolicies", registry=registry, id="tenancypolicies")
+    async def policy_event(event: dict[str, Any], **_: Any) -> None:
+        await runtime.on_policy(event)
+
+    for kind in res.CHILD_KINDS:
+        group, _, version = kind.api_version.rpartition("/")
+
+        async def child_event(event: dict[str, Any], **_: Any) -> None:
+            await runtime.on_child(event)
+
+        kopf.on.event(
+            group,
+            version,
+            kind.plural,
+            registry=registry,
+            id=f"children-{kind.plural}",
+            labels={lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE},
+        )(child_event)
+

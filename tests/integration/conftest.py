@@ -1,0 +1,123 @@
+"""Integration fixtures: the real operator (Kopf + our handlers + our HTTP client) against kmock.
+
+`kmock_fixture.py` holds the documented kmock 0.8 gap-fillers; this file starts Tenantry on it
+and gives tests a small aiohttp client that speaks to the fake API server over real HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import kopf
+import pytest_asyncio
+
+from tenantry.kube.client import Connection, Retry
+from tenantry.reconcile.runtime import Config, Runtime, register
+from tests.integration.kmock_fixture import TenantryKube, eventually, kube, run_operator  # noqa: F401
+from tests.unit.helpers import TODAY
+
+ORG = "/apis/tenantry.dev/v1alpha1/organizations"
+POLICY = "/apis/tenantry.dev/v1alpha1/tenancypolicies"
+
+
+class Api:
+    """What a person or Argo CD does to the cluster: plain HTTP, independent of our client."""
+
+    def __init__(self, kube: TenantryKube, session: aiohttp.ClientSession) -> None:
+        self.kube, self.session, self.base = kube, session, str(kube.url).rstrip("/")
+
+    async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        async with self.session.request(
+            method, self.base + path, json=body, headers={"Content-Type": content_type}
+        ) as response:
+            data = await response.json(content_type=None) if response.content_length != 0 else None
+            if response.status >= 400:
+                raise AssertionError(f"{method} {path}: {response.status} {data}")
+            return data
+
+    async def get(self, path: str) -> Any:
+        async with self.session.get(self.base + path) as response:
+            return None if response.status == 404 else await response.json(content_type=None)
+
+    async def create(self, path: str, body: dict[str, Any]) -> Any:
+        return await self.request("POST", path, body)
+
+    async def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return await self.request("PATCH", path, body, "application/merge-patch+json")
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)
+
+    def writes(self) -> list[tuple[str, str]]:
+        """Every write request kmock has served so far (method, path)."""
+        return [(str(r.method), r.url.path) for r in self.kube if str(r.method).upper() in {"POST", "PUT", "PATCH", "DELETE"}]
+
+
+def org_body(name: str = "acme", **spec: Any) -> dict[str, Any]:
+    body = {"environments": ["prod", "dev"], "members": {"admins": [{"kind": "Group", "name": f"{name}-admins"}]}}
+    body.update(spec)
+    return {"apiVersion": "tenantry.dev/v1alpha1", "kind": "Organization", "metadata": {"name": name}, "spec": body}
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    settings.process.ultimate_exiting_timeout = None
+    settings.networking.error_backoffs = [0.05, 0.1, 0.2]
+    settings.queueing.error_delays = [0.1, 0.2, 0.5]
+    settings.watching.reconnect_backoff = 0.05
+    # Kopf keeps a worker task per watched object until it idles out; short, so teardown is quick.
+    settings.queueing.idle_timeout = 0.2
+    settings.queueing.exit_timeout = 0.2
+    return settings
+
+
+@pytest_asyncio.fixture
+async def api(kube: TenantryKube) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(kube, session)
+
+
+class Operator:
+    """A running Tenantry; `restart()` stops it and starts a fresh process state."""
+
+    def __init__(self, kube: TenantryKube) -> None:
+        self.kube = kube
+        self.runtime: Runtime | None = None
+        self._ctx: Any = None
+
+    async def start(self, **config: Any) -> Runtime:
+        registry = kopf.OperatorRegistry()
+        defaults: dict[str, Any] = {"workers": 2, "resync_seconds": 3600, "today": lambda: TODAY,
+                                    "retry": Retry(attempts=4, first_delay=0.01, max_delay=0.05)}
+        defaults.update(config)
+        runtime = Runtime(Connection(server=str(self.kube.url).rstrip("/")), Config(**defaults))
+        register(registry, runtime)
+        self._ctx = run_operator(registry=registry, settings=kopf_settings())
+        await self._ctx.__aenter__()
+        await runtime.started.wait()
+        self.runtime = runtime
+        return runtime
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()  # our workers first, so Kopf has no sub-tasks to wait for
+        if self._ctx is not None:
+            await self._ctx.__aexit__(None, None, None)
+            self._ctx = None
+
+    async def restart(self, **config: Any) -> Runtime:
+        await self.stop()
+        return await self.start(**config)
+
+
+@pytest_asyncio.fixture
+async def operator(kube: TenantryKube) -> AsyncIterator[Operator]:
+    op = Operator(kube)
+    await op.start()
+    try:
+        yield op
+    finally:
+        await op.stop()  # before kmock goes away

@@ -1,0 +1,73 @@
+"""Onboarding, spec changes and status, against a fake API server over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantry.reconcile.queue import Priority
+from tests.integration.conftest import ORG, Api, Operator, org_body
+from tests.integration.kmock_fixture import eventually
+
+
+def condition(org: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((org or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == type_:
+            return cond
+    return None
+
+
+async def ready(api: Api, name: str = "acme") -> dict[str, Any]:
+    async def check() -> Any:
+        org = await api.get(f"{ORG}/{name}")
+        cond = condition(org, "Ready")
+        return org if cond and cond["status"] == "True" and org["status"].get("observedGeneration") == org[
+            "metadata"]["generation"] else None
+
+    return await until(check)
+
+
+async def until(check: Any, timeout: float = 5.0) -> Any:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def test_onboarding_creates_every_rendered_object(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    org = await ready(api)
+    for ns in ("acme-prod", "acme-dev"):
+        namespace = await api.get(f"/api/v1/namespaces/{ns}")
+        assert namespace["metadata"]["labels"]["organization"] == "acme"
+        assert await api.get(f"/api/v1/namespaces/{ns}/resourcequotas/tenantry-quota")
+        assert await api.get(f"/api/v1/namespaces/{ns}/limitranges/tenantry-limits")
+        assert await api.get(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/tenantry-default-deny")
+        binding = await api.get(
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/tenantry:organization-admins"
+        )
+        assert binding["roleRef"]["name"] == "tenantry:organization-admin"
+    assert "tenantry.dev/finalizer" in org["metadata"]["finalizers"]
+    assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
+    assert {c["type"] for c in org["status"]["conditions"]} >= {"Ready", "Stalled", "Reconciling", "QuotaReady",
+                                                                 "NetworkReady", "RBACReady", "NamespacesReady"}
+
+
+async def test_a_no_op_resync_makes_zero_writes(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await eventually(lambda: operator.runtime is not None and operator.runtime.queue is not None
+                     and len(operator.runtime.queue) == 0)
+    import asyncio
+
+    await asyncio.sleep(0.3)
+    before = len(api.writes())
+    assert operator.runtime is not None and operator.runtime.queue is not None
+    await operator.runtime.queue.put("acme", Priority.RESYNC)
+    await asyncio.sleep(0.5)
+    assert api.writes()[before:] == []

@@ -1,0 +1,202 @@
+"""Drift self-healing, environment removal, deletion policies, re-adoption, refusal, restarts,
+policy changes and API errors: the operator's promises, over HTTP against kmock."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kmock
+
+from tests.integration.conftest import ORG, POLICY, Api, Operator, org_body
+from tests.integration.test_onboarding import condition, ready, until
+
+NETPOL = "/apis/networking.k8s.io/v1/namespaces/acme-prod/networkpolicies/tenantry-default-deny"
+QUOTA = "/api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota"
+BINDING = "/apis/rbac.authorization.k8s.io/v1/namespaces/acme-dev/rolebindings/tenantry:organization-admins"
+
+
+async def events(api: Api, reason: str) -> list[dict[str, Any]]:
+    listing = await api.get("/api/v1/namespaces/default/events")
+    return [e for e in (listing or {}).get("items", []) if e.get("reason") == reason]
+
+
+async def test_deleted_network_policy_comes_back_and_is_reported(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.delete(NETPOL)
+    started = asyncio.get_running_loop().time()
+    restored = await until(lambda: api.get(NETPOL), timeout=2.0)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert restored["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    drift = await until(lambda: events(api, "DriftCorrected"))
+    assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]
+
+
+async def test_edited_quota_is_restored(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.patch(QUOTA, {"spec": {"hard": {"requests.cpu": "999"}}})
+
+    async def healed() -> bool:
+        quota = await api.get(QUOTA)
+        return quota["spec"]["hard"]["requests.cpu"] == "8"
+
+    await until(healed, timeout=2.0)
+    drift = await until(lambda: events(api, "DriftCorrected"))
+    assert "ResourceQuota acme-prod/tenantry-quota was modified: spec" in drift[0]["message"]
+
+
+async def test_relabelled_namespace_is_restored(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.patch("/api/v1/namespaces/acme-prod", {"metadata": {"labels": {"environment": "dev"}}})
+
+    async def healed() -> bool:
+        ns = await api.get("/api/v1/namespaces/acme-prod")
+        return ns["metadata"]["labels"]["environment"] == "prod"
+
+    await until(healed, timeout=2.0)
+
+
+async def test_removed_environment_is_retained_without_tenant_access(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.patch(f"{ORG}/acme", {"spec": {"environments": ["prod"]}})
+
+    async def orphaned() -> bool:
+        ns = await api.get("/api/v1/namespaces/acme-dev")
+        return ns["metadata"]["labels"].get("tenantry.dev/orphaned") == "true"
+
+    await until(orphaned)
+    await until(lambda: _gone(api, BINDING))
+    assert await api.get("/api/v1/namespaces/acme-dev/resourcequotas/tenantry-quota")  # guardrails stay
+    org = await ready(api)
+    assert [n["name"] for n in org["status"]["namespaces"]] == ["acme-prod"]
+
+
+async def _gone(api: Api, path: str) -> bool:
+    return await api.get(path) is None
+
+
+async def test_removed_environment_is_deleted_with_delete_policy(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body(deletionPolicy="Delete"))
+    await ready(api)
+    await api.patch(f"{ORG}/acme", {"spec": {"environments": ["prod"]}})
+    await until(lambda: _gone(api, "/api/v1/namespaces/acme-dev"))
+    assert await api.get("/api/v1/namespaces/acme-prod")
+
+
+async def test_deleting_with_retain_keeps_namespaces_and_recreation_readopts_them(
+    api: Api, operator: Operator
+) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.delete(f"{ORG}/acme")
+    await until(lambda: _gone(api, f"{ORG}/acme"))
+    ns = await api.get("/api/v1/namespaces/acme-prod")
+    assert ns["metadata"]["labels"]["tenantry.dev/orphaned"] == "true"
+    assert await api.get(BINDING) is None
+    assert await api.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/tenantry:member:acme") is None
+
+    await api.create(ORG, org_body())
+    await ready(api)
+    ns = await api.get("/api/v1/namespaces/acme-prod")
+    assert "tenantry.dev/orphaned" not in ns["metadata"]["labels"]
+    assert await api.get(BINDING)
+
+
+async def test_deleting_with_delete_policy_removes_namespaces(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body(deletionPolicy="Delete"))
+    await ready(api)
+    await api.delete(f"{ORG}/acme")
+    await until(lambda: _gone(api, f"{ORG}/acme"))
+    assert await api.get("/api/v1/namespaces/acme-prod") is None
+    assert await api.get("/api/v1/namespaces/acme-dev") is None
+
+
+async def test_pre_existing_namespace_is_never_adopted(api: Api, operator: Operator) -> None:
+    await api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": "acme-prod", "labels": {"team": "legacy"}}})
+    await api.create(ORG, org_body())
+
+    async def refused() -> Any:
+        org = await api.get(f"{ORG}/acme")
+        cond = condition(org, "Ready")
+        return org if cond and cond["reason"] == "NamespaceConflict" else None
+
+    org = await until(refused)
+    assert condition(org, "Stalled")["status"] == "True"
+    assert "acme-prod" in condition(org, "Ready")["message"]
+    ns = await api.get("/api/v1/namespaces/acme-prod")
+    assert ns["metadata"]["labels"] == {"team": "legacy", "kubernetes.io/metadata.name": "acme-prod"}
+    assert await api.get("/api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota") is None
+    assert await api.get("/api/v1/namespaces/acme-dev")  # the free environment is still served
+    assert await until(lambda: events(api, "NamespaceConflict"))
+
+
+async def test_reserved_names_are_refused_with_a_condition(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body(name="kube", environments=["system"]))
+
+    async def invalid() -> Any:
+        org = await api.get(f"{ORG}/kube")
+        cond = condition(org, "Ready")
+        return org if cond and cond["reason"] == "InvalidSpec" else None
+
+    org = await until(invalid)
+    assert "reserved prefix 'kube-'" in condition(org, "Ready")["message"]
+    assert await api.get("/api/v1/namespaces/kube-system") is None
+
+
+async def test_restart_converges_with_zero_writes(api: Api, operator: Operator) -> None:
+    for name in ("acme", "beta", "gamma"):
+        await api.create(ORG, org_body(name=name))
+    for name in ("acme", "beta", "gamma"):
+        await ready(api, name)
+    await asyncio.sleep(0.3)
+    await operator.restart()
+    before = len(api.writes())
+    await asyncio.sleep(1.0)
+    assert api.writes()[before:] == []
+
+
+async def test_restart_mid_reconcile_converges_without_duplicates(api: Api, operator: Operator) -> None:
+    await operator.stop()
+    await api.create(ORG, org_body())
+    # Only the namespace got created before the "crash".
+    await api.request("PATCH", "/api/v1/namespaces/acme-prod?fieldManager=tenantry&force=true",
+                      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-prod", "labels": {
+                          "app.kubernetes.io/managed-by": "tenantry", "tenantry.dev/organization": "acme"}}},
+                      "application/apply-patch+yaml")
+    await operator.start()
+    org = await ready(api)
+    assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
+    namespaces = await api.get("/api/v1/namespaces")
+    assert sorted(n["metadata"]["name"] for n in namespaces["items"]) == ["acme-dev", "acme-prod"]
+
+
+async def test_policy_change_reconciles_its_organizations(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.create(POLICY, {"apiVersion": "tenantry.dev/v1alpha1", "kind": "TenancyPolicy",
+                              "metadata": {"name": "default"},
+                              "spec": {"environments": [{"name": "prod", "quota": {"pods": "7"}},
+                                                        {"name": "dev", "quota": {"pods": "3"}}]}})
+
+    async def updated() -> bool:
+        quota = await api.get(QUOTA)
+        return quota["spec"]["hard"] == {"pods": "7"}
+
+    await until(updated)
+
+
+async def test_api_errors_are_retried_until_converged(api: Api, operator: Operator) -> None:
+    api.kube["patch /api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota"][:2] << kmock.KubernetesError(
+        status=500, reason="InternalError", message="injected"
+    )
+    api.kube["patch /api/v1/namespaces/acme-dev/limitranges/tenantry-limits"][:1] << kmock.KubernetesError(
+        status=429, reason="TooManyRequests", message="injected"
+    )
+    await api.create(ORG, org_body())
+    await ready(api)
+    assert await api.get(QUOTA)

@@ -204,9 +204,10 @@ class KubeClient:
         return True
 
     def merge_patch_sync(
-        self, kind: Kind, name: str, patch: dict[str, Any], subresource: str | None = None
+        self, kind: Kind, name: str, patch: dict[str, Any], subresource: str | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
-        path = kind.path(None, name, subresource)
+        path = kind.path(namespace, name, subresource)
         result: dict[str, Any] = self._request("patch", "PATCH", path, body=patch,
                                                content_type="application/merge-patch+json")
         return result
@@ -251,9 +252,10 @@ class KubeClient:
         return await asyncio.to_thread(self.delete_sync, kind, name, namespace, uid)
 
     async def merge_patch(
-        self, kind: Kind, name: str, patch: dict[str, Any], subresource: str | None = None
+        self, kind: Kind, name: str, patch: dict[str, Any], subresource: str | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
-        return await asyncio.to_thread(self.merge_patch_sync, kind, name, patch, subresource)
+        return await asyncio.to_thread(self.merge_patch_sync, kind, name, patch, subresource, namespace)
 
     async def event(self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str) -> None:
         await asyncio.to_thread(self.event_sync, regarding, type_, reason, message, namespace)

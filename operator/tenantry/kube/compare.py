@@ -77,3 +77,15 @@ def drifted_fields(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
         if key not in ("apiVersion", "kind", "metadata", "status") and not covers(live.get(key), value):
             fields.append(key)
     return fields
+
+
+def stale_keys(desired: dict[str, Any], live: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Labels/annotations under our keys that live has and desired no longer sets."""
+    out: dict[str, list[str]] = {}
+    for part in ("labels", "annotations"):
+        want = desired.get("metadata", {}).get(part) or {}
+        have = ((live or {}).get("metadata") or {}).get(part) or {}
+        keys = sorted(k for k in have if _ours(k) and k not in want)
+        if keys:
+            out[part] = keys
+    return out

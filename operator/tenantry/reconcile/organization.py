@@ -17,7 +17,7 @@ from tenantry.api.problems import InvalidObjectError
 from tenantry.api.quantity import QuantityError, parse_quantity
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, KubeClient
-from tenantry.kube.compare import drifted_fields, in_sync
+from tenantry.kube.compare import drifted_fields, in_sync, stale_keys
 from tenantry.kube.inventory import Inventory
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
@@ -217,6 +217,14 @@ class OrganizationReconciler:
         elif self.cluster.inventory.was_deleted(key):
             drift = "deleted"
         try:
+            stale = stale_keys(obj, live)
+            if stale:
+                # Server-side apply drops fields we stopped sending only if our manager owns
+                # them; remove our stale keys explicitly so re-adoption works whoever set them.
+                kind = res.kind_of(obj["apiVersion"], obj["kind"])
+                patch = {"metadata": {part: dict.fromkeys(keys) for part, keys in stale.items()}}
+                await self.client.merge_patch(kind, obj["metadata"]["name"], patch,
+                                              namespace=obj["metadata"].get("namespace"))
             applied = await self.client.apply(obj)
         except ApiError as exc:
             area = _AREA_OF_KIND.get(obj["kind"], "NamespacesReady")

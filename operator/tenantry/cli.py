@@ -161,6 +161,59 @@ def cmd_roles(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run the operator (imports the shell lazily: render/validate need no Kopf start-up)."""
+    import kopf
+    import pykube
+
+    from tenantry.kube.client import Connection
+    from tenantry.observe.logging import configure
+    from tenantry.reconcile.runtime import Config, Runtime, register
+
+    configure(args.log_level, json_logs=None if args.log_format == "auto" else args.log_format == "json")
+    try:
+        kubeconfig = (
+            pykube.KubeConfig.from_file(args.kubeconfig) if args.kubeconfig else pykube.KubeConfig.from_env()
+        )
+    except Exception as exc:
+        raise UsageError(f"no cluster credentials (in-cluster service account or kubeconfig): {exc}") from exc
+    cluster, user = kubeconfig.cluster, kubeconfig.user
+    ca = cluster.get("certificate-authority")
+    connection = Connection(
+        server=cluster["server"],
+        ca_path=ca.filename() if ca else None,
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        token=user.get("token"),
+        certificate_path=user["client-certificate"].filename() if user.get("client-certificate") else None,
+        private_key_path=user["client-key"].filename() if user.get("client-key") else None,
+    )
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        from tenantry.observe.metrics import REGISTRY
+
+        start_http_server(args.metrics_port, registry=REGISTRY)
+    runtime = Runtime(
+        connection,
+        Config(
+            workers=args.workers,
+            resync_seconds=args.resync_seconds,
+            operator_namespace=args.operator_namespace,
+        ),
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    kopf.run(
+        registry=registry,
+        clusterwide=True,
+        standalone=args.standalone,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenantry", description="Multi-tenancy for Kubernetes from one constitution."
@@ -189,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions")
     crds.add_argument("--output-dir", help="write one file per CRD into this directory")
     crds.set_defaults(handler=cmd_crds)
+
+    run = sub.add_parser("run", help="run the operator against the cluster")
+    run.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG/~/.kube/config)"
+    )
+    run.add_argument("--workers", type=int, default=4)
+    run.add_argument("--resync-seconds", type=float, default=300.0)
+    run.add_argument("--operator-namespace", default="tenantry-system")
+    run.add_argument("--peering", default="tenantry", help="Kopf peering name (hot standby replicas)")
+    run.add_argument("--priority", type=int, default=0, help="distinct per replica; the highest is active")
+    run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, default=9090)
+    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    run.set_defaults(handler=cmd_run)
 
     roles = sub.add_parser("roles", help="print the shared tenant ClusterRoles")
     roles.set_defaults(handler=cmd_roles)

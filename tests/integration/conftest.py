@@ -28,7 +28,9 @@ class Api:
     def __init__(self, kube: TenantryKube, session: aiohttp.ClientSession) -> None:
         self.kube, self.session, self.base = kube, session, str(kube.url).rstrip("/")
 
-    async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
         async with self.session.request(
             method, self.base + path, json=body, headers={"Content-Type": content_type}
         ) as response:
@@ -52,13 +54,25 @@ class Api:
 
     def writes(self) -> list[tuple[str, str]]:
         """Every write request kmock has served so far (method, path)."""
-        return [(str(r.method), r.url.path) for r in self.kube if str(r.method).upper() in {"POST", "PUT", "PATCH", "DELETE"}]
+        return [
+            (str(r.method), r.url.path)
+            for r in self.kube
+            if str(r.method).upper() in {"POST", "PUT", "PATCH", "DELETE"}
+        ]
 
 
 def org_body(name: str = "acme", **spec: Any) -> dict[str, Any]:
-    body = {"environments": ["prod", "dev"], "members": {"admins": [{"kind": "Group", "name": f"{name}-admins"}]}}
+    body = {
+        "environments": ["prod", "dev"],
+        "members": {"admins": [{"kind": "Group", "name": f"{name}-admins"}]},
+    }
     body.update(spec)
-    return {"apiVersion": "tenantry.dev/v1alpha1", "kind": "Organization", "metadata": {"name": name}, "spec": body}
+    return {
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
 def kopf_settings() -> kopf.OperatorSettings:
@@ -90,8 +104,12 @@ class Operator:
 
     async def start(self, **config: Any) -> Runtime:
         registry = kopf.OperatorRegistry()
-        defaults: dict[str, Any] = {"workers": 2, "resync_seconds": 3600, "today": lambda: TODAY,
-                                    "retry": Retry(attempts=4, first_delay=0.01, max_delay=0.05)}
+        defaults: dict[str, Any] = {
+            "workers": 2,
+            "resync_seconds": 3600,
+            "today": lambda: TODAY,
+            "retry": Retry(attempts=4, first_delay=0.01, max_delay=0.05),
+        }
         defaults.update(config)
         runtime = Runtime(Connection(server=str(self.kube.url).rstrip("/")), Config(**defaults))
         register(registry, runtime)

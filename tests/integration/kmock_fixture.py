@@ -18,6 +18,7 @@ Layers (read top to bottom):
 4. ``kopf_settings`` / ``kopf_registry`` / ``run_operator`` -- Kopf configured for tests and
    started in the pytest event loop; stopped via stop_flag before kmock goes away.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,11 +56,14 @@ def parse_path_with_namespaces(path: str) -> _kmock_parsing.ParsedPath:
     ``/api/v1/namespaces``, ``/api/v1/namespaces/X``, ``/api/v1/namespaces/X/{status,finalize}``.
     ``/api/v1/namespaces/X/<plural>[/...]`` (namespaced resources) go to kmock as before.
     """
-    parts = path.strip('/').split('/')
-    if parts[:3] == ['api', 'v1', 'namespaces']:
-        if len(parts) <= 4 or (len(parts) == 5 and parts[4] in {'status', 'finalize'}):
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"]:
+        if len(parts) <= 4 or (len(parts) == 5 and parts[4] in {"status", "finalize"}):
             return _kmock_parsing.ParsedPath(
-                group='', version='v1', plural='namespaces', namespace=None,
+                group="",
+                version="v1",
+                plural="namespaces",
+                namespace=None,
                 name=parts[3] if len(parts) > 3 else None,
                 subresource=parts[4] if len(parts) > 4 else None,
             )
@@ -69,8 +73,8 @@ def parse_path_with_namespaces(path: str) -> _kmock_parsing.ParsedPath:
 # --------------------------------------------------------------------------------------------
 # Gaps (b)-(e): the write path, selectors, and watch semantics.
 # --------------------------------------------------------------------------------------------
-NAMESPACES = kmock.resource('', 'v1', 'namespaces')
-_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'  # what the API server uses for generateName
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what the API server uses for generateName
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -91,46 +95,49 @@ def _error(status: int, reason: str, message: str) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=status, reason=reason, message=message, details={})
 
 
-_SELECTOR_SPLIT = re.compile(r',(?![^()]*\))')  # commas outside of "in (a,b)" parentheses
-_SELECTOR_TERM = re.compile(r'''^\s*(?:
+_SELECTOR_SPLIT = re.compile(r",(?![^()]*\))")  # commas outside of "in (a,b)" parentheses
+_SELECTOR_TERM = re.compile(
+    r"""^\s*(?:
     !\s*(?P<absent>[^\s!=,()]+)
   | (?P<key>[^\s!=,()]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=,()]*)
   | (?P<setkey>[^\s!=,()]+)\s+(?P<setop>in|notin)\s*\((?P<values>[^()]*)\)
   | (?P<present>[^\s!=,()]+)
-)\s*$''', re.X)
+)\s*$""",
+    re.X,
+)
 
 
 def parse_label_selector(selector: str) -> Callable[[Mapping[str, str]], bool]:
     """All of k8s label-selector syntax: =, ==, !=, in, notin, key, !key (terms AND-ed)."""
     checks: list[Callable[[Mapping[str, str]], bool]] = []
-    for term in filter(str.strip, _SELECTOR_SPLIT.split(selector or '')):
+    for term in filter(str.strip, _SELECTOR_SPLIT.split(selector or "")):
         m = _SELECTOR_TERM.match(term)
         if m is None:
-            raise _error(400, 'BadRequest', f'unable to parse requirement: {term!r}')
-        if m['absent']:
-            checks.append(lambda ls, k=m['absent']: k not in ls)
-        elif m['present']:
-            checks.append(lambda ls, k=m['present']: k in ls)
-        elif m['key']:
-            k, v, neg = m['key'], m['value'], m['op'] == '!='
+            raise _error(400, "BadRequest", f"unable to parse requirement: {term!r}")
+        if m["absent"]:
+            checks.append(lambda ls, k=m["absent"]: k not in ls)
+        elif m["present"]:
+            checks.append(lambda ls, k=m["present"]: k in ls)
+        elif m["key"]:
+            k, v, neg = m["key"], m["value"], m["op"] == "!="
             checks.append(lambda ls, k=k, v=v, neg=neg: (ls.get(k) == v) != neg)
         else:
-            vals = {v.strip() for v in m['values'].split(',') if v.strip()}
-            neg = m['setop'] == 'notin'
-            checks.append(lambda ls, k=m['setkey'], vals=vals, neg=neg: (ls.get(k) in vals) != neg)
+            vals = {v.strip() for v in m["values"].split(",") if v.strip()}
+            neg = m["setop"] == "notin"
+            checks.append(lambda ls, k=m["setkey"], vals=vals, neg=neg: (ls.get(k) in vals) != neg)
     return lambda labels: all(check(labels) for check in checks)
 
 
 def parse_field_selector(selector: str) -> Callable[[Mapping[str, Any]], bool]:
     """Only ``metadata.name`` and ``metadata.namespace`` (=, ==, !=); anything else is a 400."""
     checks: list[Callable[[Mapping[str, Any]], bool]] = []
-    for term in filter(str.strip, (selector or '').split(',')):
-        m = re.fullmatch(r'\s*metadata\.(name|namespace)\s*(==|=|!=)\s*([^\s,]*)\s*', term)
+    for term in filter(str.strip, (selector or "").split(",")):
+        m = re.fullmatch(r"\s*metadata\.(name|namespace)\s*(==|=|!=)\s*([^\s,]*)\s*", term)
         if m is None:
-            raise _error(400, 'BadRequest', f'field selector not supported by this fake: {term!r}')
-        field, neg, value = m[1], m[2] == '!=', m[3]
+            raise _error(400, "BadRequest", f"field selector not supported by this fake: {term!r}")
+        field, neg, value = m[1], m[2] == "!=", m[3]
         checks.append(lambda meta, f=field, v=value, neg=neg: (meta.get(f) == v) != neg)
-    return lambda obj: all(check(obj.get('metadata', {})) for check in checks)
+    return lambda obj: all(check(obj.get("metadata", {})) for check in checks)
 
 
 @attrs.define(kw_only=True)
@@ -175,8 +182,8 @@ class TenantryKube(kmock.KubernetesEmulator):
 
     def _type_meta(self, resource: kmock.resource) -> dict[str, str]:
         info = self._info(resource)
-        api_version = f'{resource.group}/{resource.version}' if resource.group else resource.version
-        return {'apiVersion': api_version, 'kind': info.kind or resource.plural.capitalize()}
+        api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+        return {"apiVersion": api_version, "kind": info.kind or resource.plural.capitalize()}
 
     def _next_rv(self) -> str:
         self._revision += 1
@@ -184,7 +191,7 @@ class TenantryKube(kmock.KubernetesEmulator):
 
     @staticmethod
     def _now() -> str:
-        return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+        return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     @staticmethod
     def _body(request: kmock.Request) -> Any:
@@ -193,9 +200,9 @@ class TenantryKube(kmock.KubernetesEmulator):
         return yaml.safe_load(request.text) if request.text.strip() else None
 
     def _selector(self, request: kmock.Request) -> Callable[[Mapping[str, Any]], bool]:
-        labels = parse_label_selector(request.params.get('labelSelector', ''))
-        fields = parse_field_selector(request.params.get('fieldSelector', ''))
-        return lambda obj: labels(obj.get('metadata', {}).get('labels') or {}) and fields(obj)
+        labels = parse_label_selector(request.params.get("labelSelector", ""))
+        fields = parse_field_selector(request.params.get("fieldSelector", ""))
+        return lambda obj: labels(obj.get("metadata", {}).get("labels") or {}) and fields(obj)
 
     def _is_error_injected(self, request: kmock.Request) -> bool:
         """Does a user's DSL reaction (not kmock's fallbacks) answer this request with an error?"""
@@ -205,16 +212,20 @@ class TenantryKube(kmock.KubernetesEmulator):
             if request in reaction._source:
                 response = reaction.response
                 payload = response.payload
-                if (response.status or 0) >= 400 or isinstance(payload, BaseException) or \
-                        (isinstance(payload, type) and issubclass(payload, BaseException)):
+                if (
+                    (response.status or 0) >= 400
+                    or isinstance(payload, BaseException)
+                    or (isinstance(payload, type) and issubclass(payload, BaseException))
+                ):
                     return True
         return False
 
     # ---- the write path ---------------------------------------------------------------------
     async def _handle(self, request: kmock.Request) -> Any:
         is_write = request.resource is not None and (
-            request.action in {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE} or
-            (request.method == kmock.method.PUT and request.name is not None))
+            request.action in {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE}
+            or (request.method == kmock.method.PUT and request.name is not None)
+        )
         if not is_write:
             return await super()._handle(request)  # reads & discovery: kmock as is (+ overrides)
 
@@ -246,10 +257,10 @@ class TenantryKube(kmock.KubernetesEmulator):
         if resource not in self.resources:  # plain kmock stores writes to ANY resource; k8s: 404
             raise kmock.KubernetesResourceNotFoundError()
         info = self._info(resource)
-        content_type = request.headers.get('Content-Type', '').split(';')[0].strip().lower()
-        is_apply = content_type == 'application/apply-patch+yaml'
-        if is_apply and not request.params.get('fieldManager'):
-            raise _error(422, 'Invalid', 'fieldManager: Required value: is required for apply patch')
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        is_apply = content_type == "application/apply-patch+yaml"
+        if is_apply and not request.params.get("fieldManager"):
+            raise _error(422, "Invalid", "fieldManager: Required value: is required for apply patch")
 
         if request.action == kmock.action.CREATE:
             return self._create(request, self._body(request))
@@ -261,152 +272,180 @@ class TenantryKube(kmock.KubernetesEmulator):
         if obj is None:
             raise kmock.KubernetesObjectNotFoundError()
         old: dict[str, Any] = copy.deepcopy(obj.raw)
-        old_meta = old.setdefault('metadata', {})
+        old_meta = old.setdefault("metadata", {})
 
         if request.action == kmock.action.DELETE:
-            if old_meta.get('finalizers'):
-                if old_meta.get('deletionTimestamp'):
+            if old_meta.get("finalizers"):
+                if old_meta.get("deletionTimestamp"):
                     return old, []  # already terminating
                 new = copy.deepcopy(old)
-                new['metadata'].update(deletionTimestamp=self._now(), deletionGracePeriodSeconds=0,
-                                       resourceVersion=self._next_rv())
+                new["metadata"].update(
+                    deletionTimestamp=self._now(),
+                    deletionGracePeriodSeconds=0,
+                    resourceVersion=self._next_rv(),
+                )
                 obj.history.append(new)
-                return new, [{'type': 'MODIFIED', 'object': new}]
+                return new, [{"type": "MODIFIED", "object": new}]
             gone = copy.deepcopy(old)
-            gone['metadata']['resourceVersion'] = self._next_rv()
+            gone["metadata"]["resourceVersion"] = self._next_rv()
             obj.delete()
-            return gone, [{'type': 'DELETED', 'object': gone}]
+            return gone, [{"type": "DELETED", "object": gone}]
 
         # PATCH or PUT: compute the new state, then keep the server-owned parts.
         body = self._body(request)
         if request.method == kmock.method.PUT:
             new = copy.deepcopy(body)
-        elif content_type == 'application/json-patch+json':
+        elif content_type == "application/json-patch+json":
             try:
                 new = jsonpatch.apply_patch(old, body, in_place=False)
             except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
-                raise _error(422, 'Invalid', f'the server rejected our request: {e}')
+                raise _error(422, "Invalid", f"the server rejected our request: {e}")
         else:  # merge-patch, strategic-merge-patch (no strategies here), apply (≈ merge)
             new = merge_patch(old, body or {})
         if not isinstance(new, dict):
-            raise _error(400, 'BadRequest', 'the body must be an object')
-        if content_type != 'application/json-patch+json' and isinstance(body, Mapping):
-            sent_rv = (body.get('metadata') or {}).get('resourceVersion')
-            if sent_rv and sent_rv != old_meta.get('resourceVersion'):
-                raise _error(409, 'Conflict', 'the object has been modified; '
-                                              'please apply your changes to the latest version')
+            raise _error(400, "BadRequest", "the body must be an object")
+        if content_type != "application/json-patch+json" and isinstance(body, Mapping):
+            sent_rv = (body.get("metadata") or {}).get("resourceVersion")
+            if sent_rv and sent_rv != old_meta.get("resourceVersion"):
+                raise _error(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version",
+                )
 
-        if request.subresource == 'status':
-            new = {**old, 'status': new['status']} if 'status' in new else \
-                  {k: v for k, v in old.items() if k != 'status'}
+        if request.subresource == "status":
+            new = (
+                {**old, "status": new["status"]}
+                if "status" in new
+                else {k: v for k, v in old.items() if k != "status"}
+            )
         elif request.subresource is not None:
-            raise _error(404, 'NotFound', f'subresource {request.subresource!r} is not emulated')
-        elif 'status' in info.subresources:
-            new = {k: v for k, v in new.items() if k != 'status'}
-            if 'status' in old:
-                new['status'] = old['status']
+            raise _error(404, "NotFound", f"subresource {request.subresource!r} is not emulated")
+        elif "status" in info.subresources:
+            new = {k: v for k, v in new.items() if k != "status"}
+            if "status" in old:
+                new["status"] = old["status"]
 
         new.update(self._type_meta(resource))
-        meta = new.setdefault('metadata', {})
-        for field in ('name', 'namespace', 'uid', 'creationTimestamp', 'generation',
-                      'resourceVersion', 'deletionTimestamp', 'deletionGracePeriodSeconds'):
+        meta = new.setdefault("metadata", {})
+        for field in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
         if resource == NAMESPACES:
-            meta.setdefault('labels', {})['kubernetes.io/metadata.name'] = meta['name']
-        if not meta.get('finalizers'):
-            meta.pop('finalizers', None)  # the API server drops empty finalizer lists too
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
+        if not meta.get("finalizers"):
+            meta.pop("finalizers", None)  # the API server drops empty finalizer lists too
 
         if new == old:
             return old, []  # no-op: same resourceVersion, no watch event (as in Kubernetes)
-        essence = lambda o: {k: v for k, v in o.items() if k not in {'metadata', 'status'}}
+        essence = lambda o: {k: v for k, v in o.items() if k not in {"metadata", "status"}}
         if essence(new) != essence(old):
-            meta['generation'] = int(old_meta.get('generation', 1)) + 1
-        meta['resourceVersion'] = self._next_rv()
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        meta["resourceVersion"] = self._next_rv()
         obj.history.append(new)
-        if meta.get('deletionTimestamp') and not meta.get('finalizers'):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             obj.delete()  # the last finalizer is gone: the object is deleted for real
-            return new, [{'type': 'DELETED', 'object': new}]
-        return new, [{'type': 'MODIFIED', 'object': new}]
+            return new, [{"type": "DELETED", "object": new}]
+        return new, [{"type": "MODIFIED", "object": new}]
 
     def _create(self, request: kmock.Request, body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         resource = request.resource
         info = self._info(resource)
         if not isinstance(body, Mapping):
-            raise _error(400, 'BadRequest', 'the body must be an object')
+            raise _error(400, "BadRequest", "the body must be an object")
         new: dict[str, Any] = {**self._type_meta(resource), **copy.deepcopy(dict(body))}
-        meta = new.setdefault('metadata', {})
-        if request.name and meta.setdefault('name', request.name) != request.name:
-            raise _error(400, 'BadRequest', 'the name of the object does not match the URL')
-        if not meta.get('name'):
-            if not meta.get('generateName'):
-                raise _error(422, 'Invalid', 'metadata.name: Required value: name or generateName is required')
-            meta['name'] = meta['generateName'] + ''.join(random.choices(_NAME_ALPHABET, k=5))
-        namespace = request.namespace or meta.get('namespace')
+        meta = new.setdefault("metadata", {})
+        if request.name and meta.setdefault("name", request.name) != request.name:
+            raise _error(400, "BadRequest", "the name of the object does not match the URL")
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise _error(
+                    422, "Invalid", "metadata.name: Required value: name or generateName is required"
+                )
+            meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_ALPHABET, k=5))
+        namespace = request.namespace or meta.get("namespace")
         if info.namespaced:
             if not namespace:
-                raise _error(400, 'BadRequest', 'a namespaced object needs a namespace')
-            meta['namespace'] = namespace
+                raise _error(400, "BadRequest", "a namespaced object needs a namespace")
+            meta["namespace"] = namespace
         else:
-            meta.pop('namespace', None)
+            meta.pop("namespace", None)
             namespace = None
-        key = (resource, namespace, meta['name'])
+        key = (resource, namespace, meta["name"])
         if key in self._objects and not self._objects[key].deleted:
-            raise _error(409, 'AlreadyExists', f'{resource.plural} {meta["name"]!r} already exists')
+            raise _error(409, "AlreadyExists", f"{resource.plural} {meta['name']!r} already exists")
 
-        for field in ('deletionTimestamp', 'deletionGracePeriodSeconds'):
+        for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=self._now(), generation=1,
-                    resourceVersion=self._next_rv())
+        meta.update(
+            uid=str(uuid.uuid4()),
+            creationTimestamp=self._now(),
+            generation=1,
+            resourceVersion=self._next_rv(),
+        )
         if resource == NAMESPACES:
-            meta.setdefault('labels', {})['kubernetes.io/metadata.name'] = meta['name']
-        if 'status' in info.subresources:
-            new.pop('status', None)  # like the API server: status is set only via /status
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
+        if "status" in info.subresources:
+            new.pop("status", None)  # like the API server: status is set only via /status
 
         if key in self._objects:
             self._objects[key].create(new)  # re-creation after a soft-deletion keeps the history
         else:
             self._objects[key] = new
-        return new, [{'type': 'ADDED', 'object': new}]
+        return new, [{"type": "ADDED", "object": new}]
 
     # ---- the read path: selectors, list resourceVersion, lossless watch ------------------------
     def _matches_scope(self, request: kmock.Request, key: tuple[Any, str | None, str]) -> bool:
         resource, namespace, name = key
-        return (resource == request.resource and
-                (request.namespace is None or namespace == request.namespace) and
-                (request.name is None or name == request.name))
+        return (
+            resource == request.resource
+            and (request.namespace is None or namespace == request.namespace)
+            and (request.name is None or name == request.name)
+        )
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         selector = self._selector(request)
         result = await super()._serve_list(request)  # kmock's 404 for undeclared resources
         type_meta = self._type_meta(request.resource)
         return {
-            'apiVersion': type_meta['apiVersion'],
-            'kind': f"{type_meta['kind']}List",
-            'metadata': {'resourceVersion': str(self._revision)},
-            'items': [item for item in result['items'] if selector(item)],
+            "apiVersion": type_meta["apiVersion"],
+            "kind": f"{type_meta['kind']}List",
+            "metadata": {"resourceVersion": str(self._revision)},
+            "items": [item for item in result["items"] if selector(item)],
         }
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         selector = self._selector(request)
-        since = request.params.get('resourceVersion', '')
+        since = request.params.get("resourceVersion", "")
         since_rv = int(since) if since.isdigit() else 0
-        yield b''  # send the headers now: the stream is open even if nothing happens
+        yield b""  # send the headers now: the stream is open even if nothing happens
         bus = self._buses[request.resource]
         async with self._lock:  # writes take this lock too: snapshot + subscription are atomic
             marker = await bus.mark()
-            snapshot = [obj.raw for key, obj in self._objects.items()
-                        if self._matches_scope(request, key) and not obj.deleted]
+            snapshot = [
+                obj.raw
+                for key, obj in self._objects.items()
+                if self._matches_scope(request, key) and not obj.deleted
+            ]
         try:
             for raw in snapshot:
-                if int(raw.get('metadata', {}).get('resourceVersion') or 0) > since_rv and selector(raw):
-                    yield {'type': 'ADDED', 'object': raw}
+                if int(raw.get("metadata", {}).get("resourceVersion") or 0) > since_rv and selector(raw):
+                    yield {"type": "ADDED", "object": raw}
             async for event in bus.stream(since=marker):
-                raw = event['object']
-                meta = raw.get('metadata', {})
-                key = (request.resource, meta.get('namespace'), meta.get('name'))
+                raw = event["object"]
+                meta = raw.get("metadata", {})
+                key = (request.resource, meta.get("namespace"), meta.get("name"))
                 if self._matches_scope(request, key) and selector(raw):
                     yield event
         finally:
@@ -416,36 +455,54 @@ class TenantryKube(kmock.KubernetesEmulator):
 # --------------------------------------------------------------------------------------------
 # Fixtures: the fake API server.
 # --------------------------------------------------------------------------------------------
-VERBS = {'get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'}
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 
 
 def declare_tenantry_resources(kube: TenantryKube) -> None:
     """Discovery info. ``namespaced`` and ``verbs`` MUST be set: Kopf skips resources that
     lack list/watch, and treats namespaced=None as cluster-scoped."""
     R = kmock.ResourceInfo
-    kube.resources['v1/namespaces'] = R(kind='Namespace', singular='namespace', namespaced=False,
-                                        verbs=VERBS, shortnames={'ns'}, subresources={'status'})
-    kube.resources['v1/resourcequotas'] = R(kind='ResourceQuota', singular='resourcequota',
-                                            namespaced=True, verbs=VERBS, subresources={'status'})
-    kube.resources['v1/limitranges'] = R(kind='LimitRange', singular='limitrange',
-                                         namespaced=True, verbs=VERBS)
-    kube.resources['v1/events'] = R(kind='Event', singular='event', namespaced=True, verbs=VERBS)
-    kube.resources['events.k8s.io/v1/events'] = R(kind='Event', singular='event',
-                                                  namespaced=True, verbs=VERBS)
-    kube.resources['networking.k8s.io/v1/networkpolicies'] = R(
-        kind='NetworkPolicy', singular='networkpolicy', namespaced=True, verbs=VERBS)
-    kube.resources['rbac.authorization.k8s.io/v1/rolebindings'] = R(
-        kind='RoleBinding', singular='rolebinding', namespaced=True, verbs=VERBS)
-    kube.resources['rbac.authorization.k8s.io/v1/clusterrolebindings'] = R(
-        kind='ClusterRoleBinding', singular='clusterrolebinding', namespaced=False, verbs=VERBS)
-    kube.resources['rbac.authorization.k8s.io/v1/clusterroles'] = R(
-        kind='ClusterRole', singular='clusterrole', namespaced=False, verbs=VERBS)
-    kube.resources['tenantry.dev/v1alpha1/organizations'] = R(
-        kind='Organization', singular='organization', namespaced=False, verbs=VERBS,
-        shortnames={'org'}, subresources={'status'})
-    kube.resources['tenantry.dev/v1alpha1/tenancypolicies'] = R(
-        kind='TenancyPolicy', singular='tenancypolicy', namespaced=False, verbs=VERBS,
-        subresources={'status'})
+    kube.resources["v1/namespaces"] = R(
+        kind="Namespace",
+        singular="namespace",
+        namespaced=False,
+        verbs=VERBS,
+        shortnames={"ns"},
+        subresources={"status"},
+    )
+    kube.resources["v1/resourcequotas"] = R(
+        kind="ResourceQuota", singular="resourcequota", namespaced=True, verbs=VERBS, subresources={"status"}
+    )
+    kube.resources["v1/limitranges"] = R(
+        kind="LimitRange", singular="limitrange", namespaced=True, verbs=VERBS
+    )
+    kube.resources["v1/events"] = R(kind="Event", singular="event", namespaced=True, verbs=VERBS)
+    kube.resources["events.k8s.io/v1/events"] = R(
+        kind="Event", singular="event", namespaced=True, verbs=VERBS
+    )
+    kube.resources["networking.k8s.io/v1/networkpolicies"] = R(
+        kind="NetworkPolicy", singular="networkpolicy", namespaced=True, verbs=VERBS
+    )
+    kube.resources["rbac.authorization.k8s.io/v1/rolebindings"] = R(
+        kind="RoleBinding", singular="rolebinding", namespaced=True, verbs=VERBS
+    )
+    kube.resources["rbac.authorization.k8s.io/v1/clusterrolebindings"] = R(
+        kind="ClusterRoleBinding", singular="clusterrolebinding", namespaced=False, verbs=VERBS
+    )
+    kube.resources["rbac.authorization.k8s.io/v1/clusterroles"] = R(
+        kind="ClusterRole", singular="clusterrole", namespaced=False, verbs=VERBS
+    )
+    kube.resources["tenantry.dev/v1alpha1/organizations"] = R(
+        kind="Organization",
+        singular="organization",
+        namespaced=False,
+        verbs=VERBS,
+        shortnames={"org"},
+        subresources={"status"},
+    )
+    kube.resources["tenantry.dev/v1alpha1/tenancypolicies"] = R(
+        kind="TenancyPolicy", singular="tenancypolicy", namespaced=False, verbs=VERBS, subresources={"status"}
+    )
     # Not declared on purpose: kopf.dev peerings (we run standalone=True) and
     # apiextensions.k8s.io CRDs (Kopf then simply never starts its CRD watcher).
 
@@ -453,7 +510,7 @@ def declare_tenantry_resources(kube: TenantryKube) -> None:
 @pytest_asyncio.fixture
 async def kube(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TenantryKube]:
     """A running fake API server (random port on 127.0.0.1) with Tenantry's resources."""
-    monkeypatch.setattr(_kmock_parsing, 'parse_path', parse_path_with_namespaces)
+    monkeypatch.setattr(_kmock_parsing, "parse_path", parse_path_with_namespaces)
     async with TenantryKube() as server, kmock.Server(server):
         declare_tenantry_resources(server)
         yield server
@@ -475,16 +532,17 @@ def kopf_registry() -> kopf.OperatorRegistry:
 @pytest.fixture
 def kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    settings.persistence.finalizer = 'tenantry.dev/finalizer'
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix='tenantry.dev')
+    settings.persistence.finalizer = "tenantry.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tenantry.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix='tenantry.dev', key='last-handled-configuration')
-    settings.posting.enabled = False            # post the Events we want ourselves
-    settings.scanning.disabled = True           # no CRD/namespace re-scanning
+        prefix="tenantry.dev", key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # post the Events we want ourselves
+    settings.scanning.disabled = True  # no CRD/namespace re-scanning
     settings.process.ultimate_exiting_timeout = None  # never schedule a SIGKILL (see NOTES.md)
     settings.networking.error_backoffs = [0.05, 0.1, 0.2]  # retries of 5xx/429: fast in tests
-    settings.queueing.error_delays = [0.1, 0.2, 0.5]      # framework-level errors
-    settings.execution.default_backoff = 0.1    # handler retries after unexpected errors
+    settings.queueing.error_delays = [0.1, 0.2, 0.5]  # framework-level errors
+    settings.execution.default_backoff = 0.1  # handler retries after unexpected errors
     settings.watching.reconnect_backoff = 0.05
     return settings
 
@@ -504,35 +562,40 @@ class _ForeignTasks(frozenset):
         # The fixture's teardown runs in a task created after the operator started; Kopf would
         # take it for its own hung task and cancel it after 5 s. Test-runner tasks are foreign.
         name = task.get_name() if isinstance(task, asyncio.Task) else ""
-        if not name.startswith(("tenantry ", "worker for", "requeue ", "retry ")) and name.startswith("Task-"):
+        if not name.startswith(("tenantry ", "worker for", "requeue ", "retry ")) and name.startswith(
+            "Task-"
+        ):
             return True
         coro = task.get_coro() if isinstance(task, asyncio.Task) else None
-        return getattr(coro, '__qualname__', '').startswith('RequestHandler.')
+        return getattr(coro, "__qualname__", "").startswith("RequestHandler.")
 
 
 @contextlib.asynccontextmanager
 async def run_operator(
-        *,
-        registry: kopf.OperatorRegistry,
-        settings: kopf.OperatorSettings,
-        memo: kopf.Memo | None = None,
-        startup_timeout: float = 5,
-        stop_timeout: float = 10,
+    *,
+    registry: kopf.OperatorRegistry,
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo | None = None,
+    startup_timeout: float = 5,
+    stop_timeout: float = 10,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run Kopf in the current loop until the block exits; then stop it via stop_flag."""
     ready_flag = asyncio.Event()
     stop_flag = asyncio.Event()
     ignored = _ForeignTasks(asyncio.all_tasks())
     tasks = await kopf.spawn_tasks(
-        registry=registry, settings=settings, memo=memo,
-        clusterwide=True, standalone=True,  # no namespace scanning; no peering objects needed
-        ready_flag=ready_flag, stop_flag=stop_flag,
+        registry=registry,
+        settings=settings,
+        memo=memo,
+        clusterwide=True,
+        standalone=True,  # no namespace scanning; no peering objects needed
+        ready_flag=ready_flag,
+        stop_flag=stop_flag,
     )
-    operator = asyncio.create_task(kopf.run_tasks(tasks, ignored=ignored), name='kopf operator')
+    operator = asyncio.create_task(kopf.run_tasks(tasks, ignored=ignored), name="kopf operator")
     ready = asyncio.create_task(ready_flag.wait())
     try:
-        await asyncio.wait({operator, ready}, timeout=startup_timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({operator, ready}, timeout=startup_timeout, return_when=asyncio.FIRST_COMPLETED)
         if operator.done():
             operator.result()  # re-raise the startup failure
             raise RuntimeError("The operator exited during startup.")
@@ -554,9 +617,10 @@ async def run_operator(
 
 def login_to(kube: TenantryKube, registry: kopf.OperatorRegistry) -> None:
     """Point Kopf at kmock: a login handler instead of kubeconfig/in-cluster credentials."""
+
     @kopf.on.login(registry=registry)
     def login_to_kmock(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=str(kube.url).rstrip('/'), default_namespace='default')
+        return kopf.ConnectionInfo(server=str(kube.url).rstrip("/"), default_namespace="default")
 
 
 async def eventually(predicate: Callable[[], Any], *, timeout: float = 5, interval: float = 0.02) -> Any:

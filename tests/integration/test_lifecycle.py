@@ -116,8 +116,14 @@ async def test_deleting_with_delete_policy_removes_namespaces(api: Api, operator
 
 
 async def test_pre_existing_namespace_is_never_adopted(api: Api, operator: Operator) -> None:
-    await api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                            "metadata": {"name": "acme-prod", "labels": {"team": "legacy"}}})
+    await api.create(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "acme-prod", "labels": {"team": "legacy"}},
+        },
+    )
     await api.create(ORG, org_body())
 
     async def refused() -> Any:
@@ -164,10 +170,19 @@ async def test_restart_mid_reconcile_converges_without_duplicates(api: Api, oper
     await operator.stop()
     await api.create(ORG, org_body())
     # Only the namespace got created before the "crash".
-    await api.request("PATCH", "/api/v1/namespaces/acme-prod?fieldManager=tenantry&force=true",
-                      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-prod", "labels": {
-                          "app.kubernetes.io/managed-by": "tenantry", "tenantry.dev/organization": "acme"}}},
-                      "application/apply-patch+yaml")
+    await api.request(
+        "PATCH",
+        "/api/v1/namespaces/acme-prod?fieldManager=tenantry&force=true",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": "acme-prod",
+                "labels": {"app.kubernetes.io/managed-by": "tenantry", "tenantry.dev/organization": "acme"},
+            },
+        },
+        "application/apply-patch+yaml",
+    )
     await operator.start()
     org = await ready(api)
     assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
@@ -178,10 +193,20 @@ async def test_restart_mid_reconcile_converges_without_duplicates(api: Api, oper
 async def test_policy_change_reconciles_its_organizations(api: Api, operator: Operator) -> None:
     await api.create(ORG, org_body())
     await ready(api)
-    await api.create(POLICY, {"apiVersion": "tenantry.dev/v1alpha1", "kind": "TenancyPolicy",
-                              "metadata": {"name": "default"},
-                              "spec": {"environments": [{"name": "prod", "quota": {"pods": "7"}},
-                                                        {"name": "dev", "quota": {"pods": "3"}}]}})
+    await api.create(
+        POLICY,
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "default"},
+            "spec": {
+                "environments": [
+                    {"name": "prod", "quota": {"pods": "7"}},
+                    {"name": "dev", "quota": {"pods": "3"}},
+                ]
+            },
+        },
+    )
 
     async def updated() -> bool:
         quota = await api.get(QUOTA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tenantry.reconcile.queue import Priority
@@ -20,15 +21,18 @@ async def ready(api: Api, name: str = "acme") -> dict[str, Any]:
     async def check() -> Any:
         org = await api.get(f"{ORG}/{name}")
         cond = condition(org, "Ready")
-        return org if cond and cond["status"] == "True" and org["status"].get("observedGeneration") == org[
-            "metadata"]["generation"] else None
+        return (
+            org
+            if cond
+            and cond["status"] == "True"
+            and org["status"].get("observedGeneration") == org["metadata"]["generation"]
+            else None
+        )
 
     return await until(check)
 
 
 async def until(check: Any, timeout: float = 5.0) -> Any:
-    import asyncio
-
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()
@@ -47,24 +51,36 @@ async def test_onboarding_creates_every_rendered_object(api: Api, operator: Oper
         assert namespace["metadata"]["labels"]["organization"] == "acme"
         assert await api.get(f"/api/v1/namespaces/{ns}/resourcequotas/tenantry-quota")
         assert await api.get(f"/api/v1/namespaces/{ns}/limitranges/tenantry-limits")
-        assert await api.get(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/tenantry-default-deny")
+        assert await api.get(
+            f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/tenantry-default-deny"
+        )
         binding = await api.get(
             f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/tenantry:organization-admins"
         )
         assert binding["roleRef"]["name"] == "tenantry:organization-admin"
     assert "tenantry.dev/finalizer" in org["metadata"]["finalizers"]
     assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
-    assert {c["type"] for c in org["status"]["conditions"]} >= {"Ready", "Stalled", "Reconciling", "QuotaReady",
-                                                                 "NetworkReady", "RBACReady", "NamespacesReady"}
+    assert {c["type"] for c in org["status"]["conditions"]} >= {
+        "Ready",
+        "Stalled",
+        "Reconciling",
+        "QuotaReady",
+        "NetworkReady",
+        "RBACReady",
+        "NamespacesReady",
+    }
 
 
 async def test_a_no_op_resync_makes_zero_writes(api: Api, operator: Operator) -> None:
     await api.create(ORG, org_body())
     await ready(api)
-    await eventually(lambda: operator.runtime is not None and operator.runtime.queue is not None
-                     and len(operator.runtime.queue) == 0)
-    import asyncio
-
+    await eventually(
+        lambda: (
+            operator.runtime is not None
+            and operator.runtime.queue is not None
+            and len(operator.runtime.queue) == 0
+        )
+    )
     await asyncio.sleep(0.3)
     before = len(api.writes())
     assert operator.runtime is not None and operator.runtime.queue is not None

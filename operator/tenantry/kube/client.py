@@ -101,11 +101,17 @@ class KubeClient:
         self._api = k8s.ApiClient(conf)
 
     def close(self) -> None:
-        self._api.close()
+        self._api.close()  # type: ignore[no-untyped-call]
 
     # -- the one HTTP primitive ---------------------------------------------------------------
     def _request_once(
-        self, verb: str, method: str, path: str, query: dict[str, str] | None, body: Any, content_type: str | None
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        body: Any,
+        content_type: str | None,
     ) -> Any:
         url = self._api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
@@ -116,7 +122,7 @@ class KubeClient:
             # The REST layer serialises dict bodies as JSON for JSON and +yaml content types
             # (JSON is YAML), so server-side apply bodies go out as JSON too.
             headers["Content-Type"] = content_type or "application/json"
-        response = self._api.rest_client.request(
+        response = self._api.rest_client.request(  # type: ignore[no-untyped-call]
             method, url, headers=headers, body=body, _request_timeout=self.timeout
         )
         raw = response.read() if hasattr(response, "read") else response.data
@@ -162,7 +168,9 @@ class KubeClient:
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"])
         query = {"fieldManager": FIELD_MANAGER, "force": "true"}
-        result: dict[str, Any] = self._request("apply", "PATCH", path, query, obj, "application/apply-patch+yaml")
+        result: dict[str, Any] = self._request(
+            "apply", "PATCH", path, query, obj, "application/apply-patch+yaml"
+        )
         return result
 
     def get_sync(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -174,7 +182,9 @@ class KubeClient:
             raise
         return result
 
-    def list_sync(self, kind: Kind, label_selector: str | None = None, page: int = 500) -> list[dict[str, Any]]:
+    def list_sync(
+        self, kind: Kind, label_selector: str | None = None, page: int = 500
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         query: dict[str, str] = {"limit": str(page)}
         if label_selector:
@@ -190,9 +200,15 @@ class KubeClient:
                 return items
             query["continue"] = token
 
-    def delete_sync(self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None) -> bool:
+    def delete_sync(
+        self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None
+    ) -> bool:
         """Delete; `uid` is a precondition so we never delete a same-named object we did not see."""
-        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
@@ -204,15 +220,22 @@ class KubeClient:
         return True
 
     def merge_patch_sync(
-        self, kind: Kind, name: str, patch: dict[str, Any], subresource: str | None = None,
+        self,
+        kind: Kind,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
         namespace: str | None = None,
     ) -> dict[str, Any]:
         path = kind.path(namespace, name, subresource)
-        result: dict[str, Any] = self._request("patch", "PATCH", path, body=patch,
-                                               content_type="application/merge-patch+json")
+        result: dict[str, Any] = self._request(
+            "patch", "PATCH", path, body=patch, content_type="application/merge-patch+json"
+        )
         return result
 
-    def event_sync(self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str) -> None:
+    def event_sync(
+        self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str
+    ) -> None:
         meta = regarding["metadata"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -248,14 +271,22 @@ class KubeClient:
     async def list(self, kind: Kind, label_selector: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.list_sync, kind, label_selector)
 
-    async def delete(self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None) -> bool:
+    async def delete(
+        self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None
+    ) -> bool:
         return await asyncio.to_thread(self.delete_sync, kind, name, namespace, uid)
 
     async def merge_patch(
-        self, kind: Kind, name: str, patch: dict[str, Any], subresource: str | None = None,
+        self,
+        kind: Kind,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
         namespace: str | None = None,
     ) -> dict[str, Any]:
         return await asyncio.to_thread(self.merge_patch_sync, kind, name, patch, subresource, namespace)
 
-    async def event(self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str) -> None:
+    async def event(
+        self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str
+    ) -> None:
         await asyncio.to_thread(self.event_sync, regarding, type_, reason, message, namespace)

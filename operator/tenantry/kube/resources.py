@@ -14,7 +14,9 @@ class Kind:
     plural: str
     namespaced: bool
 
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
         if self.namespaced and namespace:
             base += f"/namespaces/{namespace}"
@@ -32,7 +34,9 @@ LIMIT_RANGE = Kind("v1", "LimitRange", "limitranges", namespaced=True)
 NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True)
 ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", namespaced=True)
 CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
-CLUSTER_ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False)
+CLUSTER_ROLE_BINDING = Kind(
+    "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
+)
 EVENT = Kind("v1", "Event", "events", namespaced=True)
 ORGANIZATION = Kind(API_VERSION, "Organization", "organizations", namespaced=False)
 TENANCY_POLICY = Kind(API_VERSION, "TenancyPolicy", "tenancypolicies", namespaced=False)

@@ -23,15 +23,22 @@ DRIFT = Counter(
     registry=REGISTRY,
 )
 API_REQUESTS = Counter(
-    "tenantry_api_requests_total", "Requests to the Kubernetes API by verb and outcome.", ["verb", "code"],
+    "tenantry_api_requests_total",
+    "Requests to the Kubernetes API by verb and outcome.",
+    ["verb", "code"],
     registry=REGISTRY,
 )
 API_ERRORS = Counter(
-    "tenantry_api_errors_total", "Failed Kubernetes API requests (after retries) by verb and code.",
-    ["verb", "code"], registry=REGISTRY,
+    "tenantry_api_errors_total",
+    "Failed Kubernetes API requests (after retries) by verb and code.",
+    ["verb", "code"],
+    registry=REGISTRY,
 )
 ORGANIZATIONS = Gauge(
-    "tenantry_organizations", "Organizations by the status of their Ready condition.", ["ready"], registry=REGISTRY
+    "tenantry_organizations",
+    "Organizations by the status of their Ready condition.",
+    ["ready"],
+    registry=REGISTRY,
 )
 QUOTA_USE = Gauge(
     "tenantry_quota_use_ratio",

@@ -105,7 +105,6 @@ class OrganizationReconciler:
 
     # -- create / update / resume / resync ------------------------------------------------------
     async def ensure(self, body: dict[str, Any]) -> None:
-        name = body["metadata"]["name"]
         generation = body["metadata"].get("generation")
         outcome = Outcome()
         if FINALIZER not in (body["metadata"].get("finalizers") or []):
@@ -161,7 +160,9 @@ class OrganizationReconciler:
         for obj in rendering.objects:
             key = object_key(obj)
             desired_keys.add(key)
-            namespace = obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+            namespace = (
+                obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+            )
             if namespace in blocked:
                 continue
             live = inventory.get(key)
@@ -182,7 +183,9 @@ class OrganizationReconciler:
 
     async def _namespace_phase(self, org: str, namespace: str, policy: TenancyPolicy) -> str:
         why = reserved_reason(namespace, policy) or (
-            f"{namespace!r} is the operator's own namespace" if namespace in self.cluster.reserved_namespaces else None
+            f"{namespace!r} is the operator's own namespace"
+            if namespace in self.cluster.reserved_namespaces
+            else None
         )
         if why:
             return "Refused"
@@ -210,7 +213,9 @@ class OrganizationReconciler:
     ) -> None:
         key = object_key(obj)
         org = body["metadata"]["name"]
-        namespace = obj["metadata"].get("namespace") or (obj["metadata"]["name"] if obj["kind"] == "Namespace" else None)
+        namespace = obj["metadata"].get("namespace") or (
+            obj["metadata"]["name"] if obj["kind"] == "Namespace" else None
+        )
         drift: str | None = None
         if live is not None:
             drift = "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
@@ -223,27 +228,41 @@ class OrganizationReconciler:
                 # them; remove our stale keys explicitly so re-adoption works whoever set them.
                 kind = res.kind_of(obj["apiVersion"], obj["kind"])
                 patch = {"metadata": {part: dict.fromkeys(keys) for part, keys in stale.items()}}
-                await self.client.merge_patch(kind, obj["metadata"]["name"], patch,
-                                              namespace=obj["metadata"].get("namespace"))
+                await self.client.merge_patch(
+                    kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
+                )
             applied = await self.client.apply(obj)
         except ApiError as exc:
             area = _AREA_OF_KIND.get(obj["kind"], "NamespacesReady")
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {exc}"
             outcome.areas[area] = ("ApplyFailed", message)
             outcome.fail("ApplyFailed", message, stalled=False)
-            log.warning("apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(exc))
+            log.warning(
+                "apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(exc)
+            )
             return
         self.cluster.inventory.upsert(applied)
         if drift:
             change = "deleted" if drift == "deleted" else "modified"
             metrics.DRIFT.labels(kind=obj["kind"], change=change).inc()
-            what = f"{obj['kind']} {namespace}/{obj['metadata']['name']}" if obj["metadata"].get("namespace") \
+            what = (
+                f"{obj['kind']} {namespace}/{obj['metadata']['name']}"
+                if obj["metadata"].get("namespace")
                 else f"{obj['kind']} {obj['metadata']['name']}"
+            )
             message = f"{what} was {drift}; restored to the desired state"
-            log.warning("drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=drift)
+            log.warning(
+                "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=drift
+            )
             await self.event(body, "Warning", "DriftCorrected", message)
         else:
-            log.info("applied", organization=org, namespace=namespace, kind=obj["kind"], name=obj["metadata"]["name"])
+            log.info(
+                "applied",
+                organization=org,
+                namespace=namespace,
+                kind=obj["kind"],
+                name=obj["metadata"]["name"],
+            )
 
     # -- pruning ---------------------------------------------------------------------------------
     async def _prune(
@@ -261,9 +280,13 @@ class OrganizationReconciler:
             if obj["kind"] == "Namespace":
                 if org.spec.deletion_policy == "Delete":
                     await self._delete(obj)
-                    await self.event(body, "Normal", "NamespaceDeleted",
-                                     f"environment removed: namespace {obj['metadata']['name']} deleted "
-                                     "(deletionPolicy: Delete)")
+                    await self.event(
+                        body,
+                        "Normal",
+                        "NamespaceDeleted",
+                        f"environment removed: namespace {obj['metadata']['name']} deleted "
+                        "(deletionPolicy: Delete)",
+                    )
                 else:
                     await self._orphan(body, obj)
             elif namespace in dropped_namespaces:
@@ -280,13 +303,22 @@ class OrganizationReconciler:
         kind = res.kind_of(obj["apiVersion"], obj["kind"])
         self.cluster.expected_deletions.add(key)
         try:
-            await self.client.delete(kind, obj["metadata"]["name"], obj["metadata"].get("namespace"),
-                                     uid=obj["metadata"].get("uid"))
+            await self.client.delete(
+                kind,
+                obj["metadata"]["name"],
+                obj["metadata"].get("namespace"),
+                uid=obj["metadata"].get("uid"),
+            )
         except ApiError as exc:
             self.cluster.expected_deletions.discard(key)
             if exc.status != 409:  # 409: the uid precondition failed, it is not the object we saw
                 raise
-        log.info("deleted", kind=obj["kind"], namespace=obj["metadata"].get("namespace"), name=obj["metadata"]["name"])
+        log.info(
+            "deleted",
+            kind=obj["kind"],
+            namespace=obj["metadata"].get("namespace"),
+            name=obj["metadata"]["name"],
+        )
 
     async def _orphan(self, body: dict[str, Any], namespace_obj: dict[str, Any]) -> None:
         labels = namespace_obj["metadata"].get("labels") or {}
@@ -336,7 +368,12 @@ class OrganizationReconciler:
         await self.client.merge_patch(
             res.ORGANIZATION,
             name,
-            {"metadata": {"finalizers": finalizers, "resourceVersion": body["metadata"].get("resourceVersion")}},
+            {
+                "metadata": {
+                    "finalizers": finalizers,
+                    "resourceVersion": body["metadata"].get("resourceVersion"),
+                }
+            },
         )
         log.info("finalized", organization=name, deletion_policy=policy, namespaces=len(namespaces))
 
@@ -345,7 +382,12 @@ class OrganizationReconciler:
         patched = await self.client.merge_patch(
             res.ORGANIZATION,
             body["metadata"]["name"],
-            {"metadata": {"finalizers": finalizers, "resourceVersion": body["metadata"].get("resourceVersion")}},
+            {
+                "metadata": {
+                    "finalizers": finalizers,
+                    "resourceVersion": body["metadata"].get("resourceVersion"),
+                }
+            },
         )
         self.cluster.organizations[body["metadata"]["name"]] = patched
         return patched
@@ -375,7 +417,9 @@ class OrganizationReconciler:
         if same_status(current, status):
             return
         name = body["metadata"]["name"]
-        patched = await self.client.merge_patch(res.ORGANIZATION, name, {"status": status}, subresource="status")
+        patched = await self.client.merge_patch(
+            res.ORGANIZATION, name, {"status": status}, subresource="status"
+        )
         self.cluster.organizations[name] = patched
         old_ready = next((c for c in (current or {}).get("conditions", []) if c.get("type") == "Ready"), None)
         new_ready = status["conditions"][0]

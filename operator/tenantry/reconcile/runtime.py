@@ -25,8 +25,8 @@ from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
 from tenantry.reconcile.queue import Priority, WorkQueue
-from tenantry.render import object_key
 from tenantry.render import labels as lbl
+from tenantry.render import object_key
 
 log = get_logger("tenantry.operator")
 
@@ -65,7 +65,9 @@ class Runtime:
         # Fill the inventory and the policies before any reconcile, so that a restart sees
         # everything that exists and writes nothing that is already right.
         for kind in res.CHILD_KINDS:
-            cluster.inventory.fill(await client.list(kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"))
+            cluster.inventory.fill(
+                await client.list(kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}")
+            )
         for body in await client.list(res.TENANCY_POLICY):
             self._store_policy(cluster, body)
         self.cluster = cluster
@@ -105,8 +107,13 @@ class Runtime:
                 count = self.failures[name] = self.failures.get(name, 0) + 1
                 delay = min(0.5 * 2 ** (count - 1), self.config.max_backoff)
                 level = "warning" if isinstance(exc, ApiError) else "error"
-                getattr(log, level)("reconcile failed", organization=name, error=str(exc), retry_in=delay,
-                                    exc_info=not isinstance(exc, ApiError))
+                getattr(log, level)(
+                    "reconcile failed",
+                    organization=name,
+                    error=str(exc),
+                    retry_in=delay,
+                    exc_info=not isinstance(exc, ApiError),
+                )
                 self._spawn(self.queue.put_later(name, Priority.RETRY, delay), f"retry {name}")
             finally:
                 await self.queue.done(name)
@@ -166,9 +173,9 @@ class Runtime:
         else:
             previous = inventory.get(object_key(obj))
             key, owner = inventory.upsert(obj)
-            seen = previous is not None and previous["metadata"].get("resourceVersion") == obj["metadata"].get(
-                "resourceVersion"
-            )
+            seen = previous is not None and previous["metadata"].get("resourceVersion") == obj[
+                "metadata"
+            ].get("resourceVersion")
             if seen:
                 return  # our own write, already recorded from its response
             priority = Priority.DRIFT
@@ -190,7 +197,11 @@ class Runtime:
         counts = {"True": 0, "False": 0, "Unknown": 0}
         for org in self.cluster.organizations.values():
             ready = next(
-                (c.get("status") for c in (org.get("status") or {}).get("conditions", []) if c.get("type") == "Ready"),
+                (
+                    c.get("status")
+                    for c in (org.get("status") or {}).get("conditions", [])
+                    if c.get("type") == "Ready"
+                ),
                 "Unknown",
             )
             counts[ready if ready in counts else "Unknown"] += 1
@@ -201,7 +212,12 @@ class Runtime:
 def _significant(body: dict[str, Any]) -> tuple[Any, ...]:
     """What makes an Organization worth reconciling again (status-only writes are not)."""
     meta = body.get("metadata", {})
-    return (meta.get("generation"), meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()), body.get("spec"))
+    return (
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        tuple(meta.get("finalizers") or ()),
+        body.get("spec"),
+    )
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
@@ -242,17 +258,17 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         await runtime.stop()
 
     @kopf.on.event(GROUP, VERSION, "organizations", registry=registry, id="organizations")
-    async def organization_event(event: dict[str, Any], **_: Any) -> None:
+    async def organization_event(event: Any, **_: Any) -> None:
         await runtime.on_organization(event)
 
     @kopf.on.event(GROUP, VERSION, "tenancypolicies", registry=registry, id="tenancypolicies")
-    async def policy_event(event: dict[str, Any], **_: Any) -> None:
+    async def policy_event(event: Any, **_: Any) -> None:
         await runtime.on_policy(event)
 
     for kind in res.CHILD_KINDS:
         group, _, version = kind.api_version.rpartition("/")
 
-        async def child_event(event: dict[str, Any], **_: Any) -> None:
+        async def child_event(event: Any, **_: Any) -> None:
             await runtime.on_child(event)
 
         kopf.on.event(
@@ -263,4 +279,3 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             id=f"children-{kind.plural}",
             labels={lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE},
         )(child_event)
-

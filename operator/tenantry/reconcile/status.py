@@ -31,7 +31,13 @@ AREAS = ("NamespacesReady", "QuotaReady", "NetworkReady", "RBACReady")
 
 
 def _condition(
-    type_: str, status: bool, reason: str, message: str, generation: int | None, previous: dict[str, Any], now: str
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: dict[Any, Any],
+    now: str,
 ) -> dict[str, Any]:
     value = "True" if status else "False"
     old = previous.get(type_)
@@ -42,12 +48,21 @@ def _condition(
     return cond
 
 
-def build_status(outcome: Outcome, generation: int | None, current: dict[str, Any] | None, now: str) -> dict[str, Any]:
+def build_status(
+    outcome: Outcome, generation: int | None, current: dict[str, Any] | None, now: str
+) -> dict[str, Any]:
     previous = {c.get("type"): c for c in (current or {}).get("conditions", []) if isinstance(c, dict)}
     ready = outcome.ready_reason == "Reconciled" and not outcome.progressing
     conditions = [
-        _condition("Ready", ready, outcome.ready_reason if outcome.ready_reason != "Reconciled" or ready else "Progressing",
-                   outcome.message, generation, previous, now),
+        _condition(
+            "Ready",
+            ready,
+            outcome.ready_reason if outcome.ready_reason != "Reconciled" or ready else "Progressing",
+            outcome.message,
+            generation,
+            previous,
+            now,
+        ),
         _condition(
             "Reconciling",
             outcome.progressing,
@@ -72,10 +87,21 @@ def build_status(outcome: Outcome, generation: int | None, current: dict[str, An
         if problem is None and outcome.stalled:
             problem = (outcome.ready_reason, "not applied: " + outcome.message)
         conditions.append(
-            _condition(area, problem is None, problem[0] if problem else "Applied",
-                       problem[1] if problem else "", generation, previous, now)
+            _condition(
+                area,
+                problem is None,
+                problem[0] if problem else "Applied",
+                problem[1] if problem else "",
+                generation,
+                previous,
+                now,
+            )
         )
-    status: dict[str, Any] = {"conditions": conditions, "namespaces": outcome.namespaces, "quota": outcome.quota}
+    status: dict[str, Any] = {
+        "conditions": conditions,
+        "namespaces": outcome.namespaces,
+        "quota": outcome.quota,
+    }
     if generation is not None:
         status["observedGeneration"] = generation
     return status

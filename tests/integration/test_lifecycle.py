@@ -4,12 +4,15 @@ policy changes and API errors: the operator's promises, over HTTP against kmock.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import kmock
 
+from tenantry.observe.metrics import DRIFT
 from tests.integration.conftest import ORG, POLICY, Api, Operator, org_body
 from tests.integration.test_onboarding import condition, ready, until
+from tests.unit.helpers import TODAY
 
 NETPOL = "/apis/networking.k8s.io/v1/namespaces/acme-prod/networkpolicies/tenantry-default-deny"
 QUOTA = "/api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota"
@@ -227,3 +230,86 @@ async def test_api_errors_are_retried_until_converged(api: Api, operator: Operat
     await api.create(ORG, org_body())
     await ready(api)
     assert await api.get(QUOTA)
+
+
+async def test_policy_status_and_platform_admin_binding(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await api.create(
+        POLICY,
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"rbac": {"platformAdmins": [{"kind": "Group", "name": "platform"}]}},
+        },
+    )
+
+    async def policy_ready() -> Any:
+        policy = await api.get(f"{POLICY}/default")
+        conds = (policy.get("status") or {}).get("conditions", [])
+        return (
+            policy
+            if conds and conds[0]["status"] == "True" and policy["status"]["organizations"] == 1
+            else None
+        )
+
+    await until(policy_ready)
+    binding = await until(
+        lambda: api.get(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/tenantry:platform-admins:default"
+        )
+    )
+    assert binding["roleRef"]["name"] == "tenantry:platform-admin"
+    assert binding["subjects"] == [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "platform"}
+    ]
+
+
+async def test_invalid_policy_is_reported_in_its_status(api: Api, operator: Operator) -> None:
+    await api.create(
+        POLICY,
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "broken"},
+            "spec": {"environments": [{"name": "prod", "quota": {"pods": "-1"}}]},
+        },
+    )
+
+    async def invalid() -> Any:
+        policy = await api.get(f"{POLICY}/broken")
+        conds = (policy.get("status") or {}).get("conditions", [])
+        return conds[0] if conds and conds[0]["reason"] == "InvalidPolicy" else None
+
+    cond = await until(invalid)
+    assert "spec.environments[0].quota.pods" in cond["message"] and "negative" in cond["message"]
+
+
+async def test_an_exception_is_removed_when_it_expires(api: Api, kube: Any) -> None:
+    today = [TODAY]
+    op = Operator(kube)
+    await op.start(today=lambda: today[0], resync_seconds=0.2)
+    try:
+        await api.create(
+            ORG,
+            org_body(
+                network={
+                    "allowFrom": [{"organization": "beta", "reason": "billing", "expires": "2026-12-01"}]
+                }
+            ),
+        )
+        path = "/apis/networking.k8s.io/v1/namespaces/acme-prod/networkpolicies/tenantry-allow-from-beta"
+        await until(lambda: api.get(path))
+        today[0] = dt.date(2026, 12, 2)  # the periodic resync notices the expiry
+        await until(lambda: _gone(api, path))
+    finally:
+        await op.stop()
+
+
+async def test_drift_is_counted_in_metrics(api: Api, operator: Operator) -> None:
+    before = DRIFT.labels(kind="NetworkPolicy", change="deleted")._value.get()
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.delete(NETPOL)
+    await until(lambda: api.get(NETPOL))
+    assert DRIFT.labels(kind="NetworkPolicy", change="deleted")._value.get() == before + 1

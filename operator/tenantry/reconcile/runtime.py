@@ -24,6 +24,7 @@ from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
+from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
 from tenantry.reconcile.queue import Priority, WorkQueue
 from tenantry.render import labels as lbl
 from tenantry.render import object_key
@@ -48,6 +49,8 @@ class Runtime:
     config: Config = field(default_factory=Config)
     cluster: Cluster | None = None
     queue: WorkQueue | None = None
+    # Latest TenancyPolicy bodies (valid or not), for their own reconcile and status.
+    policy_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -70,6 +73,7 @@ class Runtime:
             )
         for body in await client.list(res.TENANCY_POLICY):
             self._store_policy(cluster, body)
+            self.policy_bodies[body["metadata"]["name"]] = body
         self.cluster = cluster
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")
@@ -97,7 +101,12 @@ class Runtime:
         while True:
             name = await self.queue.get()
             try:
-                await reconciler.reconcile(name)
+                if name.startswith(POLICY_KEY_PREFIX):
+                    body = self.policy_bodies.get(name.removeprefix(POLICY_KEY_PREFIX))
+                    if body is not None:
+                        await reconcile_policy(self.cluster, body)
+                else:
+                    await reconciler.reconcile(name)
                 self.failures.pop(name, None)
             except Requeue as again:
                 self._spawn(self.queue.put_later(name, Priority.RETRY, again.delay), f"requeue {name}")
@@ -126,6 +135,8 @@ class Runtime:
             await asyncio.sleep(self.config.resync_seconds)
             for name in list(self.cluster.organizations):
                 await self.queue.put(name, Priority.RESYNC)
+            for name in list(self.policy_bodies):
+                await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
 
     # -- watch events ----------------------------------------------------------------------------
     async def on_organization(self, event: dict[str, Any]) -> None:
@@ -133,13 +144,20 @@ class Runtime:
         assert self.cluster is not None and self.queue is not None
         obj = event["object"]
         name = obj["metadata"]["name"]
+        old = self.cluster.organizations.get(name)
         if event.get("type") == "DELETED":
             self.cluster.organizations.pop(name, None)
-            return
-        old = self.cluster.organizations.get(name)
-        self.cluster.organizations[name] = obj
-        if old is None or _significant(old) != _significant(obj):
-            await self.queue.put(name, Priority.CHANGE)
+        else:
+            self.cluster.organizations[name] = obj
+            if old is None or _significant(old) != _significant(obj):
+                await self.queue.put(name, Priority.CHANGE)
+        # A policy's status counts its Organizations: refresh it when membership changes.
+        before = _policy_of(old) if old else None
+        after = _policy_of(obj) if event.get("type") != "DELETED" else None
+        if before != after:
+            for policy in (before, after):
+                if policy in self.policy_bodies:
+                    await self.queue.put(f"{POLICY_KEY_PREFIX}{policy}", Priority.RESYNC)
         self._count_ready()
 
     async def on_policy(self, event: dict[str, Any]) -> None:
@@ -150,8 +168,13 @@ class Runtime:
         old = self.cluster.policies.get(name)
         if event.get("type") == "DELETED":
             self.cluster.policies.pop(name, None)
+            self.policy_bodies.pop(name, None)
         else:
             self._store_policy(self.cluster, obj)
+            previous = self.policy_bodies.get(name)
+            self.policy_bodies[name] = obj
+            if previous is None or _significant(previous) != _significant(obj):
+                await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.CHANGE)
         if self.cluster.policies.get(name) != old:
             for org_name, org in list(self.cluster.organizations.items()):
                 if (org.get("spec") or {}).get("policy", "default") == name:
@@ -207,6 +230,10 @@ class Runtime:
             counts[ready if ready in counts else "Unknown"] += 1
         for value, count in counts.items():
             metrics.ORGANIZATIONS.labels(ready=value).set(count)
+
+
+def _policy_of(org: dict[str, Any]) -> str:
+    return str((org.get("spec") or {}).get("policy", "default"))
 
 
 def _significant(body: dict[str, Any]) -> tuple[Any, ...]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,7 +209,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         clusterwide=True,
         standalone=args.standalone,
         peering_name=args.peering,
-        priority=args.priority,
+        # Kopf freezes replicas of equal priority; a random draw keeps Deployment replicas distinct.
+        priority=args.priority if args.priority is not None else random.randint(1, 2**31 - 1),
         liveness_endpoint=args.liveness,
     )
     return EXIT_OK
@@ -251,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resync-seconds", type=float, default=300.0)
     run.add_argument("--operator-namespace", default="tenantry-system")
     run.add_argument("--peering", default="tenantry", help="Kopf peering name (hot standby replicas)")
-    run.add_argument("--priority", type=int, default=0, help="distinct per replica; the highest is active")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="distinct per replica; the highest is active (default: random, so replicas differ)",
+    )
     run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-port", type=int, default=9090)

@@ -18,6 +18,8 @@ from tenantry.reconcile.runtime import Config, Runtime, register
 from tests.integration.kmock_fixture import TenantryKube, eventually, kube, run_operator  # noqa: F401
 from tests.unit.helpers import TODAY
 
+# Marks the test's own requests, so RBAC tests can tell them from the operator's.
+TEST_CLIENT = {"X-Tenantry-Test-Client": "1"}
 ORG = "/apis/tenantry.dev/v1alpha1/organizations"
 POLICY = "/apis/tenantry.dev/v1alpha1/tenancypolicies"
 
@@ -32,7 +34,7 @@ class Api:
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> Any:
         async with self.session.request(
-            method, self.base + path, json=body, headers={"Content-Type": content_type}
+            method, self.base + path, json=body, headers={"Content-Type": content_type, **TEST_CLIENT}
         ) as response:
             data = await response.json(content_type=None) if response.content_length != 0 else None
             if response.status >= 400:
@@ -40,7 +42,7 @@ class Api:
             return data
 
     async def get(self, path: str) -> Any:
-        async with self.session.get(self.base + path) as response:
+        async with self.session.get(self.base + path, headers=TEST_CLIENT) as response:
             return None if response.status == 404 else await response.json(content_type=None)
 
     async def create(self, path: str, body: dict[str, Any]) -> Any:

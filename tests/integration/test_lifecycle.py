@@ -313,3 +313,24 @@ async def test_drift_is_counted_in_metrics(api: Api, operator: Operator) -> None
     await api.delete(NETPOL)
     await until(lambda: api.get(NETPOL))
     assert DRIFT.labels(kind="NetworkPolicy", change="deleted")._value.get() == before + 1
+
+
+async def test_objects_merely_labelled_as_ours_are_never_deleted(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    # A tenant copies our labels onto its own NetworkPolicy: we did not create it, so it stays.
+    labels = {"app.kubernetes.io/managed-by": "tenantry", "tenantry.dev/organization": "acme"}
+    mine = "/apis/networking.k8s.io/v1/namespaces/acme-prod/networkpolicies"
+    await api.create(
+        mine,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "team-allow-metrics", "labels": labels},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        },
+    )
+    await api.patch(f"{ORG}/acme", {"spec": {"displayName": "ACME"}})  # trigger a reconcile
+    await ready(api)
+    await asyncio.sleep(0.3)
+    assert await api.get(f"{mine}/team-allow-metrics")

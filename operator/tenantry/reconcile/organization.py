@@ -22,7 +22,7 @@ from tenantry.kube.inventory import Inventory
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.status import Outcome, build_status, same_status
-from tenantry.render import ObjectKey, object_key, render_organization
+from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
 from tenantry.render.checks import reserved_reason
 
@@ -277,6 +277,17 @@ class OrganizationReconciler:
             if key in desired:
                 continue
             namespace = obj["metadata"].get("namespace")
+            if not is_managed_name(obj["kind"], obj["metadata"]["name"], org.name):
+                log.warning(
+                    "object carries our labels but a name we never create; left alone",
+                    organization=org.name,
+                    namespace=namespace,
+                    kind=obj["kind"],
+                    name=obj["metadata"]["name"],
+                )
+                continue
+            if obj["kind"] in ("ResourceQuota", "LimitRange"):
+                continue  # guardrails go only with their namespace
             if obj["kind"] == "Namespace":
                 if org.spec.deletion_policy == "Delete":
                     await self._delete(obj)

@@ -17,8 +17,9 @@ from tenantry.api.problems import InvalidObjectError, Problem
 from tenantry.render.checks import check_organization, errors_only
 from tenantry.render.namespaces import render_namespace
 from tenantry.render.network import render_network_policies
-from tenantry.render.quota import render_limit_range, render_quota
+from tenantry.render.quota import LIMIT_RANGE_NAME, QUOTA_NAME, render_limit_range, render_quota
 from tenantry.render.rbac import (
+    MEMBER_PREFIX,
     render_member_access,
     render_platform_admins,
     render_role_bindings,
@@ -67,6 +68,27 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
     )
 
 
+def is_managed_name(kind: str, name: str, org: str) -> bool:
+    """Could the renderer have produced an object of this kind and name for `org`?
+
+    Labels alone do not prove we created something (anyone can copy labels onto an object);
+    the operator prunes only objects that also carry one of the names we generate.
+    """
+    if kind == "Namespace":
+        return name.startswith(f"{org}-")
+    if kind == "ResourceQuota":
+        return name == QUOTA_NAME
+    if kind == "LimitRange":
+        return name == LIMIT_RANGE_NAME
+    if kind == "NetworkPolicy":
+        return name.startswith("tenantry-")
+    if kind == "RoleBinding":
+        return name.startswith("tenantry:")
+    if kind in ("ClusterRole", "ClusterRoleBinding"):
+        return name == f"{MEMBER_PREFIX}{org}"
+    return False
+
+
 def render_policy_objects(policy: TenancyPolicy) -> list[dict[str, Any]]:
     """Cluster-wide objects a policy implies: the platform-admin binding."""
     return render_platform_admins(policy)
@@ -75,6 +97,7 @@ def render_policy_objects(policy: TenancyPolicy) -> list[dict[str, Any]]:
 __all__ = [
     "ObjectKey",
     "Rendering",
+    "is_managed_name",
     "object_key",
     "render_organization",
     "render_policy_objects",

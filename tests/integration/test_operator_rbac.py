@@ -1,0 +1,103 @@
+"""The operator's ClusterRole is exactly what its code uses: run a full lifecycle against kmock,
+turn every request the operator made into RBAC (verb, group, resource), compare with
+manifests/base/operator-rbac.yaml. Fails on a permission the code needs but lacks, and on one
+it holds but never uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.integration.conftest import ORG, POLICY, Api, Operator, org_body
+from tests.integration.test_lifecycle import NETPOL, QUOTA, _gone
+from tests.integration.test_onboarding import ready, until
+
+ROOT = Path(__file__).resolve().parents[2]
+Permission = tuple[str, str, str]  # (verb, apiGroup, resource[/subresource])
+
+# Permissions no HTTP request shows: `bind` is checked by the API server's escalation
+# prevention when a binding is written; peering runs only with replicas (tests run standalone).
+NOT_VISIBLE_AS_REQUESTS: set[Permission] = {
+    ("bind", "rbac.authorization.k8s.io", "clusterroles"),
+    *{(verb, "kopf.dev", "clusterkopfpeerings") for verb in ("get", "list", "watch", "patch")},
+}
+
+
+def operator_rules() -> set[Permission]:
+    docs = list(yaml.safe_load_all((ROOT / "manifests/base/operator-rbac.yaml").read_text()))
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    out: set[Permission] = set()
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out.add((verb, group, resource))
+    return out
+
+
+def used_permissions(kube: Any) -> set[Permission]:
+    used: set[Permission] = set()
+    for request in kube:
+        if (
+            request.headers.get("X-Tenantry-Test-Client")
+            or request.resource is None
+            or not request.resource.plural
+        ):
+            continue  # the test's own requests, and discovery
+        resource = (request.resource.plural or "") + (
+            f"/{request.subresource}" if request.subresource else ""
+        )
+        group = request.resource.group
+        method = str(request.method.value).upper()
+        content_type = request.headers.get("Content-Type", "")
+        if method == "GET":
+            verbs = {"get"} if request.name else {"watch" if request.params.get("watch") else "list"}
+        elif method == "PATCH":
+            # Server-side apply creates what is missing: the API server checks create too.
+            verbs = {"patch", "create"} if "apply-patch" in content_type else {"patch"}
+        else:
+            verbs = {{"POST": "create", "DELETE": "delete", "PUT": "update"}[method]}
+        used |= {(verb, group, resource) for verb in verbs}
+    return used
+
+
+async def test_operator_role_matches_what_the_code_does(api: Api, operator: Operator) -> None:
+    # A lifecycle that exercises every kind of request the operator makes.
+    await api.create(
+        POLICY,
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"rbac": {"platformAdmins": [{"kind": "Group", "name": "platform"}]}},
+        },
+    )
+    await api.create(ORG, org_body(name="retained"))
+    await api.create(ORG, org_body(deletionPolicy="Delete"))
+    await ready(api)
+    await ready(api, "retained")
+    exception = {"network": {"allowFrom": [{"organization": "beta", "reason": "r"}]}}
+    allow = "/apis/networking.k8s.io/v1/namespaces/retained-prod/networkpolicies/tenantry-allow-from-beta"
+    await api.patch(f"{ORG}/retained", {"spec": exception})
+    await until(lambda: api.get(allow))
+    await api.patch(f"{ORG}/retained", {"spec": {"network": {"allowFrom": []}}})
+    await until(lambda: _gone(api, allow))
+    await api.delete(NETPOL)
+    await until(lambda: api.get(NETPOL))
+    await api.patch(QUOTA, {"spec": {"hard": {"pods": "1"}}})
+    await api.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x-prod"}}
+    )
+    await api.create(ORG, org_body(name="x"))  # refused: get on a namespace we do not own
+    await api.delete(f"{ORG}/acme")
+    await api.delete(f"{ORG}/retained")
+    await until(lambda: _gone(api, f"{ORG}/acme"))
+    await until(lambda: _gone(api, f"{ORG}/retained"))
+
+    granted, used = operator_rules(), used_permissions(api.kube)
+    missing = used - granted
+    assert not missing, f"the operator makes requests its ClusterRole does not allow: {sorted(missing)}"
+    unused = granted - used - NOT_VISIBLE_AS_REQUESTS
+    assert not unused, f"the ClusterRole grants what the code never uses: {sorted(unused)}"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import kmock
 import kopf
 import pytest_asyncio
 
@@ -75,6 +76,16 @@ def org_body(name: str = "acme", **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": body,
     }
+
+
+def declare_argocd(kube: TenantryKube) -> None:
+    """Make the fake cluster have Argo CD's AppProject CRD (start or restart the operator after)."""
+    kube.resources["argoproj.io/v1alpha1/appprojects"] = kmock.ResourceInfo(
+        kind="AppProject",
+        singular="appproject",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    )
 
 
 def kopf_settings() -> kopf.OperatorSettings:

@@ -10,7 +10,7 @@ from typing import Any
 import kmock
 
 from tenantry.observe.metrics import DRIFT
-from tests.integration.conftest import ORG, POLICY, Api, Operator, org_body
+from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body
 from tests.integration.test_onboarding import condition, ready, until
 from tests.unit.helpers import TODAY
 
@@ -334,3 +334,38 @@ async def test_objects_merely_labelled_as_ours_are_never_deleted(api: Api, opera
     await ready(api)
     await asyncio.sleep(0.3)
     assert await api.get(f"{mine}/team-allow-metrics")
+
+
+async def test_argocd_project_per_organization_where_argocd_is_installed(
+    api: Api, operator: Operator
+) -> None:
+    declare_argocd(api.kube)
+    await operator.restart()
+    await api.create(
+        POLICY,
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"gitops": {"argocd": {"enabled": True}}},
+        },
+    )
+    await api.create(ORG, org_body())
+    project = await until(lambda: api.get("/apis/argoproj.io/v1alpha1/namespaces/argocd/appprojects/acme"))
+    assert [d["namespace"] for d in project["spec"]["destinations"]] == ["acme-prod", "acme-dev"]
+    assert project["spec"]["clusterResourceWhitelist"] == []
+
+
+async def test_without_argocd_the_project_is_skipped_not_failed(api: Api, operator: Operator) -> None:
+    await api.create(
+        POLICY,
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"gitops": {"argocd": {"enabled": True}}},
+        },
+    )
+    await api.create(ORG, org_body())
+    org = await ready(api)
+    assert condition(org, "RBACReady")["status"] == "True"

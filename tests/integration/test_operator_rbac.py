@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.integration.conftest import ORG, POLICY, Api, Operator, org_body
+from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body
 from tests.integration.test_lifecycle import NETPOL, QUOTA, _gone
 from tests.integration.test_onboarding import ready, until
 
@@ -64,14 +64,19 @@ def used_permissions(kube: Any) -> set[Permission]:
 
 
 async def test_operator_role_matches_what_the_code_does(api: Api, operator: Operator) -> None:
-    # A lifecycle that exercises every kind of request the operator makes.
+    # A lifecycle that exercises every kind of request the operator makes, Argo CD included.
+    declare_argocd(api.kube)
+    await operator.restart()
     await api.create(
         POLICY,
         {
             "apiVersion": "tenantry.dev/v1alpha1",
             "kind": "TenancyPolicy",
             "metadata": {"name": "default"},
-            "spec": {"rbac": {"platformAdmins": [{"kind": "Group", "name": "platform"}]}},
+            "spec": {
+                "rbac": {"platformAdmins": [{"kind": "Group", "name": "platform"}]},
+                "gitops": {"argocd": {"enabled": True}},
+            },
         },
     )
     await api.create(ORG, org_body(name="retained"))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tenantry.api.policy import TenancyPolicy
+from tenantry.api.policy import TenancyPolicy, builtin_default_policy
 from tenantry.render import render_policy_objects, render_shared_cluster_roles
 from tenantry.render.rbac import TENANT_ROLES
 from tests.conftest import minimal_org
@@ -155,3 +155,21 @@ def test_platform_admins_come_from_the_policy() -> None:
         {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "platform-team"}
     ]
     assert allows(ROLES["tenantry:platform-admin"], "tenantry.dev", "organizations", "create")
+
+
+def test_argocd_project_is_limited_to_the_organizations_namespaces(acme_doc: dict[str, Any]) -> None:
+    default = builtin_default_policy()
+    gitops = default.spec.gitops.model_copy(
+        update={"argocd": default.spec.gitops.argocd.model_copy(update={"enabled": True})}
+    )
+    policy = default.model_copy(update={"spec": default.spec.model_copy(update={"gitops": gitops})})
+    project = find(render(acme_doc, policy).objects, "AppProject", "acme", "argocd")
+    assert [d["namespace"] for d in project["spec"]["destinations"]] == [
+        "acme-prod",
+        "acme-staging",
+        "acme-dev",
+    ]
+    assert project["spec"]["clusterResourceWhitelist"] == []
+    blocked = {b["kind"] for b in project["spec"]["namespaceResourceBlacklist"]}
+    assert {"ResourceQuota", "LimitRange", "NetworkPolicy", "RoleBinding"} <= blocked
+    assert "AppProject" not in {o["kind"] for o in render(acme_doc).objects}  # off by default

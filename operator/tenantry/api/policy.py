@@ -136,6 +136,21 @@ class ManagedByPolicy(Model):
     )
 
 
+class ArgoCDProjects(Model):
+    """The constitution's "one project per organization": an Argo CD AppProject per Organization,
+    limited to that organization's namespaces. Applied only where Argo CD's CRDs exist."""
+
+    enabled: bool = False
+    namespace: DNSLabel = "argocd"
+    # Git repositories the organization's Applications may deploy from ("*": any).
+    source_repos: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    destination_server: str = "https://kubernetes.default.svc"
+
+
+class GitOpsPolicy(Model):
+    argocd: ArgoCDProjects = Field(default_factory=ArgoCDProjects)
+
+
 def _unique_env_names(envs: list[EnvironmentPolicy]) -> list[EnvironmentPolicy]:
     names = [e.name for e in envs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -171,6 +186,7 @@ class TenancyPolicySpec(Model):
     rbac: RBACDefaults = Field(default_factory=RBACDefaults)
     reserved_namespaces: ReservedNamespaces = Field(default_factory=ReservedNamespaces)
     managed_by: ManagedByPolicy = Field(default_factory=ManagedByPolicy)
+    gitops: GitOpsPolicy = Field(default_factory=GitOpsPolicy)
     namespace_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
         default_factory=dict
     )

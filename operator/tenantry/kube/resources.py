@@ -37,6 +37,7 @@ CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles
 CLUSTER_ROLE_BINDING = Kind(
     "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
 )
+APP_PROJECT = Kind("argoproj.io/v1alpha1", "AppProject", "appprojects", namespaced=True)
 EVENT = Kind("v1", "Event", "events", namespaced=True)
 ORGANIZATION = Kind(API_VERSION, "Organization", "organizations", namespaced=False)
 TENANCY_POLICY = Kind(API_VERSION, "TenancyPolicy", "tenancypolicies", namespaced=False)
@@ -50,7 +51,10 @@ CHILD_KINDS: tuple[Kind, ...] = (
     ROLE_BINDING,
     CLUSTER_ROLE,
     CLUSTER_ROLE_BINDING,
+    APP_PROJECT,
 )
+# Kinds that exist only where another product is installed (Argo CD); skipped when absent.
+OPTIONAL_KINDS: tuple[Kind, ...] = (APP_PROJECT,)
 _BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, ORGANIZATION, TENANCY_POLICY)}
 
 

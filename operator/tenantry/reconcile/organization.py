@@ -37,6 +37,7 @@ _AREA_OF_KIND = {
     "RoleBinding": "RBACReady",
     "ClusterRole": "RBACReady",
     "ClusterRoleBinding": "RBACReady",
+    "AppProject": "RBACReady",
 }
 
 
@@ -59,6 +60,8 @@ class Cluster:
     reserved_namespaces: tuple[str, ...] = ("tenantry-system",)
     event_namespace: str = "default"
     today: Callable[[], dt.date] = dt.date.today
+    # Optional kinds (Argo CD's AppProject) whose CRDs this cluster does not have.
+    missing_kinds: set[str] = field(default_factory=set)
     # Keys we are deleting ourselves: their DELETED events are not drift.
     expected_deletions: set[ObjectKey] = field(default_factory=set)
 
@@ -163,7 +166,7 @@ class OrganizationReconciler:
             namespace = (
                 obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
             )
-            if namespace in blocked:
+            if namespace in blocked or obj["kind"] in self.cluster.missing_kinds:
                 continue
             live = inventory.get(key)
             if in_sync(obj, live):
@@ -365,13 +368,13 @@ class OrganizationReconciler:
         namespaces = [o for o in owned if o["kind"] == "Namespace"]
         if policy == "Delete":
             for obj in owned:
-                if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+                if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding", "AppProject"):
                     await self._delete(obj)
             if namespaces:
                 raise Requeue(1.0, "waiting for namespaces to be deleted")
         else:
             for obj in owned:
-                if obj["kind"] in ("RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+                if obj["kind"] in ("RoleBinding", "ClusterRole", "ClusterRoleBinding", "AppProject"):
                     await self._delete(obj)
                 elif obj["kind"] == "Namespace":
                     await self._orphan(body, obj)

@@ -68,9 +68,15 @@ class Runtime:
         # Fill the inventory and the policies before any reconcile, so that a restart sees
         # everything that exists and writes nothing that is already right.
         for kind in res.CHILD_KINDS:
-            cluster.inventory.fill(
-                await client.list(kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}")
-            )
+            try:
+                listed = await client.list(kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}")
+            except ApiError as exc:
+                if exc.status != 404 or kind not in res.OPTIONAL_KINDS:
+                    raise
+                cluster.missing_kinds.add(kind.kind)
+                log.info("optional kind not installed; its objects are skipped", kind=kind.kind)
+                continue
+            cluster.inventory.fill(listed)
         for body in await client.list(res.TENANCY_POLICY):
             self._store_policy(cluster, body)
             self.policy_bodies[body["metadata"]["name"]] = body

@@ -15,6 +15,7 @@ from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import InvalidObjectError, Problem
 from tenantry.render.checks import check_organization, errors_only
+from tenantry.render.gitops import render_app_project
 from tenantry.render.namespaces import render_namespace
 from tenantry.render.network import render_network_policies
 from tenantry.render.quota import LIMIT_RANGE_NAME, QUOTA_NAME, render_limit_range, render_quota
@@ -60,6 +61,7 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
         objects += render_network_policies(org, policy, env, namespace, today)
         objects += render_role_bindings(org, policy, env, namespace)
     objects += render_member_access(org)
+    objects += render_app_project(org, policy)
     return Rendering(
         organization=org.name,
         objects=objects,
@@ -86,6 +88,8 @@ def is_managed_name(kind: str, name: str, org: str) -> bool:
         return name.startswith("tenantry:")
     if kind in ("ClusterRole", "ClusterRoleBinding"):
         return name == f"{MEMBER_PREFIX}{org}"
+    if kind == "AppProject":
+        return name == org
     return False
 
 

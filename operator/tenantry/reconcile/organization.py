@@ -21,6 +21,7 @@ from tenantry.kube.compare import drifted_fields, in_sync, stale_keys
 from tenantry.kube.inventory import Inventory
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
+from tenantry.reconcile import reasons
 from tenantry.reconcile.status import Outcome, build_status, same_status
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
@@ -116,13 +117,13 @@ class OrganizationReconciler:
         parsed = parse_object(body)
         policy: TenancyPolicy | None = None
         if isinstance(parsed, list):
-            outcome.fail("InvalidSpec", "; ".join(str(p) for p in parsed), stalled=True)
+            outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in parsed), stalled=True)
         else:
             assert isinstance(parsed, Organization)
             policy = select_policy(parsed.spec.policy, self.cluster.policies)
             if policy is None:
                 outcome.fail(
-                    "PolicyNotFound",
+                    reasons.POLICY_NOT_FOUND,
                     f"TenancyPolicy {parsed.spec.policy!r} does not exist; create it or set spec.policy",
                     stalled=True,
                 )
@@ -136,7 +137,7 @@ class OrganizationReconciler:
         try:
             rendering = render_organization(org, policy, self.cluster.today())
         except InvalidObjectError as exc:
-            outcome.fail("InvalidSpec", "; ".join(str(p) for p in exc.problems), stalled=True)
+            outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in exc.problems), stalled=True)
             return
         inventory = self.cluster.inventory
         blocked: set[str] = set()
@@ -149,12 +150,12 @@ class OrganizationReconciler:
         if refused:
             names = ", ".join(n["name"] for n in refused)
             outcome.fail(
-                "NamespaceConflict",
+                reasons.NAMESPACE_CONFLICT,
                 f"namespace(s) {names} exist without Tenantry's ownership labels (or are reserved); "
                 "Tenantry never adopts them: rename the environment or remove the namespace",
                 stalled=True,
             )
-            outcome.areas["NamespacesReady"] = ("NamespaceConflict", outcome.message)
+            outcome.areas["NamespacesReady"] = (reasons.NAMESPACE_CONFLICT, outcome.message)
         if any(n["phase"] == "Terminating" for n in outcome.namespaces):
             outcome.progressing = True
             outcome.message = "waiting for a terminating namespace to be gone before re-creating it"
@@ -238,8 +239,8 @@ class OrganizationReconciler:
         except ApiError as exc:
             area = _AREA_OF_KIND.get(obj["kind"], "NamespacesReady")
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {exc}"
-            outcome.areas[area] = ("ApplyFailed", message)
-            outcome.fail("ApplyFailed", message, stalled=False)
+            outcome.areas[area] = (reasons.APPLY_FAILED, message)
+            outcome.fail(reasons.APPLY_FAILED, message, stalled=False)
             log.warning(
                 "apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(exc)
             )
@@ -257,7 +258,7 @@ class OrganizationReconciler:
             log.warning(
                 "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=drift
             )
-            await self.event(body, "Warning", "DriftCorrected", message)
+            await self.event(body, "Warning", reasons.DRIFT_CORRECTED, message)
         else:
             log.info(
                 "applied",
@@ -297,7 +298,7 @@ class OrganizationReconciler:
                     await self.event(
                         body,
                         "Normal",
-                        "NamespaceDeleted",
+                        reasons.NAMESPACE_DELETED,
                         f"environment removed: namespace {obj['metadata']['name']} deleted "
                         "(deletionPolicy: Delete)",
                     )
@@ -353,7 +354,7 @@ class OrganizationReconciler:
         await self.event(
             body,
             "Normal",
-            "NamespaceRetained",
+            reasons.NAMESPACE_RETAINED,
             f"namespace {namespace_obj['metadata']['name']} kept with its data (deletionPolicy: Retain); "
             f"tenant access removed, labelled {lbl.ORPHANED}=true",
         )

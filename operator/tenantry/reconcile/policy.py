@@ -15,6 +15,7 @@ from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError
 from tenantry.kube.compare import in_sync
 from tenantry.observe.logging import get_logger
+from tenantry.reconcile import reasons
 from tenantry.reconcile.organization import Cluster
 from tenantry.reconcile.status import same_status
 from tenantry.render import render_policy_objects
@@ -38,9 +39,13 @@ async def reconcile_policy(cluster: Cluster, body: dict[str, Any]) -> None:
     )
     if isinstance(parsed, TenancyPolicy):
         await _ensure_platform_admins(cluster, parsed)
-        ready = {"status": "True", "reason": "Valid", "message": "policy accepted"}
+        ready = {"status": "True", "reason": reasons.VALID, "message": "policy accepted"}
     else:
-        ready = {"status": "False", "reason": "InvalidPolicy", "message": "; ".join(str(p) for p in parsed)}
+        ready = {
+            "status": "False",
+            "reason": reasons.INVALID_POLICY,
+            "message": "; ".join(str(p) for p in parsed),
+        }
     generation = body["metadata"].get("generation")
     current = body.get("status") or {}
     old = next((c for c in current.get("conditions", []) if c.get("type") == "Ready"), None)

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenantry.reconcile import reasons
+
 
 @dataclass
 class Outcome:
     """What one reconcile pass found and did; turned into status by `build_status`."""
 
-    ready_reason: str = "Reconciled"
+    ready_reason: str = reasons.RECONCILED
     message: str = "all objects match the policy"
     stalled: bool = False
     progressing: bool = False
@@ -52,12 +54,14 @@ def build_status(
     outcome: Outcome, generation: int | None, current: dict[str, Any] | None, now: str
 ) -> dict[str, Any]:
     previous = {c.get("type"): c for c in (current or {}).get("conditions", []) if isinstance(c, dict)}
-    ready = outcome.ready_reason == "Reconciled" and not outcome.progressing
+    ready = outcome.ready_reason == reasons.RECONCILED and not outcome.progressing
     conditions = [
         _condition(
             "Ready",
             ready,
-            outcome.ready_reason if outcome.ready_reason != "Reconciled" or ready else "Progressing",
+            outcome.ready_reason
+            if outcome.ready_reason != reasons.RECONCILED or ready
+            else reasons.PROGRESSING,
             outcome.message,
             generation,
             previous,
@@ -66,7 +70,7 @@ def build_status(
         _condition(
             "Reconciling",
             outcome.progressing,
-            "Progressing" if outcome.progressing else "Reconciled",
+            reasons.PROGRESSING if outcome.progressing else reasons.RECONCILED,
             outcome.message if outcome.progressing else "",
             generation,
             previous,
@@ -75,7 +79,7 @@ def build_status(
         _condition(
             "Stalled",
             outcome.stalled,
-            outcome.ready_reason if outcome.stalled else "Reconciled",
+            outcome.ready_reason if outcome.stalled else reasons.RECONCILED,
             outcome.message if outcome.stalled else "",
             generation,
             previous,
@@ -90,7 +94,7 @@ def build_status(
             _condition(
                 area,
                 problem is None,
-                problem[0] if problem else "Applied",
+                problem[0] if problem else reasons.APPLIED,
                 problem[1] if problem else "",
                 generation,
                 previous,

@@ -1,0 +1,40 @@
+"""Every condition reason and Event reason the operator emits.
+
+docs/troubleshooting.md has a section per reason (a test keeps them in step), so whatever a
+person sees in `kubectl describe` leads to an explanation and a fix.
+"""
+
+from __future__ import annotations
+
+# Condition reasons (Ready, Stalled, Reconciling, NamespacesReady, QuotaReady, ...).
+RECONCILED = "Reconciled"
+PROGRESSING = "Progressing"
+APPLIED = "Applied"
+INVALID_SPEC = "InvalidSpec"
+POLICY_NOT_FOUND = "PolicyNotFound"
+NAMESPACE_CONFLICT = "NamespaceConflict"
+APPLY_FAILED = "ApplyFailed"
+# TenancyPolicy Ready reasons.
+VALID = "Valid"
+INVALID_POLICY = "InvalidPolicy"
+# Event-only reasons.
+DRIFT_CORRECTED = "DriftCorrected"
+NAMESPACE_RETAINED = "NamespaceRetained"
+NAMESPACE_DELETED = "NamespaceDeleted"
+
+ALL: tuple[str, ...] = (
+    RECONCILED,
+    PROGRESSING,
+    APPLIED,
+    INVALID_SPEC,
+    POLICY_NOT_FOUND,
+    NAMESPACE_CONFLICT,
+    APPLY_FAILED,
+    VALID,
+    INVALID_POLICY,
+    DRIFT_CORRECTED,
+    NAMESPACE_RETAINED,
+    NAMESPACE_DELETED,
+)
+# Reasons that mean "a person must change something"; Argo CD shows them as Degraded.
+STALLED: tuple[str, ...] = (INVALID_SPEC, POLICY_NOT_FOUND, NAMESPACE_CONFLICT)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,12 +196,18 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from tenantry.observe.metrics import REGISTRY
 
         start_http_server(args.metrics_port, registry=REGISTRY)
+    # Kopf freezes replicas of equal priority; a random draw keeps Deployment replicas distinct.
+    priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+    identity = f"{socket.gethostname()}-{os.getpid()}-{random.randrange(16**6):06x}"
     runtime = Runtime(
         connection,
         Config(
             workers=args.workers,
             resync_seconds=args.resync_seconds,
             operator_namespace=args.operator_namespace,
+            peering=None if args.standalone else args.peering,
+            priority=priority,
+            identity=identity,
         ),
     )
     registry = kopf.OperatorRegistry()
@@ -209,8 +217,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         clusterwide=True,
         standalone=args.standalone,
         peering_name=args.peering,
-        # Kopf freezes replicas of equal priority; a random draw keeps Deployment replicas distinct.
-        priority=args.priority if args.priority is not None else random.randint(1, 2**31 - 1),
+        priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf does not export its Identity NewType
         liveness_endpoint=args.liveness,
     )
     return EXIT_OK

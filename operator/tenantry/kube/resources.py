@@ -38,6 +38,7 @@ CLUSTER_ROLE_BINDING = Kind(
     "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
 )
 APP_PROJECT = Kind("argoproj.io/v1alpha1", "AppProject", "appprojects", namespaced=True)
+PEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
 EVENT = Kind("v1", "Event", "events", namespaced=True)
 ORGANIZATION = Kind(API_VERSION, "Organization", "organizations", namespaced=False)
 TENANCY_POLICY = Kind(API_VERSION, "TenancyPolicy", "tenancypolicies", namespaced=False)
@@ -55,7 +56,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
 )
 # Kinds that exist only where another product is installed (Argo CD); skipped when absent.
 OPTIONAL_KINDS: tuple[Kind, ...] = (APP_PROJECT,)
-_BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, ORGANIZATION, TENANCY_POLICY)}
+_BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, ORGANIZATION, TENANCY_POLICY, PEERING)}
 
 
 def kind_of(api_version: str, kind: str) -> Kind:

@@ -24,6 +24,7 @@ from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
+from tenantry.reconcile.peering import is_active
 from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
 from tenantry.reconcile.queue import Priority, WorkQueue
 from tenantry.render import labels as lbl
@@ -39,6 +40,11 @@ class Config:
     operator_namespace: str = "tenantry-system"
     event_namespace: str = "default"
     max_backoff: float = 60.0
+    # Kopf peering: None runs standalone (always active).
+    peering: str | None = None
+    priority: int = 0
+    identity: str = "tenantry"
+    peering_poll_seconds: float = 5.0
     retry: Retry = field(default_factory=Retry)
     today: Callable[[], dt.date] = dt.date.today
 
@@ -54,6 +60,8 @@ class Runtime:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while this replica is the active one (always, when standalone).
+    active: asyncio.Event = field(default_factory=asyncio.Event)
 
     # -- start-up / shutdown -------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,6 +89,10 @@ class Runtime:
             self._store_policy(cluster, body)
             self.policy_bodies[body["metadata"]["name"]] = body
         self.cluster = cluster
+        if self.config.peering is None:
+            self.active.set()
+        else:
+            self._spawn(self._peering_loop(), "tenantry peering")
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")
         self._spawn(self._resync_loop(), "tenantry resync")
@@ -100,12 +112,52 @@ class Runtime:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def _peering_loop(self) -> None:
+        """Follow Kopf's peering object; on becoming active, refresh and resync everything."""
+        assert self.cluster is not None and self.queue is not None and self.config.peering is not None
+        while True:
+            try:
+                peering = await self.cluster.client.get(res.PEERING, self.config.peering)
+                now = dt.datetime.now(dt.UTC)
+                active = is_active(peering, self.config.identity, self.config.priority, now)
+            except ApiError as exc:
+                log.warning("peering not readable; standing by", error=str(exc))
+                active = False
+            if active and not self.active.is_set():
+                log.info("active replica: taking over", identity=self.config.identity)
+                await self._refresh()
+                self.active.set()
+            elif not active and self.active.is_set():
+                log.info(
+                    "standing by: a peer with a higher priority is active", identity=self.config.identity
+                )
+                self.active.clear()
+            await asyncio.sleep(self.config.peering_poll_seconds)
+
+    async def _refresh(self) -> None:
+        """What a standby missed: re-list what we own, then reconcile every Organization."""
+        assert self.cluster is not None and self.queue is not None
+        for kind in res.CHILD_KINDS:
+            if kind.kind in self.cluster.missing_kinds:
+                continue
+            for obj in await self.cluster.client.list(
+                kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"
+            ):
+                self.cluster.inventory.upsert(obj)
+        for name in list(self.cluster.organizations):
+            await self.queue.put(name, Priority.RESYNC)
+
     # -- workers ---------------------------------------------------------------------------------
     async def _worker(self) -> None:
         assert self.queue is not None and self.cluster is not None
         reconciler = OrganizationReconciler(self.cluster)
         while True:
+            await self.active.wait()
             name = await self.queue.get()
+            if not self.active.is_set():  # paused while waiting: leave it for after the pause
+                await self.queue.done(name)
+                await self.queue.put(name, Priority.RESYNC)
+                continue
             try:
                 if name.startswith(POLICY_KEY_PREFIX):
                     body = self.policy_bodies.get(name.removeprefix(POLICY_KEY_PREFIX))

@@ -27,6 +27,7 @@ from tenantry.observe import metrics
 
 FIELD_MANAGER = "tenantry"
 RETRYABLE = {429, 500, 502, 503, 504}
+NOT_FOUND = frozenset({404})
 
 
 class ApiError(Exception):
@@ -143,14 +144,17 @@ class KubeClient:
         query: dict[str, str] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        expected: frozenset[int] = frozenset(),
     ) -> Any:
+        """One API call with retries. `expected` statuses (404 for a lookup) are answers, not errors."""
         delay = self.retry.first_delay
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 return self._request_once(verb, method, path, query, body, content_type)
             except ApiError as exc:
                 if exc.status not in RETRYABLE or attempt == self.retry.attempts:
-                    metrics.API_ERRORS.labels(verb=verb, code=str(exc.status)).inc()
+                    if exc.status not in expected:
+                        metrics.API_ERRORS.labels(verb=verb, code=str(exc.status)).inc()
                     raise
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 metrics.API_REQUESTS.labels(verb=verb, code="connection").inc()
@@ -175,7 +179,9 @@ class KubeClient:
 
     def get_sync(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._request("get", "GET", kind.path(namespace, name))
+            result: dict[str, Any] = self._request(
+                "get", "GET", kind.path(namespace, name), expected=NOT_FOUND
+            )
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -212,7 +218,7 @@ class KubeClient:
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            self._request("delete", "DELETE", kind.path(namespace, name), body=body)
+            self._request("delete", "DELETE", kind.path(namespace, name), body=body, expected=NOT_FOUND)
         except ApiError as exc:
             if exc.status == 404:
                 return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -46,4 +49,40 @@ QUOTA_USE = Gauge(
     ["organization", "environment", "resource"],
     registry=REGISTRY,
 )
+ORGANIZATION_READY = Gauge(
+    "tenantry_organization_ready",
+    "1 when the Organization's Ready condition is True, else 0 (per-organization dashboards).",
+    ["organization"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("tenantry_queue_depth", "Organizations waiting to be reconciled.", registry=REGISTRY)
+
+
+RESULTS = ("ok", "requeue", "error")
+CHANGES = ("modified", "deleted")
+
+
+def initialise(kinds: list[str]) -> None:
+    """Create every label combination at zero, so the first drift or failure is an increase
+    Prometheus can see (a series that appears at 1 has no increase)."""
+    for result in RESULTS:
+        RECONCILES.labels(result=result)
+    for kind in kinds:
+        for change in CHANGES:
+            DRIFT.labels(kind=kind, change=change)
+
+
+def forget_organization(organization: str, keep_environments: Collection[str] | None = None) -> None:
+    """Drop an Organization's series: all of them (deleted), or the quota series of the
+    environments it no longer has (so alerts and dashboards do not report ghosts)."""
+    for sample_labels in {
+        tuple(sorted(s.labels.items())) for family in QUOTA_USE.collect() for s in family.samples
+    }:
+        labels = dict(sample_labels)
+        if labels.get("organization") != organization:
+            continue
+        if keep_environments is None or labels.get("environment") not in keep_environments:
+            QUOTA_USE.remove(labels["organization"], labels["environment"], labels["resource"])
+    if keep_environments is None:
+        with contextlib.suppress(KeyError):
+            ORGANIZATION_READY.remove(organization)

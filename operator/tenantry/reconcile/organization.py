@@ -409,6 +409,7 @@ class OrganizationReconciler:
 
     # -- status ----------------------------------------------------------------------------------
     def _quota_usage(self, org: Organization, namespaces: dict[str, str]) -> list[dict[str, Any]]:
+        metrics.forget_organization(org.name, keep_environments=set(namespaces))
         usage = []
         for env, namespace in namespaces.items():
             quota = self.cluster.inventory.get(("v1", "ResourceQuota", namespace, "tenantry-quota"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ class Runtime:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    ready_of: dict[str, str] = field(default_factory=dict)
+    ready_counts: Counter[str] = field(default_factory=Counter)
     # Set while this replica is the active one (always, when standalone).
     active: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -89,6 +92,7 @@ class Runtime:
             self._store_policy(cluster, body)
             self.policy_bodies[body["metadata"]["name"]] = body
         self.cluster = cluster
+        metrics.initialise([k.kind for k in res.CHILD_KINDS])
         if self.config.peering is None:
             self.active.set()
         else:
@@ -205,6 +209,7 @@ class Runtime:
         old = self.cluster.organizations.get(name)
         if event.get("type") == "DELETED":
             self.cluster.organizations.pop(name, None)
+            metrics.forget_organization(name)
         else:
             self.cluster.organizations[name] = obj
             if old is None or _significant(old) != _significant(obj):
@@ -216,7 +221,7 @@ class Runtime:
             for policy in (before, after):
                 if policy in self.policy_bodies:
                     await self.queue.put(f"{POLICY_KEY_PREFIX}{policy}", Priority.RESYNC)
-        self._count_ready()
+        self._count_ready(name, None if event.get("type") == "DELETED" else obj)
 
     async def on_policy(self, event: dict[str, Any]) -> None:
         await self.started.wait()
@@ -273,21 +278,25 @@ class Runtime:
             cluster.policies.pop(name, None)
             log.error("invalid TenancyPolicy ignored", policy=name, problems=[str(p) for p in parsed])
 
-    def _count_ready(self) -> None:
-        assert self.cluster is not None
-        counts = {"True": 0, "False": 0, "Unknown": 0}
-        for org in self.cluster.organizations.values():
-            ready = next(
-                (
-                    c.get("status")
-                    for c in (org.get("status") or {}).get("conditions", [])
-                    if c.get("type") == "Ready"
-                ),
-                "Unknown",
-            )
-            counts[ready if ready in counts else "Unknown"] += 1
-        for value, count in counts.items():
-            metrics.ORGANIZATIONS.labels(ready=value).set(count)
+    def _count_ready(self, name: str, body: dict[str, Any] | None) -> None:
+        """Keep the readiness gauges current, incrementally (no scan of all Organizations)."""
+        old = self.ready_of.pop(name, None)
+        if old is not None:
+            self.ready_counts[old] -= 1
+        if body is not None:
+            new = _ready_of(body)
+            self.ready_of[name] = new
+            self.ready_counts[new] += 1
+            metrics.ORGANIZATION_READY.labels(organization=name).set(1 if new == "True" else 0)
+        for value in ("True", "False", "Unknown"):
+            metrics.ORGANIZATIONS.labels(ready=value).set(self.ready_counts[value])
+
+
+def _ready_of(body: dict[str, Any]) -> str:
+    for cond in (body.get("status") or {}).get("conditions", []):
+        if cond.get("type") == "Ready" and cond.get("status") in ("True", "False"):
+            return str(cond["status"])
+    return "Unknown"
 
 
 def _policy_of(org: dict[str, Any]) -> str:

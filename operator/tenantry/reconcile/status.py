@@ -1,7 +1,8 @@
 """Building the Organization's status: conditions a person can act on, namespaces, quota use.
 
 Conditions follow the kstatus conventions (`Ready`, plus abnormal-true `Reconciling` and
-`Stalled`), so Argo CD and Flux health checks work without custom code.
+`Stalled`): Flux's health checks read them as they are; Argo CD reads them through the Lua
+health check in manifests/argocd/.
 """
 
 from __future__ import annotations

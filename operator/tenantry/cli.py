@@ -167,29 +167,16 @@ def cmd_roles(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run the operator (imports the shell lazily: render/validate need no Kopf start-up)."""
     import kopf
-    import pykube
 
-    from tenantry.kube.client import Connection
+    from tenantry.kube.credentials import CredentialsError, load_connection
     from tenantry.observe.logging import configure
     from tenantry.reconcile.runtime import Config, Runtime, register
 
     configure(args.log_level, json_logs=None if args.log_format == "auto" else args.log_format == "json")
     try:
-        kubeconfig = (
-            pykube.KubeConfig.from_file(args.kubeconfig) if args.kubeconfig else pykube.KubeConfig.from_env()
-        )
-    except Exception as exc:
-        raise UsageError(f"no cluster credentials (in-cluster service account or kubeconfig): {exc}") from exc
-    cluster, user = kubeconfig.cluster, kubeconfig.user
-    ca = cluster.get("certificate-authority")
-    connection = Connection(
-        server=cluster["server"],
-        ca_path=ca.filename() if ca else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        token=user.get("token"),
-        certificate_path=user["client-certificate"].filename() if user.get("client-certificate") else None,
-        private_key_path=user["client-key"].filename() if user.get("client-key") else None,
-    )
+        connection = load_connection(args.kubeconfig)
+    except CredentialsError as exc:
+        raise UsageError(str(exc)) from exc
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -202,6 +189,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     runtime = Runtime(
         connection,
         Config(
+            reload_credentials=lambda: load_connection(args.kubeconfig),
             workers=args.workers,
             resync_seconds=args.resync_seconds,
             operator_namespace=args.operator_namespace,
@@ -216,7 +204,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         registry=registry,
         clusterwide=True,
         standalone=args.standalone,
-        peering_name=args.peering,
+        peering_name=None if args.standalone else args.peering,
         priority=priority,
         identity=identity,  # type: ignore[arg-type]  # kopf does not export its Identity NewType
         liveness_endpoint=args.liveness,

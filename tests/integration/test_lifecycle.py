@@ -9,6 +9,7 @@ from typing import Any
 
 import kmock
 
+from tenantry.kube.client import Connection
 from tenantry.observe.metrics import DRIFT
 from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body
 from tests.integration.test_onboarding import condition, ready, until
@@ -404,3 +405,23 @@ async def test_a_standby_replica_writes_nothing_until_it_becomes_active(api: Api
         await ready(api)
     finally:
         await standby.stop()
+
+
+async def test_rotated_credentials_are_reloaded_on_401(api: Api, kube: Any) -> None:
+    reloads: list[int] = []
+
+    def reload() -> Connection:
+        reloads.append(1)
+        return Connection(server=str(kube.url).rstrip("/"))
+
+    kube["patch /api/v1/namespaces/acme-prod"][:1] << kmock.KubernetesError(
+        status=401, reason="Unauthorized", message="token expired"
+    )
+    op = Operator(kube)
+    await op.start(reload_credentials=reload)
+    try:
+        await api.create(ORG, org_body())
+        await ready(api)
+        assert reloads == [1]
+    finally:
+        await op.stop()

@@ -17,7 +17,7 @@ def condition(org: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return None
 
 
-async def ready(api: Api, name: str = "acme") -> dict[str, Any]:
+async def ready(api: Api, name: str = "acme", timeout: float = 5.0) -> dict[str, Any]:
     async def check() -> Any:
         org = await api.get(f"{ORG}/{name}")
         cond = condition(org, "Ready")
@@ -29,7 +29,7 @@ async def ready(api: Api, name: str = "acme") -> dict[str, Any]:
             else None
         )
 
-    return await until(check)
+    return await until(check, timeout)
 
 
 async def until(check: Any, timeout: float = 5.0) -> Any:

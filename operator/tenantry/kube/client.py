@@ -15,6 +15,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -87,9 +88,13 @@ class KubeClient:
     connection: Connection
     retry: Retry = field(default_factory=Retry)
     timeout: float = 30.0
+    reload: Callable[[], Connection] | None = None
     _api: k8s.ApiClient = field(init=False)
 
     def __post_init__(self) -> None:
+        self._configure()
+
+    def _configure(self) -> None:
         conf = k8s.Configuration(host=self.connection.server.rstrip("/"))
         conf.verify_ssl = not self.connection.insecure
         conf.ssl_ca_cert = _as_file(self.connection.ca_path, self.connection.ca_data)
@@ -152,6 +157,12 @@ class KubeClient:
             try:
                 return self._request_once(verb, method, path, query, body, content_type)
             except ApiError as exc:
+                if exc.status == 401 and self.reload is not None and attempt == 1:
+                    # Service-account tokens rotate: re-read the credentials once, then retry.
+                    self.connection = self.reload()
+                    self._api.close()  # type: ignore[no-untyped-call]
+                    self._configure()
+                    continue
                 if exc.status not in RETRYABLE or attempt == self.retry.attempts:
                     if exc.status not in expected:
                         metrics.API_ERRORS.labels(verb=verb, code=str(exc.status)).inc()

@@ -48,6 +48,8 @@ class Config:
     peering_poll_seconds: float = 5.0
     retry: Retry = field(default_factory=Retry)
     today: Callable[[], dt.date] = dt.date.today
+    # Fresh credentials after a 401 (rotated service-account tokens); None: keep the first.
+    reload_credentials: Callable[[], Connection] | None = None
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Runtime:
 
     # -- start-up / shutdown -------------------------------------------------------------------
     async def start(self) -> None:
-        client = KubeClient(self.connection, retry=self.config.retry)
+        client = KubeClient(self.connection, retry=self.config.retry, reload=self.config.reload_credentials)
         cluster = Cluster(
             client=client,
             reserved_namespaces=(self.config.operator_namespace,),

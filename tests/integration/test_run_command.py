@@ -1,0 +1,69 @@
+"""`tenantry run` as a real process: credentials from a kubeconfig, liveness, metrics, work."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from tests.integration.conftest import ORG, Api, org_body
+from tests.integration.test_onboarding import ready
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_run_serves_liveness_and_metrics_and_reconciles(api: Api, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kmock",
+                "clusters": [
+                    {"name": "kmock", "cluster": {"server": api.base, "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+            }
+        )
+    )
+    health, metrics = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tenantry",
+        "run",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--standalone",
+        "--liveness",
+        f"http://127.0.0.1:{health}/healthz",
+        "--metrics-port",
+        str(metrics),
+        "--log-format",
+        "json",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await api.create(ORG, org_body())
+        await ready(api, timeout=20)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{health}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"http://127.0.0.1:{metrics}/metrics") as response:
+                text = await response.text()
+        assert 'tenantry_reconcile_total{result="ok"}' in text
+        assert 'tenantry_organization_ready{organization="acme"} 1.0' in text
+    finally:
+        proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert b'"organization": "acme"' in stderr  # JSON logs with the organization on each line

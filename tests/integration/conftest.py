@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from tenantry.kube.client import Connection, Retry
 from tenantry.reconcile.runtime import Config, Runtime, register
+from tests.conftest import minimal_org
 from tests.integration.kmock_fixture import TenantryKube, eventually, kube, run_operator  # noqa: F401
 from tests.unit.helpers import TODAY
 
@@ -65,16 +66,17 @@ class Api:
 
 
 def org_body(name: str = "acme", **spec: Any) -> dict[str, Any]:
-    body = {
-        "environments": ["prod", "dev"],
-        "members": {"admins": [{"kind": "Group", "name": f"{name}-admins"}]},
-    }
-    body.update(spec)
+    """A small Organization with an admin group, so RBAC objects are rendered too."""
+    spec.setdefault("members", {"admins": [{"kind": "Group", "name": f"{name}-admins"}]})
+    return minimal_org(name, **spec)
+
+
+def policy_body(name: str = "default", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "tenantry.dev/v1alpha1",
-        "kind": "Organization",
+        "kind": "TenancyPolicy",
         "metadata": {"name": name},
-        "spec": body,
+        "spec": spec,
     }
 
 

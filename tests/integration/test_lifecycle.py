@@ -11,7 +11,7 @@ import kmock
 
 from tenantry.kube.client import Connection
 from tenantry.observe.metrics import DRIFT
-from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body
+from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
 from tests.integration.test_onboarding import condition, ready, until
 from tests.unit.helpers import TODAY
 
@@ -199,17 +199,9 @@ async def test_policy_change_reconciles_its_organizations(api: Api, operator: Op
     await ready(api)
     await api.create(
         POLICY,
-        {
-            "apiVersion": "tenantry.dev/v1alpha1",
-            "kind": "TenancyPolicy",
-            "metadata": {"name": "default"},
-            "spec": {
-                "environments": [
-                    {"name": "prod", "quota": {"pods": "7"}},
-                    {"name": "dev", "quota": {"pods": "3"}},
-                ]
-            },
-        },
+        policy_body(
+            environments=[{"name": "prod", "quota": {"pods": "7"}}, {"name": "dev", "quota": {"pods": "3"}}]
+        ),
     )
 
     async def updated() -> bool:
@@ -237,12 +229,7 @@ async def test_policy_status_and_platform_admin_binding(api: Api, operator: Oper
     await api.create(ORG, org_body())
     await api.create(
         POLICY,
-        {
-            "apiVersion": "tenantry.dev/v1alpha1",
-            "kind": "TenancyPolicy",
-            "metadata": {"name": "default"},
-            "spec": {"rbac": {"platformAdmins": [{"kind": "Group", "name": "platform"}]}},
-        },
+        policy_body(rbac={"platformAdmins": [{"kind": "Group", "name": "platform"}]}),
     )
 
     async def policy_ready() -> Any:
@@ -269,12 +256,7 @@ async def test_policy_status_and_platform_admin_binding(api: Api, operator: Oper
 async def test_invalid_policy_is_reported_in_its_status(api: Api, operator: Operator) -> None:
     await api.create(
         POLICY,
-        {
-            "apiVersion": "tenantry.dev/v1alpha1",
-            "kind": "TenancyPolicy",
-            "metadata": {"name": "broken"},
-            "spec": {"environments": [{"name": "prod", "quota": {"pods": "-1"}}]},
-        },
+        policy_body("broken", environments=[{"name": "prod", "quota": {"pods": "-1"}}]),
     )
 
     async def invalid() -> Any:
@@ -344,12 +326,7 @@ async def test_argocd_project_per_organization_where_argocd_is_installed(
     await operator.restart()
     await api.create(
         POLICY,
-        {
-            "apiVersion": "tenantry.dev/v1alpha1",
-            "kind": "TenancyPolicy",
-            "metadata": {"name": "default"},
-            "spec": {"gitops": {"argocd": {"enabled": True}}},
-        },
+        policy_body(gitops={"argocd": {"enabled": True}}),
     )
     await api.create(ORG, org_body())
     project = await until(lambda: api.get("/apis/argoproj.io/v1alpha1/namespaces/argocd/appprojects/acme"))
@@ -360,12 +337,7 @@ async def test_argocd_project_per_organization_where_argocd_is_installed(
 async def test_without_argocd_the_project_is_skipped_not_failed(api: Api, operator: Operator) -> None:
     await api.create(
         POLICY,
-        {
-            "apiVersion": "tenantry.dev/v1alpha1",
-            "kind": "TenancyPolicy",
-            "metadata": {"name": "default"},
-            "spec": {"gitops": {"argocd": {"enabled": True}}},
-        },
+        policy_body(gitops={"argocd": {"enabled": True}}),
     )
     await api.create(ORG, org_body())
     org = await ready(api)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body
+from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
 from tests.integration.test_lifecycle import NETPOL, QUOTA, _gone
 from tests.integration.test_onboarding import ready, until
 
@@ -69,15 +69,10 @@ async def test_operator_role_matches_what_the_code_does(api: Api, operator: Oper
     await operator.restart()
     await api.create(
         POLICY,
-        {
-            "apiVersion": "tenantry.dev/v1alpha1",
-            "kind": "TenancyPolicy",
-            "metadata": {"name": "default"},
-            "spec": {
-                "rbac": {"platformAdmins": [{"kind": "Group", "name": "platform"}]},
-                "gitops": {"argocd": {"enabled": True}},
-            },
-        },
+        policy_body(
+            rbac={"platformAdmins": [{"kind": "Group", "name": "platform"}]},
+            gitops={"argocd": {"enabled": True}},
+        ),
     )
     await api.create(ORG, org_body(name="retained"))
     await api.create(ORG, org_body(deletionPolicy="Delete"))

@@ -397,3 +397,28 @@ async def test_rotated_credentials_are_reloaded_on_401(api: Api, kube: Any) -> N
         assert reloads == [1]
     finally:
         await op.stop()
+
+
+async def test_a_conflict_on_the_finalizer_patch_is_retried(api: Api, operator: Operator) -> None:
+    conflict = api.kube["patch /apis/tenantry.dev/v1alpha1/organizations/acme"][:1] << kmock.KubernetesError(
+        status=409, reason="Conflict", message="the object has been modified"
+    )
+    await api.create(ORG, org_body())
+    org = await ready(api)
+    assert len(conflict) == 1  # the conflict really happened
+    assert "tenantry.dev/finalizer" in org["metadata"]["finalizers"]
+
+
+async def test_drift_is_healed_after_a_watch_stream_failed(api: Api, kube: Any) -> None:
+    # The first watch of NetworkPolicies fails; Kopf reconnects and the stream works again.
+    failed = kube[kmock.action.WATCH, kmock.resource("networking.k8s.io", "v1", "networkpolicies")][:1] << 500
+    op = Operator(kube)
+    await op.start()
+    try:
+        await api.create(ORG, org_body())
+        await ready(api)
+        assert len(failed) == 1
+        await api.delete(NETPOL)
+        await until(lambda: api.get(NETPOL), timeout=3.0)
+    finally:
+        await op.stop()

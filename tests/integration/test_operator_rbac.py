@@ -22,6 +22,9 @@ Permission = tuple[str, str, str]  # (verb, apiGroup, resource[/subresource])
 NOT_VISIBLE_AS_REQUESTS: set[Permission] = {
     ("bind", "rbac.authorization.k8s.io", "clusterroles"),
     *{(verb, "kopf.dev", "clusterkopfpeerings") for verb in ("get", "list", "watch", "patch")},
+    # Escalation prevention: to create the member ClusterRoles it renders, the operator must
+    # hold what they grant (tests/unit/test_manifests.py checks this from the renderer).
+    ("get", "tenantry.dev", "organizations"),
 }
 
 

@@ -10,9 +10,11 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from tenantry.api.documents import dump_yaml
-from tenantry.render import render_shared_cluster_roles
+from tenantry.api.organization import Organization
+from tenantry.api.policy import builtin_default_policy
+from tenantry.render import render_organization, render_shared_cluster_roles
 from tenantry.render.rbac import SHARED_ROLES
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TODAY
 
 MANIFESTS = ROOT / "manifests"
 
@@ -116,3 +118,56 @@ def test_pod_disruption_budget_and_metrics_service_select_the_operator() -> None
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert svc["spec"]["selector"].items() <= labels.items()
     assert svc["spec"]["ports"][0]["name"] == "metrics"
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (verb, group, resource)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        if not rule.get("resourceNames")  # a rule limited by name covers only those names
+    }
+
+
+def test_operator_may_create_every_role_it_renders_without_escalate() -> None:
+    """RBAC escalation prevention: creating a (Cluster)Role needs every permission in it."""
+    held = _grants(_operator_role()["rules"])
+    examples = [
+        yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples").glob("organization-*.yaml"))
+    ]
+    roles = [
+        obj
+        for doc in examples
+        for obj in render_organization(
+            Organization.model_validate(doc), builtin_default_policy(), TODAY
+        ).objects
+        if obj["kind"] in ("Role", "ClusterRole")
+    ]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        assert (verb, group, resource) in held, (
+                            f"{role['metadata']['name']} grants {verb} {group}/{resource}, not held by the operator "
+                            "(the API server would refuse to create it)"
+                        )
+
+
+def test_operator_may_bind_every_role_its_bindings_reference() -> None:
+    """Binding a role needs `bind` on it, or every permission in it."""
+    bindable = {
+        n for r in _operator_role()["rules"] if "bind" in r["verbs"] for n in r.get("resourceNames", [])
+    }
+    examples = [
+        yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples").glob("organization-*.yaml"))
+    ]
+    for doc in examples:
+        org = Organization.model_validate(doc)
+        for obj in render_organization(org, builtin_default_policy(), TODAY).objects:
+            if obj["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+                ref = obj["roleRef"]["name"]
+                assert ref in bindable or ref == f"tenantry:member:{org.name}", ref

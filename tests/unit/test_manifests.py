@@ -152,8 +152,8 @@ def test_operator_may_create_every_role_it_renders_without_escalate() -> None:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
                         assert (verb, group, resource) in held, (
-                            f"{role['metadata']['name']} grants {verb} {group}/{resource}, not held by the operator "
-                            "(the API server would refuse to create it)"
+                            f"{role['metadata']['name']} grants {verb} {group}/{resource}, "
+                            "not held by the operator (the API server would refuse to create it)"
                         )
 
 

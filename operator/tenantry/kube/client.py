@@ -202,6 +202,12 @@ class KubeClient:
     def list_sync(
         self, kind: Kind, label_selector: str | None = None, page: int = 500
     ) -> list[dict[str, Any]]:
+        return self.list_with_version_sync(kind, label_selector, page)[0]
+
+    def list_with_version_sync(
+        self, kind: Kind, label_selector: str | None = None, page: int = 500
+    ) -> tuple[list[dict[str, Any]], str]:
+        """All items (paginated) and the list's resourceVersion, where a watch can start."""
         items: list[dict[str, Any]] = []
         query: dict[str, str] = {"limit": str(page)}
         if label_selector:
@@ -212,10 +218,36 @@ class KubeClient:
                 item.setdefault("apiVersion", kind.api_version)
                 item.setdefault("kind", kind.kind)
                 items.append(item)
-            token = (data.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            query["continue"] = token
+            meta = data.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion") or "")
+            query["continue"] = meta["continue"]
+
+    def stream_sync(self, verb: str, path: str, query: dict[str, str], read_timeout: float) -> Any:
+        """Open a streaming GET (a watch); the caller reads its lines and releases it."""
+        url = self._api.configuration.host + path + f"?{urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        auth = self._api.configuration.api_key.get("authorization")
+        if auth:
+            headers["Authorization"] = auth
+        response = self._api.rest_client.pool_manager.request(
+            "GET",
+            url,
+            headers=headers,
+            preload_content=False,
+            timeout=urllib3.Timeout(connect=10, read=read_timeout),
+        )
+        metrics.API_REQUESTS.labels(verb=verb, code=str(response.status)).inc()
+        if response.status >= 400:
+            data = response.read()
+            response.release_conn()
+            if response.status == 401 and self.reload is not None:
+                # Rotated credentials: reload them; the informer reconnects after its backoff.
+                self.connection = self.reload()
+                self._api.close()  # type: ignore[no-untyped-call]
+                self._configure()
+            raise ApiError(response.status, "WatchFailed", data[:300].decode("utf-8", "replace"))
+        return response
 
     def delete_sync(
         self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None

@@ -1,9 +1,10 @@
 """The operator process: Kopf handlers (watches) feeding a queue, and the workers draining it.
 
-Kopf is used for what it is good at (watching with reconnects, login, peering, liveness) and
+Kopf watches Organizations and TenancyPolicies (with reconnects, login, peering, liveness),
 only through `on.event` handlers: they keep no per-object state (no diff-base annotation, no
-handler progress, no per-object timers), which is what lets one replica carry thousands of
-Organizations and restart with zero writes.
+handler progress, no per-object timers). The ~40,000 children are fed by our own informers
+(kube/informer.py), which keep one slim copy each and no task per object. Together that lets
+one replica carry thousands of Organizations and restart with zero writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tenantry.api.documents import parse_object
 from tenantry.api.policy import TenancyPolicy
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
+from tenantry.kube.informer import Informer
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
@@ -32,6 +34,7 @@ from tenantry.render import labels as lbl
 from tenantry.render import object_key
 
 log = get_logger("tenantry.operator")
+OWNED = f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Runtime:
     queue: WorkQueue | None = None
     # Latest TenancyPolicy bodies (valid or not), for their own reconcile and status.
     policy_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    informers: list[Informer] = field(default_factory=list)
+    _child_events: asyncio.Queue[dict[str, Any]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -78,17 +83,20 @@ class Runtime:
             today=self.config.today,
         )
         self.queue = WorkQueue()
-        # Fill the inventory and the policies before any reconcile, so that a restart sees
-        # everything that exists and writes nothing that is already right.
+        self._child_events = asyncio.Queue()
+        # Fill the inventory (LIST) and keep it current (watch from that LIST's version) before
+        # any reconcile: a restart sees everything that exists and writes nothing that is right.
         for kind in res.CHILD_KINDS:
+            informer = Informer(client, kind, OWNED, self._deliver_child)
             try:
-                listed = await client.list(kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}")
+                listed = await informer.start()
             except ApiError as exc:
                 if exc.status != 404 or kind not in res.OPTIONAL_KINDS:
                     raise
                 cluster.missing_kinds.add(kind.kind)
                 log.info("optional kind not installed; its objects are skipped", kind=kind.kind)
                 continue
+            self.informers.append(informer)
             cluster.inventory.fill(listed)
         for body in await client.list(res.TENANCY_POLICY):
             self._store_policy(cluster, body)
@@ -99,6 +107,7 @@ class Runtime:
             self.active.set()
         else:
             self._spawn(self._peering_loop(), "tenantry peering")
+        self._spawn(self._child_event_loop(), "tenantry child events")
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")
         self._spawn(self._resync_loop(), "tenantry resync")
@@ -106,6 +115,9 @@ class Runtime:
         log.info("started", inventory=len(cluster.inventory), policies=len(cluster.policies))
 
     async def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+        self.informers.clear()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -141,17 +153,24 @@ class Runtime:
             await asyncio.sleep(self.config.peering_poll_seconds)
 
     async def _refresh(self) -> None:
-        """What a standby missed: re-list what we own, then reconcile every Organization."""
+        """What a standby missed: the inventory stayed current (our watches never pause), but
+        Organization events were Kopf's and paused: reconcile every Organization."""
         assert self.cluster is not None and self.queue is not None
-        for kind in res.CHILD_KINDS:
-            if kind.kind in self.cluster.missing_kinds:
-                continue
-            for obj in await self.cluster.client.list(
-                kind, f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"
-            ):
-                self.cluster.inventory.upsert(obj)
         for name in list(self.cluster.organizations):
             await self.queue.put(name, Priority.RESYNC)
+
+    def _deliver_child(self, event: dict[str, Any]) -> None:
+        assert self._child_events is not None
+        self._child_events.put_nowait(event)
+
+    async def _child_event_loop(self) -> None:
+        assert self._child_events is not None
+        while True:
+            event = await self._child_events.get()
+            try:
+                await self.on_child(event)
+            except Exception as exc:  # one odd event must not stop the feed
+                log.error("child event not processed", error=str(exc), exc_info=True)
 
     # -- workers ---------------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -211,6 +230,7 @@ class Runtime:
         old = self.cluster.organizations.get(name)
         if event.get("type") == "DELETED":
             self.cluster.organizations.pop(name, None)
+            self.cluster.inventory.forget_owner(name)
             metrics.forget_organization(name)
         else:
             self.cluster.organizations[name] = obj
@@ -340,13 +360,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # we post the Events people need, with our reasons
         settings.scanning.disabled = True
-        # Kopf keeps one worker task per object until it idles out; with ~30,000 children
-        # resuming at once, 5 s (the default) of idling is a memory spike. Our handlers are cheap.
-        settings.queueing.idle_timeout = min(settings.queueing.idle_timeout, 1.0)
-        managed = {(k.api_version.rpartition("/")[0], k.plural) for k in res.CHILD_KINDS}
-        settings.watching.label_selectors[lambda r: (r.group, r.plural) in managed] = (
-            f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"
-        )
         await runtime.start()
 
     @kopf.on.cleanup(registry=registry, id="tenantry-cleanup")
@@ -360,18 +373,3 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.event(GROUP, VERSION, "tenancypolicies", registry=registry, id="tenancypolicies")
     async def policy_event(event: Any, **_: Any) -> None:
         await runtime.on_policy(event)
-
-    for kind in res.CHILD_KINDS:
-        group, _, version = kind.api_version.rpartition("/")
-
-        async def child_event(event: Any, **_: Any) -> None:
-            await runtime.on_child(event)
-
-        kopf.on.event(
-            group,
-            version,
-            kind.plural,
-            registry=registry,
-            id=f"children-{kind.plural}",
-            labels={lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE},
-        )(child_event)

@@ -64,6 +64,7 @@ class Runtime:
     # Latest TenancyPolicy bodies (valid or not), for their own reconcile and status.
     policy_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     informers: list[Informer] = field(default_factory=list)
+    drifted_before_seen: set[str] = field(default_factory=set)
     _child_events: asyncio.Queue[dict[str, Any]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
@@ -235,7 +236,9 @@ class Runtime:
         else:
             self.cluster.organizations[name] = obj
             if old is None or _significant(old) != _significant(obj):
-                await self.queue.put(name, Priority.CHANGE)
+                drifted = name in self.drifted_before_seen
+                self.drifted_before_seen.discard(name)
+                await self.queue.put(name, Priority.DRIFT if drifted else Priority.CHANGE)
         # A policy's status counts its Organizations: refresh it when membership changes.
         before = _policy_of(old) if old else None
         after = _policy_of(obj) if event.get("type") != "DELETED" else None
@@ -289,6 +292,9 @@ class Runtime:
             priority = Priority.DRIFT
         if owner and owner in self.cluster.organizations:
             await self.queue.put(owner, priority)
+        elif owner and priority == Priority.DRIFT:
+            # Its Organization has not been seen yet (start-up): heal first once it is.
+            self.drifted_before_seen.add(owner)
 
     @staticmethod
     def _store_policy(cluster: Cluster, body: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from typing import Any
 
 import kmock
@@ -418,6 +419,28 @@ async def test_drift_is_healed_after_a_watch_stream_failed(api: Api, kube: Any) 
         await api.create(ORG, org_body())
         await ready(api)
         assert len(failed) == 1
+        await api.delete(NETPOL)
+        await until(lambda: api.get(NETPOL), timeout=3.0)
+    finally:
+        await op.stop()
+
+
+async def test_an_expired_watch_is_relisted_and_drift_still_heals(api: Api, kube: Any) -> None:
+    netpols = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
+    gone = {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"},
+    }
+    # One line of a watch stream, as the API server sends it when a resourceVersion is too old.
+    expired = kube[kmock.action.WATCH, netpols][:1] << (json.dumps(gone) + "\n").encode()
+    op = Operator(kube)
+    await op.start()
+    try:
+        await api.create(ORG, org_body())
+        await ready(api)
+        assert len(expired) == 1
+        lists = [r for r in kube if r.action == kmock.action.LIST and r.resource == netpols]
+        assert len(lists) >= 2, "a 410 makes the informer list again"
         await api.delete(NETPOL)
         await until(lambda: api.get(NETPOL), timeout=3.0)
     finally:

@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes.watch.watch import iter_resp_lines
 
 from tenantry.kube.client import ApiError, KubeClient
+from tenantry.kube.inventory import Entry, entry
 from tenantry.kube.resources import Kind
 from tenantry.observe.logging import get_logger
 
@@ -52,13 +53,16 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._read_timeout = read_timeout
 
-    async def start(self) -> list[dict[str, Any]]:
-        """LIST now (returned for the caller to fill its inventory), then watch in a thread."""
+    async def start(self) -> list[Entry]:
+        """LIST now (packed for the inventory, page by page), then watch in a thread."""
         self._loop = asyncio.get_running_loop()
-        items = await asyncio.to_thread(self._list)
+        entries, self._resource_version = await asyncio.to_thread(
+            self.client.list_with_version_sync, self.kind, self.selector, 500, entry
+        )
+        self._known = {(key[2], key[3]) for key, _, _ in entries}
         self._thread = threading.Thread(target=self._run, name=f"watch {self.kind.plural}", daemon=True)
         self._thread.start()
-        return items
+        return entries
 
     def stop(self) -> None:
         self._stopped.set()
@@ -68,6 +72,7 @@ class Informer:
             (shutdown or response.release_conn)()
 
     def _list(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]]
         items, self._resource_version = self.client.list_with_version_sync(self.kind, self.selector)
         self._known = {_ident(i) for i in items}
         return items

@@ -52,6 +52,14 @@ def _pack(obj: dict[str, Any]) -> str:
     return json.dumps(slim(obj), separators=(",", ":"))
 
 
+Entry = tuple[ObjectKey, str | None, str]  # key, owner, packed slim object
+
+
+def entry(obj: dict[str, Any]) -> Entry:
+    """What the inventory keeps of one listed object (pure; safe to compute in a thread)."""
+    return _key(obj), lbl.owner_of(obj.get("metadata", {}).get("labels")), _pack(obj)
+
+
 class Inventory:
     def __init__(self) -> None:
         self._objects: dict[ObjectKey, str] = {}
@@ -88,6 +96,14 @@ class Inventory:
             self._by_owner[owner].discard(key)
             self._tombstones[key] = owner
         return key, owner
+
+    def fill_entries(self, entries: list[Entry]) -> None:
+        """Start-up LIST results, already packed; entries set by watch events win."""
+        for key, owner, packed in entries:
+            if owner is None or key in self._objects or key in self._tombstones:
+                continue
+            self._objects[key] = packed
+            self._by_owner[sys.intern(owner)].add(key)
 
     def fill(self, objects: list[dict[str, Any]]) -> None:
         """Start-up LIST results; entries already set by (newer) watch events win."""

@@ -98,10 +98,14 @@ class Runtime:
                 log.info("optional kind not installed; its objects are skipped", kind=kind.kind)
                 continue
             self.informers.append(informer)
-            cluster.inventory.fill(listed)
+            cluster.inventory.fill_entries(listed)
         for body in await client.list(res.TENANCY_POLICY):
             self._store_policy(cluster, body)
             self.policy_bodies[body["metadata"]["name"]] = body
+        # Organizations too (Kopf's own listing of them comes later and repeats them): work can
+        # start at once, and drift during a resume is healed first instead of after Kopf's list.
+        for body in await client.list(res.ORGANIZATION):
+            cluster.organizations[body["metadata"]["name"]] = body
         self.cluster = cluster
         metrics.initialise([k.kind for k in res.CHILD_KINDS])
         if self.config.peering is None:
@@ -112,6 +116,10 @@ class Runtime:
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")
         self._spawn(self._resync_loop(), "tenantry resync")
+        for name in list(cluster.organizations):
+            await self.queue.put(name, Priority.CHANGE)
+        for name in list(self.policy_bodies):
+            await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
         self.started.set()
         log.info("started", inventory=len(cluster.inventory), policies=len(cluster.policies))
 

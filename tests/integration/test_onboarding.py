@@ -17,7 +17,7 @@ def condition(org: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return None
 
 
-async def ready(api: Api, name: str = "acme", timeout: float = 5.0) -> dict[str, Any]:
+async def ready(api: Api, name: str = "acme", timeout: float = 10.0) -> dict[str, Any]:
     async def check() -> Any:
         org = await api.get(f"{ORG}/{name}")
         cond = condition(org, "Ready")
@@ -32,7 +32,7 @@ async def ready(api: Api, name: str = "acme", timeout: float = 5.0) -> dict[str,
     return await until(check, timeout)
 
 
-async def until(check: Any, timeout: float = 5.0) -> Any:
+async def until(check: Any, timeout: float = 10.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()

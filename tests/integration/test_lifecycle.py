@@ -32,7 +32,12 @@ async def test_deleted_network_policy_comes_back_and_is_reported(api: Api, opera
     await api.delete(NETPOL)
     # The < 2 s target is measured by bench/ (docs/performance.md), not asserted here.
     restored = await until(lambda: api.get(NETPOL))
-    assert restored["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    assert restored["spec"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [],
+        "egress": [],
+    }
     drift = await until(lambda: events(api, "DriftCorrected"))
     assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]
 
@@ -444,3 +449,30 @@ async def test_an_expired_watch_is_relisted_and_drift_still_heals(api: Api, kube
         await until(lambda: api.get(NETPOL), timeout=10.0)
     finally:
         await op.stop()
+
+
+async def test_an_allow_rule_slipped_into_default_deny_is_removed(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await api.patch(NETPOL, {"spec": {"ingress": [{}]}})  # "allow all ingress"
+
+    async def healed() -> bool:
+        spec = (await api.get(NETPOL))["spec"]
+        return spec.get("ingress") in (None, [])
+
+    await until(healed)
+    drift = await until(lambda: events(api, "DriftCorrected"))
+    assert "NetworkPolicy acme-prod/tenantry-default-deny was modified: spec" in drift[0]["message"]
+
+
+async def test_a_subject_appended_to_a_managed_binding_is_removed(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    binding = await api.get(BINDING)
+    intruder = {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}
+    await api.patch(BINDING, {"subjects": [*binding["subjects"], intruder]})
+
+    async def healed() -> bool:
+        return intruder not in (await api.get(BINDING))["subjects"]
+
+    await until(healed)

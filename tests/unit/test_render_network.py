@@ -22,7 +22,7 @@ def test_default_deny_for_ingress_and_egress_in_every_namespace() -> None:
     objects = render(minimal_org()).objects
     for ns in ("acme-prod", "acme-dev"):
         deny = find(objects, "NetworkPolicy", "tenantry-default-deny", ns)["spec"]
-        assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+        assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []}
 
 
 def test_dns_is_allowed_to_cluster_dns_pods_only() -> None:

@@ -33,16 +33,29 @@ def _scalar_equal(want: Any, have: Any) -> bool:
     return False
 
 
-def covers(live: Any, desired: Any) -> bool:
-    """True when `live` has every field of `desired` with the same value."""
+def covers(live: Any, desired: Any, *, exact: bool = False) -> bool:
+    """True when `live` has every field of `desired` with the same value.
+
+    Inside lists the match is exact (no extra keys): the lists we send are atomic for server-side
+    apply, so an added key (an `ipBlock` slipped into a peer, a subject appended to a binding)
+    is drift that our next apply replaces. An empty list or map we send matches an absent field
+    (the API server omits empty values).
+    """
     if isinstance(desired, dict):
         if not isinstance(live, dict):
+            return not desired and live is None
+        if exact and set(live) - set(desired):
             return False
-        return all(key in live and covers(live[key], value) for key, value in desired.items())
+        return all(
+            covers(live[key], value, exact=exact) if key in live else value in ([], {})
+            for key, value in desired.items()
+        )
     if isinstance(desired, list):
+        if live is None:
+            return not desired
         if not isinstance(live, list) or len(live) != len(desired):
             return False
-        return all(covers(have, want) for have, want in zip(live, desired, strict=True))
+        return all(covers(have, want, exact=True) for have, want in zip(live, desired, strict=True))
     return _scalar_equal(desired, live)
 
 

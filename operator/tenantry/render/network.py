@@ -77,7 +77,15 @@ def render_network_policies(
 ) -> list[dict[str, Any]]:
     net = policy.spec.network
     objects = [
-        _policy(org, env, namespace, DEFAULT_DENY, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        # Explicit empty rule lists: we then own them, and an allow rule someone adds is drift
+        # that our next server-side apply removes (it would survive an apply that omits them).
+        _policy(
+            org,
+            env,
+            namespace,
+            DEFAULT_DENY,
+            {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+        ),
         _policy(
             org,
             env,

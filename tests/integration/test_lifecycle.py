@@ -476,3 +476,15 @@ async def test_a_subject_appended_to_a_managed_binding_is_removed(api: Api, oper
         return intruder not in (await api.get(BINDING))["subjects"]
 
     await until(healed)
+
+
+async def test_drift_while_the_operator_was_down_is_healed_and_reported(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    org = await ready(api)
+    assert org["status"]["appliedObjects"]
+    await operator.stop()
+    await api.delete(NETPOL)
+    await operator.start()
+    await until(lambda: api.get(NETPOL))
+    drift = await until(lambda: events(api, "DriftCorrected"))
+    assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]

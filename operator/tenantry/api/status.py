@@ -38,6 +38,9 @@ class QuotaUsage(Model):
 
 class OrganizationStatus(Model):
     observed_generation: int | None = None
+    # Fingerprint of the set of objects last applied in full: an object of that set found
+    # missing later (even across an operator restart) was deleted by someone: drift.
+    applied_objects: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     namespaces: list[NamespaceStatus] = Field(default_factory=list)
     quota: list[QuotaUsage] = Field(default_factory=list)

@@ -5,6 +5,7 @@ makes no request at all (the inventory answers every read)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,12 @@ class Cluster:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fingerprint(objects: list[dict[str, Any]]) -> str:
+    """Short, stable digest of which objects an Organization renders to (not their content)."""
+    keys = "\n".join("/".join(object_key(o)) for o in objects)
+    return hashlib.sha256(keys.encode()).hexdigest()[:16]
 
 
 class OrganizationReconciler:
@@ -140,6 +147,11 @@ class OrganizationReconciler:
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in exc.problems), stalled=True)
             return
         inventory = self.cluster.inventory
+        fingerprint = _fingerprint(rendering.objects)
+        outcome.applied_objects = fingerprint
+        # Everything of this very object set was applied before (status says so, and survives a
+        # restart): whatever of it is missing now was deleted by someone.
+        applied_before = (body.get("status") or {}).get("appliedObjects") == fingerprint
         blocked: set[str] = set()
         for env, namespace in rendering.namespaces.items():
             phase = await self._namespace_phase(org.name, namespace, policy)
@@ -172,7 +184,7 @@ class OrganizationReconciler:
             live = inventory.get(key)
             if in_sync(obj, live):
                 continue
-            await self._apply(body, obj, live, outcome)
+            await self._apply(body, obj, live, outcome, applied_before)
 
         await self._prune(body, org, desired_keys, blocked)
         for entry in outcome.namespaces:  # phases after this pass's writes
@@ -213,7 +225,12 @@ class OrganizationReconciler:
         return (live.get("status") or {}).get("phase") or "Active"
 
     async def _apply(
-        self, body: dict[str, Any], obj: dict[str, Any], live: dict[str, Any] | None, outcome: Outcome
+        self,
+        body: dict[str, Any],
+        obj: dict[str, Any],
+        live: dict[str, Any] | None,
+        outcome: Outcome,
+        applied_before: bool = False,
     ) -> None:
         key = object_key(obj)
         org = body["metadata"]["name"]
@@ -223,7 +240,7 @@ class OrganizationReconciler:
         drift: str | None = None
         if live is not None:
             drift = "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
-        elif self.cluster.inventory.was_deleted(key):
+        elif applied_before or self.cluster.inventory.was_deleted(key):
             drift = "deleted"
         try:
             stale = stale_keys(obj, live)

@@ -87,15 +87,21 @@ class Runtime:
         self._child_events = asyncio.Queue()
         # Fill the inventory (LIST) and keep it current (watch from that LIST's version) before
         # any reconcile: a restart sees everything that exists and writes nothing that is right.
-        for kind in res.CHILD_KINDS:
-            informer = Informer(client, kind, OWNED, self._deliver_child)
-            try:
-                listed = await informer.start()
-            except ApiError as exc:
-                if exc.status != 404 or kind not in res.OPTIONAL_KINDS:
-                    raise
-                cluster.missing_kinds.add(kind.kind)
-                log.info("optional kind not installed; its objects are skipped", kind=kind.kind)
+        # All kinds at once: the sooner every kind is listed, the sooner a resume can heal.
+        informers = [Informer(client, kind, OWNED, self._deliver_child) for kind in res.CHILD_KINDS]
+        results = await asyncio.gather(*(i.start() for i in informers), return_exceptions=True)
+        for informer, listed in zip(informers, results, strict=True):
+            if isinstance(listed, BaseException):
+                if not (
+                    isinstance(listed, ApiError)
+                    and listed.status == 404
+                    and informer.kind in res.OPTIONAL_KINDS
+                ):
+                    for started in informers:
+                        started.stop()
+                    raise listed
+                cluster.missing_kinds.add(informer.kind.kind)
+                log.info("optional kind not installed; its objects are skipped", kind=informer.kind.kind)
                 continue
             self.informers.append(informer)
             cluster.inventory.fill_entries(listed)

@@ -25,6 +25,8 @@ class Outcome:
     quota: list[dict[str, Any]] = field(default_factory=list)
     # Per area (Namespaces, Quota, Network, RBAC): None = fine, else (reason, message).
     areas: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    # Fingerprint of the desired object set, kept in status once all of it is applied.
+    applied_objects: str | None = None
 
     def fail(self, reason: str, message: str, *, stalled: bool) -> None:
         self.ready_reason, self.message, self.stalled = reason, message, stalled
@@ -107,6 +109,10 @@ def build_status(
         "namespaces": outcome.namespaces,
         "quota": outcome.quota,
     }
+    # Kept from the last time everything was applied, so drift is recognised after a restart.
+    applied = outcome.applied_objects if ready else (current or {}).get("appliedObjects")
+    if applied:
+        status["appliedObjects"] = applied
     if generation is not None:
         status["observedGeneration"] = generation
     return status

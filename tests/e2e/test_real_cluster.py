@@ -1,15 +1,22 @@
-"""End-to-end against a real cluster: set TENANTRY_E2E_KUBECONFIG to a kubeconfig of a
-disposable cluster (kind, k3s...). The test applies crds/, runs the operator in-process with
-that kubeconfig, and checks what kmock cannot: real SSA field ownership, namespace
-finalization, RBAC escalation checks and CEL admission."""
+"""End-to-end against a real cluster: the integration scenarios, where kmock cannot go.
+
+Set TENANTRY_E2E_KUBECONFIG to the kubeconfig of a disposable cluster (kind, k3s, ...) where
+you may create CRDs, namespaces and RBAC. The suite applies crds/ and the tenant roles, runs
+`tenantry run` against it as a separate process, and checks what only a real API server
+shows: server-side apply field ownership (dropped fields really go), namespace finalization,
+RBAC escalation prevention, CRD CEL admission. Objects are named `e2e-*` and cleaned up.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def kubectl(*args: str, stdin: str | None = None) -> str:
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     assert KUBECONFIG is not None
     proc = subprocess.run(
         ["kubectl", "--kubeconfig", KUBECONFIG, *args],
@@ -31,18 +38,64 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
         text=True,
         check=False,
     )
-    if proc.returncode:
+    if check and proc.returncode:
         raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
-    return proc.stdout
+    return proc
+
+
+def get(*args: str) -> dict[str, Any] | None:
+    proc = kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def apply(obj: dict[str, Any]) -> None:
+    kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+def org(name: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "environments": ["prod", "dev"],
+        "members": {"admins": [{"kind": "Group", "name": f"{name}-admins"}]},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def ready(name: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get("organization", name)
+        conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+        ok = conds.get("Ready", {}).get("status") == "True"
+        return (
+            obj
+            if ok and obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+            else None
+        )
+
+    result: dict[str, Any] = wait_for(check)
+    return result
 
 
 @pytest.fixture(scope="module")
-def operator_process() -> object:
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    roles = subprocess.run(
-        [sys.executable, "-m", "tenantry", "roles"], capture_output=True, text=True, check=True
-    )
-    kubectl("apply", "--server-side", "-f", "-", stdin=roles.stdout)
+def operator() -> Iterator[subprocess.Popen[bytes]]:
+    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -56,58 +109,113 @@ def operator_process() -> object:
             "0",
             "--liveness",
             "http://127.0.0.1:18080/healthz",
+            "--resync-seconds",
+            "20",
         ],
     )
     yield proc
+    for name in ("e2e-a", "e2e-b", "e2e-c"):
+        kubectl(
+            "delete", "organization", name, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False
+        )
     proc.terminate()
     proc.wait(timeout=30)
+    for ns in ("e2e-a-prod", "e2e-a-dev", "e2e-b-prod", "e2e-b-dev", "e2e-c-prod", "e2e-c-dev"):
+        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
 
 
-def wait_for(check: object, timeout: float = 60) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()  # type: ignore[operator]
-            if result:
-                return result
-        except AssertionError:
-            pass
-        time.sleep(1)
-    raise AssertionError("timed out")
+def test_the_api_server_rejects_what_one_object_reveals() -> None:
+    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+    proc = kubectl(
+        "apply", "-f", "-", stdin=yaml.safe_dump(org("kube", environments=["system"])), check=False
+    )
+    assert proc.returncode != 0 and "reserved prefix" in proc.stderr
+    bad = org("e2e-x", members={"admins": [{"kind": "Group", "name": "system:masters"}]})
+    proc = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
+    assert proc.returncode != 0 and "system:" in proc.stderr
 
 
-def test_the_api_server_rejects_a_reserved_namespace() -> None:
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    bad = {
+def test_onboarding_drift_and_an_idle_resync_that_writes_nothing(operator: object) -> None:
+    apply(org("e2e-a", deletionPolicy="Delete"))
+    ready("e2e-a")
+    netpol = ("networkpolicy", "tenantry-default-deny", "-n", "e2e-a-prod")
+    before = get(*netpol)
+    assert before is not None
+    time.sleep(45)  # two resyncs
+    after = get(*netpol)
+    assert after is not None and after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    kubectl("delete", *netpol)
+    wait_for(lambda: get(*netpol), timeout=10)
+    kubectl("patch", *netpol, "--type=merge", "-p", json.dumps({"spec": {"ingress": [{}]}}))
+    wait_for(lambda: not (get(*netpol) or {}).get("spec", {}).get("ingress"), timeout=10)
+    events = kubectl(
+        "get", "events", "-n", "default", "--field-selector", "reason=DriftCorrected", "-o", "json"
+    )
+    assert any("e2e-a" in e["involvedObject"]["name"] for e in json.loads(events.stdout)["items"])
+
+
+def test_a_dropped_quota_key_really_goes_with_server_side_apply(operator: object) -> None:
+    apply(org("e2e-b"))
+    ready("e2e-b")
+    policy = {
         "apiVersion": "tenantry.dev/v1alpha1",
-        "kind": "Organization",
-        "metadata": {"name": "kube"},
-        "spec": {"environments": ["system"]},
+        "kind": "TenancyPolicy",
+        "metadata": {"name": "e2e"},
+        "spec": {
+            "environments": [
+                {"name": "prod", "quota": {"pods": "7"}},
+                {"name": "dev", "quota": {"pods": "3"}},
+            ]
+        },
     }
-    with pytest.raises(AssertionError, match="reserved prefix"):
-        kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad))
-
-
-def test_onboarding_drift_and_retain(operator_process: object) -> None:
-    kubectl("apply", "-f", str(ROOT / "examples" / "organization-beta.yaml"))
+    apply(policy)
+    kubectl("patch", "organization", "e2e-b", "--type=merge", "-p", json.dumps({"spec": {"policy": "e2e"}}))
     wait_for(
         lambda: (
-            "True"
-            in kubectl("get", "org", "beta", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
+            (get("resourcequota", "tenantry-quota", "-n", "e2e-b-prod") or {}).get("spec", {}).get("hard")
+            == {"pods": "7"}
         )
     )
-    kubectl("-n", "beta-prod", "delete", "networkpolicy", "tenantry-default-deny")
-    wait_for(lambda: kubectl("-n", "beta-prod", "get", "networkpolicy", "tenantry-default-deny"), timeout=10)
-    kubectl("delete", "org", "beta", "--wait=true")
-    # deletionPolicy: Delete in the example: the namespace goes through real finalization.
-    wait_for(
-        lambda: (
-            "NotFound"
-            in subprocess.run(
-                ["kubectl", "--kubeconfig", str(KUBECONFIG), "get", "ns", "beta-prod"],
-                capture_output=True,
-                text=True,
-            ).stderr
-        ),
-        timeout=180,
-    )
+
+
+def test_retain_orphans_and_recreation_readopts(operator: object) -> None:
+    apply(org("e2e-c"))
+    ready("e2e-c")
+    kubectl("delete", "organization", "e2e-c", "--wait=true", "--timeout=120s")
+    ns = get("namespace", "e2e-c-prod")
+    assert ns is not None and ns["metadata"]["labels"]["tenantry.dev/orphaned"] == "true"
+    assert get("rolebinding", "tenantry:organization-admins", "-n", "e2e-c-prod") is None
+    apply(org("e2e-c"))
+    ready("e2e-c")
+    ns = get("namespace", "e2e-c-prod")
+    assert ns is not None and "tenantry.dev/orphaned" not in ns["metadata"]["labels"]
+
+
+def test_a_pre_existing_namespace_is_refused(operator: object) -> None:
+    kubectl("create", "namespace", "e2e-d-prod")
+    try:
+        apply(org("e2e-d"))
+
+        def refused() -> bool:
+            obj = get("organization", "e2e-d") or {}
+            conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+            return conds.get("Ready", {}).get("reason") == "NamespaceConflict"
+
+        wait_for(refused)
+        assert get("resourcequota", "tenantry-quota", "-n", "e2e-d-prod") is None
+    finally:
+        kubectl("delete", "organization", "e2e-d", "--ignore-not-found", "--wait=true", check=False)
+        kubectl(
+            "delete",
+            "namespace",
+            "e2e-d-prod",
+            "e2e-d-dev",
+            "--ignore-not-found",
+            "--wait=false",
+            check=False,
+        )
+
+
+def test_delete_policy_removes_namespaces_through_real_finalization(operator: object) -> None:
+    kubectl("delete", "organization", "e2e-a", "--wait=true", "--timeout=180s")
+    wait_for(lambda: get("namespace", "e2e-a-prod") is None, timeout=180)

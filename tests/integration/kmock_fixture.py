@@ -22,6 +22,7 @@ Layers (read top to bottom):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import datetime
@@ -155,6 +156,8 @@ class TenantryKube(kmock.KubernetesEmulator):
     - status subresource: ``/status`` changes only status; the main endpoint ignores status;
     - a no-op write changes nothing: no new resourceVersion, no watch event;
     - DELETE honours finalizers (deletionTimestamp + MODIFIED; DELETED once they are gone);
+    - a watch from ``?resourceVersion=`` replays the deletions since then (a bounded log, like
+      the API server's watch cache); kmock alone only replays objects that still exist;
     - list/watch honour ``labelSelector`` (and ``metadata.name|namespace`` field selectors);
       list returns the current resourceVersion; watch replays only objects newer than
       ``?resourceVersion=`` and subscribes before the snapshot, so no event is lost;
@@ -169,6 +172,11 @@ class TenantryKube(kmock.KubernetesEmulator):
 
     _revision: int = attrs.field(default=0, init=False)
     _write_results: dict[Any, Any] = attrs.field(factory=dict, init=False)
+    # Recent deletions, so a watch from an older resourceVersion replays them, as an API server's
+    # watch cache does (kmock only replays objects that still exist). Bounded, like the cache.
+    _deletions: collections.deque[tuple[Any, dict[str, Any]]] = attrs.field(
+        factory=lambda: collections.deque(maxlen=50_000), init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -237,6 +245,8 @@ class TenantryKube(kmock.KubernetesEmulator):
             async with self._lock:
                 result, events = self._write(request)
                 for event in events:
+                    if event["type"] == "DELETED":
+                        self._deletions.append((request.resource, event))
                     await self._buses[request.resource].put(event)
             self._write_results[request] = result
             return await respond(request)  # user reactions first, then _serve_create/update/delete
@@ -442,6 +452,19 @@ class TenantryKube(kmock.KubernetesEmulator):
             for raw in snapshot:
                 if int(raw.get("metadata", {}).get("resourceVersion") or 0) > since_rv and selector(raw):
                     yield {"type": "ADDED", "object": raw}
+            if since_rv:
+                for resource, event in list(self._deletions):
+                    raw = event["object"]
+                    meta = raw.get("metadata", {})
+                    key = (resource, meta.get("namespace"), meta.get("name"))
+                    newer = int(meta.get("resourceVersion") or 0) > since_rv
+                    if (
+                        newer
+                        and resource == request.resource
+                        and self._matches_scope(request, key)
+                        and selector(raw)
+                    ):
+                        yield event
             async for event in bus.stream(since=marker):
                 raw = event["object"]
                 meta = raw.get("metadata", {})

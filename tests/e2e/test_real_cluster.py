@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import minimal_org
+
 KUBECONFIG = os.environ.get("TENANTRY_E2E_KUBECONFIG")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,17 +65,8 @@ def wait_for(check: Callable[[], Any], timeout: float = 60) -> Any:
 
 
 def org(name: str, **spec: Any) -> dict[str, Any]:
-    body = {
-        "environments": ["prod", "dev"],
-        "members": {"admins": [{"kind": "Group", "name": f"{name}-admins"}]},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": "tenantry.dev/v1alpha1",
-        "kind": "Organization",
-        "metadata": {"name": name},
-        "spec": body,
-    }
+    spec.setdefault("members", {"admins": [{"kind": "Group", "name": f"{name}-admins"}]})
+    return minimal_org(name, **spec)
 
 
 def ready(name: str) -> dict[str, Any]:

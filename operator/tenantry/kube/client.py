@@ -107,6 +107,13 @@ class KubeClient:
         conf.connection_pool_maxsize = 16
         self._api = k8s.ApiClient(conf)
 
+    def _reload_credentials(self) -> None:
+        """Service-account tokens rotate: read the credentials again and rebuild the client."""
+        assert self.reload is not None
+        self.connection = self.reload()
+        self._api.close()  # type: ignore[no-untyped-call]
+        self._configure()
+
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
@@ -159,10 +166,7 @@ class KubeClient:
                 return self._request_once(verb, method, path, query, body, content_type)
             except ApiError as exc:
                 if exc.status == 401 and self.reload is not None and attempt == 1:
-                    # Service-account tokens rotate: re-read the credentials once, then retry.
-                    self.connection = self.reload()
-                    self._api.close()  # type: ignore[no-untyped-call]
-                    self._configure()
+                    self._reload_credentials()  # then retry once with them
                     continue
                 if exc.status not in RETRYABLE or attempt == self.retry.attempts:
                     if exc.status not in expected:
@@ -251,10 +255,7 @@ class KubeClient:
             data = response.read()
             response.release_conn()
             if response.status == 401 and self.reload is not None:
-                # Rotated credentials: reload them; the informer reconnects after its backoff.
-                self.connection = self.reload()
-                self._api.close()  # type: ignore[no-untyped-call]
-                self._configure()
+                self._reload_credentials()  # the informer reconnects after its backoff
             raise ApiError(response.status, "WatchFailed", data[:300].decode("utf-8", "replace"))
         return response
 

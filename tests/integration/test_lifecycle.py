@@ -11,7 +11,7 @@ from typing import Any
 import kmock
 
 from tenantry.kube.client import Connection
-from tenantry.observe.metrics import DRIFT
+from tenantry.observe.metrics import DRIFT, QUOTA_USE
 from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
 from tests.integration.test_onboarding import condition, ready, until
 from tests.unit.helpers import TODAY
@@ -488,3 +488,25 @@ async def test_drift_while_the_operator_was_down_is_healed_and_reported(api: Api
     await until(lambda: api.get(NETPOL))
     drift = await until(lambda: events(api, "DriftCorrected"))
     assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]
+
+
+async def test_quota_usage_reaches_the_organization_status(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    # What the resourcequota controller does when pods start.
+    await api.request(
+        "PATCH",
+        f"{QUOTA}/status",
+        {"status": {"hard": {"pods": "200"}, "used": {"pods": "150"}}},
+        "application/merge-patch+json",
+    )
+
+    async def reported() -> Any:
+        org = await api.get(f"{ORG}/acme")
+        usage = {q["environment"]: q for q in (org.get("status") or {}).get("quota", [])}
+        return usage.get("prod", {}).get("used", {}).get("pods") == "150"
+
+    await until(reported)
+    assert (await api.get(QUOTA))["spec"]["hard"]["requests.cpu"] == "8"  # nothing re-applied
+    ratio = QUOTA_USE.labels(organization="acme", environment="prod", resource="pods")._value.get()
+    assert ratio == 0.75

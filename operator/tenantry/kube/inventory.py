@@ -105,21 +105,10 @@ class Inventory:
             self._objects[key] = packed
             self._by_owner[sys.intern(owner)].add(key)
 
-    def fill(self, objects: list[dict[str, Any]]) -> None:
-        """Start-up LIST results; entries already set by (newer) watch events win."""
-        for obj in objects:
-            key = _key(obj)
-            if key not in self._objects and key not in self._tombstones:
-                self.upsert(obj)
-
     def get(self, key: ObjectKey) -> dict[str, Any] | None:
         """A fresh copy of the slim object (callers may modify it)."""
         packed = self._objects.get(key)
         return json.loads(packed) if packed is not None else None
-
-    def resource_version(self, key: ObjectKey) -> str | None:
-        live = self.get(key)
-        return live["metadata"].get("resourceVersion") if live else None
 
     def owned_by(self, org: str) -> list[dict[str, Any]]:
         return [

@@ -23,7 +23,7 @@ from tenantry.kube.inventory import Inventory
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
-from tenantry.reconcile.status import Outcome, build_status, same_status
+from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
 from tenantry.render.checks import reserved_reason
@@ -66,10 +66,6 @@ class Cluster:
     missing_kinds: set[str] = field(default_factory=set)
     # Keys we are deleting ourselves: their DELETED events are not drift.
     expected_deletions: set[ObjectKey] = field(default_factory=set)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
@@ -446,7 +442,7 @@ class OrganizationReconciler:
 
     async def _write_status(self, body: dict[str, Any], outcome: Outcome, generation: int | None) -> None:
         current = body.get("status")
-        status = build_status(outcome, generation, current, _now())
+        status = build_status(outcome, generation, current, utc_now())
         if same_status(current, status):
             return
         name = body["metadata"]["name"]

@@ -6,7 +6,6 @@ module handles what belongs to the policy itself.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from tenantry.api.documents import parse_object
@@ -17,16 +16,12 @@ from tenantry.kube.compare import in_sync
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
 from tenantry.reconcile.organization import Cluster
-from tenantry.reconcile.status import same_status
+from tenantry.reconcile.status import condition, same_status, utc_now
 from tenantry.render import render_policy_objects
 from tenantry.render.rbac import PLATFORM_ADMINS_BINDING_PREFIX
 
 log = get_logger("tenantry.policy")
 POLICY_KEY_PREFIX = "TenancyPolicy/"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def reconcile_policy(cluster: Cluster, body: dict[str, Any]) -> None:
@@ -39,21 +34,14 @@ async def reconcile_policy(cluster: Cluster, body: dict[str, Any]) -> None:
     )
     if isinstance(parsed, TenancyPolicy):
         await _ensure_platform_admins(cluster, parsed)
-        ready = {"status": "True", "reason": reasons.VALID, "message": "policy accepted"}
+        valid, reason, message = True, reasons.VALID, "policy accepted"
     else:
-        ready = {
-            "status": "False",
-            "reason": reasons.INVALID_POLICY,
-            "message": "; ".join(str(p) for p in parsed),
-        }
+        valid, reason, message = False, reasons.INVALID_POLICY, "; ".join(str(p) for p in parsed)
     generation = body["metadata"].get("generation")
     current = body.get("status") or {}
     old = next((c for c in current.get("conditions", []) if c.get("type") == "Ready"), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == ready["status"] else _now()
     status: dict[str, Any] = {
-        "conditions": [
-            {"type": "Ready", **ready, "lastTransitionTime": since, "observedGeneration": generation}
-        ],
+        "conditions": [condition("Ready", valid, reason, message, generation, current, utc_now())],
         "organizations": users,
     }
     if generation is not None:
@@ -61,12 +49,10 @@ async def reconcile_policy(cluster: Cluster, body: dict[str, Any]) -> None:
     if same_status(current, status):
         return
     await cluster.client.merge_patch(res.TENANCY_POLICY, name, {"status": status}, subresource="status")
-    if not old or old.get("reason") != ready["reason"]:
-        type_ = "Normal" if ready["status"] == "True" else "Warning"
+    if not old or old.get("reason") != reason:
+        type_ = "Normal" if valid else "Warning"
         try:
-            await cluster.client.event(
-                body, type_, ready["reason"], ready["message"], cluster.event_namespace
-            )
+            await cluster.client.event(body, type_, reason, message, cluster.event_namespace)
         except ApiError as exc:
             log.warning("event not posted", policy=name, error=str(exc))
 

@@ -122,10 +122,7 @@ class Runtime:
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")
         self._spawn(self._resync_loop(), "tenantry resync")
-        for name in list(cluster.organizations):
-            await self.queue.put(name, Priority.CHANGE)
-        for name in list(self.policy_bodies):
-            await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
+        await self._enqueue_all(Priority.CHANGE)
         self.started.set()
         log.info("started", inventory=len(cluster.inventory), policies=len(cluster.policies))
 
@@ -158,7 +155,9 @@ class Runtime:
                 active = False
             if active and not self.active.is_set():
                 log.info("active replica: taking over", identity=self.config.identity)
-                await self._refresh()
+                # The inventory stayed current (our watches never pause) but Organization events
+                # were Kopf's and paused: reconcile everything once.
+                await self._enqueue_all(Priority.RESYNC)
                 self.active.set()
             elif not active and self.active.is_set():
                 log.info(
@@ -167,12 +166,13 @@ class Runtime:
                 self.active.clear()
             await asyncio.sleep(self.config.peering_poll_seconds)
 
-    async def _refresh(self) -> None:
-        """What a standby missed: the inventory stayed current (our watches never pause), but
-        Organization events were Kopf's and paused: reconcile every Organization."""
+    async def _enqueue_all(self, priority: Priority) -> None:
+        """Every Organization at `priority`, every TenancyPolicy at resync priority."""
         assert self.cluster is not None and self.queue is not None
         for name in list(self.cluster.organizations):
-            await self.queue.put(name, Priority.RESYNC)
+            await self.queue.put(name, priority)
+        for name in list(self.policy_bodies):
+            await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
 
     def _deliver_child(self, event: dict[str, Any]) -> None:
         assert self._child_events is not None
@@ -231,10 +231,7 @@ class Runtime:
         assert self.queue is not None and self.cluster is not None
         while True:
             await asyncio.sleep(self.config.resync_seconds)
-            for name in list(self.cluster.organizations):
-                await self.queue.put(name, Priority.RESYNC)
-            for name in list(self.policy_bodies):
-                await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
+            await self._enqueue_all(Priority.RESYNC)
 
     # -- watch events ----------------------------------------------------------------------------
     async def on_organization(self, event: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ health check in manifests/argocd/.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,17 +36,22 @@ class Outcome:
 AREAS = ("NamespacesReady", "QuotaReady", "NetworkReady", "RBACReady")
 
 
-def _condition(
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
     type_: str,
     status: bool,
     reason: str,
     message: str,
     generation: int | None,
-    previous: dict[Any, Any],
+    current: dict[str, Any] | None,
     now: str,
 ) -> dict[str, Any]:
+    """A condition whose lastTransitionTime moves only when its status does."""
     value = "True" if status else "False"
-    old = previous.get(type_)
+    old = next((c for c in (current or {}).get("conditions", []) if c.get("type") == type_), None)
     since = old.get("lastTransitionTime") if old and old.get("status") == value else now
     cond = {"type": type_, "status": value, "reason": reason, "message": message, "lastTransitionTime": since}
     if generation is not None:
@@ -56,54 +62,38 @@ def _condition(
 def build_status(
     outcome: Outcome, generation: int | None, current: dict[str, Any] | None, now: str
 ) -> dict[str, Any]:
-    previous = {c.get("type"): c for c in (current or {}).get("conditions", []) if isinstance(c, dict)}
     ready = outcome.ready_reason == reasons.RECONCILED and not outcome.progressing
+    # Not ready but nothing wrong: work is still under way.
+    ready_reason = (
+        reasons.PROGRESSING
+        if outcome.ready_reason == reasons.RECONCILED and not ready
+        else outcome.ready_reason
+    )
+
+    def cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+        return condition(type_, ok, reason, message, generation, current, now)
+
     conditions = [
-        _condition(
-            "Ready",
-            ready,
-            outcome.ready_reason
-            if outcome.ready_reason != reasons.RECONCILED or ready
-            else reasons.PROGRESSING,
-            outcome.message,
-            generation,
-            previous,
-            now,
-        ),
-        _condition(
+        cond("Ready", ready, ready_reason, outcome.message),
+        cond(
             "Reconciling",
             outcome.progressing,
             reasons.PROGRESSING if outcome.progressing else reasons.RECONCILED,
             outcome.message if outcome.progressing else "",
-            generation,
-            previous,
-            now,
         ),
-        _condition(
+        cond(
             "Stalled",
             outcome.stalled,
             outcome.ready_reason if outcome.stalled else reasons.RECONCILED,
             outcome.message if outcome.stalled else "",
-            generation,
-            previous,
-            now,
         ),
     ]
     for area in AREAS:
         problem = outcome.areas.get(area)
         if problem is None and outcome.stalled:
             problem = (outcome.ready_reason, "not applied: " + outcome.message)
-        conditions.append(
-            _condition(
-                area,
-                problem is None,
-                problem[0] if problem else reasons.APPLIED,
-                problem[1] if problem else "",
-                generation,
-                previous,
-                now,
-            )
-        )
+        reason, message = problem if problem else (reasons.APPLIED, "")
+        conditions.append(cond(area, problem is None, reason, message))
     status: dict[str, Any] = {
         "conditions": conditions,
         "namespaces": outcome.namespaces,

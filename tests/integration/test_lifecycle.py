@@ -109,7 +109,8 @@ async def test_deleting_with_retain_keeps_namespaces_and_recreation_readopts_the
     assert await api.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/tenantry:member:acme") is None
 
     await api.create(ORG, org_body())
-    await ready(api)
+    org = await ready(api)
+    assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
     ns = await api.get("/api/v1/namespaces/acme-prod")
     assert "tenantry.dev/orphaned" not in ns["metadata"]["labels"]
     assert await api.get(BINDING)

@@ -26,7 +26,6 @@ from tenantry.reconcile import reasons
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
-from tenantry.render.checks import reserved_reason
 
 FINALIZER = "tenantry.dev/finalizer"
 log = get_logger("tenantry.reconcile")
@@ -150,7 +149,7 @@ class OrganizationReconciler:
         applied_before = (body.get("status") or {}).get("appliedObjects") == fingerprint
         blocked: set[str] = set()
         for env, namespace in rendering.namespaces.items():
-            phase = await self._namespace_phase(org.name, namespace, policy)
+            phase = await self._namespace_phase(org.name, namespace)
             outcome.namespaces.append({"name": namespace, "environment": env, "phase": phase})
             if phase in ("Refused", "Terminating"):
                 blocked.add(namespace)
@@ -183,9 +182,9 @@ class OrganizationReconciler:
             await self._apply(body, obj, live, outcome, applied_before)
 
         await self._prune(body, org, desired_keys, blocked)
-        for entry in outcome.namespaces:  # phases after this pass's writes
-            if entry["phase"] == "Missing":
-                entry["phase"] = await self._namespace_phase(org.name, entry["name"], policy)
+        for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
+            if entry["phase"] in ("Missing", "Adopting"):
+                entry["phase"] = await self._namespace_phase(org.name, entry["name"])
         outcome.quota = self._quota_usage(org, rendering.namespaces)
         for warning in rendering.warnings:
             log.info("warning", organization=org.name, warning=str(warning))
@@ -193,13 +192,10 @@ class OrganizationReconciler:
             await self._write_status(body, outcome, body["metadata"].get("generation"))
             raise Requeue(2.0, "namespace terminating")
 
-    async def _namespace_phase(self, org: str, namespace: str, policy: TenancyPolicy) -> str:
-        why = reserved_reason(namespace, policy) or (
-            f"{namespace!r} is the operator's own namespace"
-            if namespace in self.cluster.reserved_namespaces
-            else None
-        )
-        if why:
+    async def _namespace_phase(self, org: str, namespace: str) -> str:
+        # Names the policy reserves were refused by the renderer already; the operator's own
+        # namespace is known only at run time.
+        if namespace in self.cluster.reserved_namespaces:
             return "Refused"
         live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
         if live is None:

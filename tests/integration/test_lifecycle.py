@@ -511,3 +511,27 @@ async def test_quota_usage_reaches_the_organization_status(api: Api, operator: O
     assert (await api.get(QUOTA))["spec"]["hard"]["requests.cpu"] == "8"  # nothing re-applied
     ratio = QUOTA_USE.labels(organization="acme", environment="prod", resource="pods")._value.get()
     assert ratio == 0.75
+
+
+async def test_a_terminating_namespace_is_deleted_and_reported_once(api: Api, kube: Any) -> None:
+    op = Operator(kube)
+    await op.start(resync_seconds=0.1)
+    try:
+        await api.create(ORG, org_body(deletionPolicy="Delete"))
+        await ready(api)
+        # Another controller's finalizer keeps the namespace terminating for a while.
+        await api.patch("/api/v1/namespaces/acme-dev", {"metadata": {"finalizers": ["example.com/hold"]}})
+        await api.patch(f"{ORG}/acme", {"spec": {"environments": ["prod"]}})
+        terminating = await until(lambda: _terminating(api, "/api/v1/namespaces/acme-dev"))
+        assert terminating
+        await asyncio.sleep(1.0)  # ~10 resyncs while it terminates
+        assert len(await events(api, "NamespaceDeleted")) == 1
+        await api.patch("/api/v1/namespaces/acme-dev", {"metadata": {"finalizers": []}})
+        await until(lambda: _gone(api, "/api/v1/namespaces/acme-dev"))
+    finally:
+        await op.stop()
+
+
+async def _terminating(api: Api, path: str) -> bool:
+    obj = await api.get(path)
+    return bool(obj and obj["metadata"].get("deletionTimestamp"))

@@ -302,8 +302,7 @@ class OrganizationReconciler:
             if obj["kind"] in ("ResourceQuota", "LimitRange"):
                 continue  # guardrails go only with their namespace
             if obj["kind"] == "Namespace":
-                if org.spec.deletion_policy == "Delete":
-                    await self._delete(obj)
+                if org.spec.deletion_policy == "Delete" and await self._delete(obj):
                     await self.event(
                         body,
                         "Normal",
@@ -311,7 +310,7 @@ class OrganizationReconciler:
                         f"environment removed: namespace {obj['metadata']['name']} deleted "
                         "(deletionPolicy: Delete)",
                     )
-                else:
+                elif org.spec.deletion_policy != "Delete":
                     await self._orphan(body, obj)
             elif namespace in dropped_namespaces:
                 # Retained namespaces keep their guardrails (quota, deny-all); tenant access goes.
@@ -320,10 +319,11 @@ class OrganizationReconciler:
             elif namespace not in blocked:
                 await self._delete(obj)
 
-    async def _delete(self, obj: dict[str, Any]) -> None:
+    async def _delete(self, obj: dict[str, Any]) -> bool:
+        """Delete what we saw (uid precondition); False when nothing was (newly) deleted."""
         key = object_key(obj)
         if obj["metadata"].get("deletionTimestamp"):
-            return
+            return False
         kind = res.kind_of(obj["apiVersion"], obj["kind"])
         self.cluster.expected_deletions.add(key)
         try:
@@ -337,12 +337,14 @@ class OrganizationReconciler:
             self.cluster.expected_deletions.discard(key)
             if exc.status != 409:  # 409: the uid precondition failed, it is not the object we saw
                 raise
+            return False
         log.info(
             "deleted",
             kind=obj["kind"],
             namespace=obj["metadata"].get("namespace"),
             name=obj["metadata"]["name"],
         )
+        return True
 
     async def _orphan(self, body: dict[str, Any], namespace_obj: dict[str, Any]) -> None:
         labels = namespace_obj["metadata"].get("labels") or {}

@@ -535,3 +535,19 @@ async def test_a_terminating_namespace_is_deleted_and_reported_once(api: Api, ku
 async def _terminating(api: Api, path: str) -> bool:
     obj = await api.get(path)
     return bool(obj and obj["metadata"].get("deletionTimestamp"))
+
+
+async def test_deleting_an_organization_spares_objects_merely_labelled_as_its(
+    api: Api, operator: Operator
+) -> None:
+    await api.create(ORG, org_body(deletionPolicy="Delete"))
+    await ready(api)
+    labels = {"app.kubernetes.io/managed-by": "tenantry", "tenantry.dev/organization": "acme"}
+    await api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": labels}},
+    )
+    await api.delete(f"{ORG}/acme")
+    await until(lambda: _gone(api, f"{ORG}/acme"))
+    assert await api.get("/api/v1/namespaces/acme-prod") is None
+    assert await api.get("/api/v1/namespaces/payments"), "never delete what we did not create"

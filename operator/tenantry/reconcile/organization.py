@@ -281,7 +281,7 @@ class OrganizationReconciler:
     async def _prune(
         self, body: dict[str, Any], org: Organization, desired: set[ObjectKey], blocked: set[str]
     ) -> None:
-        owned = self.cluster.inventory.owned_by(org.name)
+        owned = self._owned(org.name)
         dropped_namespaces = {
             o["metadata"]["name"] for o in owned if o["kind"] == "Namespace" and object_key(o) not in desired
         }
@@ -290,15 +290,6 @@ class OrganizationReconciler:
             if key in desired:
                 continue
             namespace = obj["metadata"].get("namespace")
-            if not is_managed_name(obj["kind"], obj["metadata"]["name"], org.name):
-                log.warning(
-                    "object carries our labels but a name we never create; left alone",
-                    organization=org.name,
-                    namespace=namespace,
-                    kind=obj["kind"],
-                    name=obj["metadata"]["name"],
-                )
-                continue
             if obj["kind"] in ("ResourceQuota", "LimitRange"):
                 continue  # guardrails go only with their namespace
             if obj["kind"] == "Namespace":
@@ -318,6 +309,27 @@ class OrganizationReconciler:
                     await self._delete(obj)
             elif namespace not in blocked:
                 await self._delete(obj)
+
+    def _owned(self, org: str) -> list[dict[str, Any]]:
+        """What we created for `org`: our labels AND a name we generate.
+
+        Labels alone do not prove it (anyone can copy them onto an object); whatever fails the
+        name test is never pruned, orphaned or deleted.
+        """
+        owned = []
+        for obj in self.cluster.inventory.owned_by(org):
+            meta = obj["metadata"]
+            if is_managed_name(obj["kind"], meta["name"], org):
+                owned.append(obj)
+            else:
+                log.warning(
+                    "object carries our labels but a name we never create; left alone",
+                    organization=org,
+                    namespace=meta.get("namespace"),
+                    kind=obj["kind"],
+                    name=meta["name"],
+                )
+        return owned
 
     async def _delete(self, obj: dict[str, Any]) -> bool:
         """Delete what we saw (uid precondition); False when nothing was (newly) deleted."""
@@ -376,7 +388,7 @@ class OrganizationReconciler:
         if FINALIZER not in (body["metadata"].get("finalizers") or []):
             return
         policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
-        owned = self.cluster.inventory.owned_by(name)
+        owned = self._owned(name)
         namespaces = [o for o in owned if o["kind"] == "Namespace"]
         if policy == "Delete":
             for obj in owned:

@@ -339,7 +339,7 @@ class OrganizationReconciler:
         kind = res.kind_of(obj["apiVersion"], obj["kind"])
         self.cluster.expected_deletions.add(key)
         try:
-            await self.client.delete(
+            deleted = await self.client.delete(
                 kind,
                 obj["metadata"]["name"],
                 obj["metadata"].get("namespace"),
@@ -349,6 +349,9 @@ class OrganizationReconciler:
             self.cluster.expected_deletions.discard(key)
             if exc.status != 409:  # 409: the uid precondition failed, it is not the object we saw
                 raise
+            return False
+        if not deleted:  # already gone: no DELETED event will come for us to expect
+            self.cluster.expected_deletions.discard(key)
             return False
         log.info(
             "deleted",

@@ -24,6 +24,7 @@ from tenantry.api.policy import TenancyPolicy
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
 from tenantry.kube.informer import Informer
+from tenantry.kube.inventory import slim
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
@@ -301,8 +302,7 @@ class Runtime:
             if seen:
                 return  # our own write, already recorded from its response
             # A quota's usage changed (its status only): refresh the status, it is not drift.
-            current = inventory.get(key)
-            priority = Priority.RESYNC if _same_but_status(previous, current) else Priority.DRIFT
+            priority = Priority.RESYNC if _same_but_status(previous, slim(obj)) else Priority.DRIFT
         if owner and owner in self.cluster.organizations:
             await self.queue.put(owner, priority)
         elif owner and priority == Priority.DRIFT:

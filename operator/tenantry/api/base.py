@@ -16,10 +16,35 @@ from pydantic.config import JsonDict
 from tenantry.api.quantity import QuantityError, parse_quantity, quantity_str
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_LABEL_MAX = 63
 _DNS_LABEL_RE = re.compile(DNS_LABEL_PATTERN)
 # Label values: empty, or up to 63 of [A-Za-z0-9_.-] starting and ending alphanumeric.
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+
+# Every string, list and map of both CRDs is bounded: the API server costs each CEL rule from
+# these bounds (docs/crd-cost.md). String limits are Kubernetes' own
+# (k8s.io/apimachinery/pkg/util/validation, k8s.io/apiserver/pkg/storage/names, metav1.Condition).
+DNS_LABEL_MAX = 63  # IsDNS1123Label: namespace names, environment and organization names
+DNS_SUBDOMAIN_MAX = 253  # IsDNS1123Subdomain: object names, RBAC subject names, API groups
+LABEL_VALUE_MAX = 63  # IsValidLabelValue
+LABEL_KEY_MAX = 317  # IsQualifiedName: DNS-subdomain prefix (253) + "/" + name (63)
+GENERATE_NAME_MAX = 58  # storage/names.MaxGeneratedNameLength: 63 minus 5 random characters
+API_VERSION_MAX = 317  # <group: DNS subdomain, 253>/<version: DNS-1035 label, 63>
+KIND_MAX = 63  # a CRD's names.kind is validated as a DNS-1035 label (lowercased)
+# Quantities have no length limit in Kubernetes; 64 characters is far beyond any real value
+# ("1234567890123456789Gi" is 21) and is what the cost estimate assumes.
+QUANTITY_MAX_LENGTH = 64
+URL_MAX = 2048  # the customary practical URL limit (RFC 9110 recommends at least 8000 octets)
+
+# List and map caps, chosen here (Kubernetes has none for these): generous for a tenant, small
+# enough that the nested CEL rules stay far under the API server's budget.
+MAX_ENVIRONMENTS = 20
+MAX_SUBJECTS = 100  # per tenant role, and per list of platform admins / quota approvers
+MAX_LABELS = 64  # labels or a label selector's matchLabels
+MAX_CIDRS = 32  # `except` entries, denied egress CIDRs
+MAX_PORTS = 32
+MAX_NETWORK_RULES = 64  # egress rules, allowFrom exceptions
+MAX_NAMES = 64  # reserved names / prefixes, managed-by values, source repos, ingress controllers
+MAX_CONDITIONS = 16  # status conditions (7 are written today)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -52,6 +77,8 @@ def _check_dns_label(value: str) -> str:
     return value
 
 
+LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX, pattern=LABEL_VALUE_PATTERN)]
+
 DNSLabel = Annotated[
     str,
     Field(pattern=DNS_LABEL_PATTERN, max_length=DNS_LABEL_MAX, min_length=1),
@@ -68,7 +95,10 @@ def _to_nonnegative_quantity(value: Any) -> str:
         raise ValueError(str(exc)) from exc
     if amount < 0:
         raise ValueError(f"{value!r} is negative; quotas and limits must be zero or more")
-    return quantity_str(value)
+    text = quantity_str(value)
+    if len(text) > QUANTITY_MAX_LENGTH:
+        raise ValueError(f"must be at most {QUANTITY_MAX_LENGTH} characters (got {len(text)})")
+    return text
 
 
 # Non-negative quantity: the CRD pattern has no '-' so the API server rejects negatives too.
@@ -87,6 +117,7 @@ Quantity = Annotated[
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": NONNEGATIVE_QUANTITY_PATTERN,
+            "maxLength": QUANTITY_MAX_LENGTH,
             "minimum": 0,
         }
     ),
@@ -131,6 +162,9 @@ _QUOTA_KEYS_CEL = "[" + ", ".join(f"'{name}'" for name in QUOTA_RESOURCES) + "]"
 
 ResourceList = Annotated[
     dict[str, Quantity],
+    # Keys come from the allow-list, so there are at most as many entries as it has. Before the
+    # validator, so that pydantic emits it as maxProperties.
+    Field(max_length=len(QUOTA_RESOURCES)),
     AfterValidator(_check_quota_keys),
     Field(
         json_schema_extra={
@@ -159,6 +193,8 @@ def _check_container_keys(value: dict[str, str]) -> dict[str, str]:
 
 ContainerResources = Annotated[
     dict[str, Quantity],
+    # Before the validator, so that pydantic emits it as maxProperties.
+    Field(max_length=len(CONTAINER_RESOURCES)),
     AfterValidator(_check_container_keys),
     Field(
         json_schema_extra={

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from tenantry.api.base import DNSLabel, Model, cel
+from tenantry.api.base import DNS_SUBDOMAIN_MAX, DNSLabel, Model, cel
 
 # Subjects that would hand a tenant cluster-wide power. `system:` groups and users are the
 # API server's own identities (system:masters is cluster-admin; system:authenticated is everyone).
@@ -37,7 +37,7 @@ class Subject(Model):
     )
 
     kind: Literal["User", "Group", "ServiceAccount"]
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX)
     namespace: DNSLabel | None = None
 
     @model_validator(mode="after")

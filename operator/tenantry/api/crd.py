@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenantry import GROUP, VERSION
-from tenantry.api.organization import ORGANIZATION_CEL, OrganizationSpec
+from tenantry.api.base import API_VERSION_MAX, KIND_MAX
+from tenantry.api.organization import ORGANIZATION_CEL, ObjectMeta, OrganizationSpec
 from tenantry.api.policy import TenancyPolicySpec
 from tenantry.api.status import OrganizationStatus, TenancyPolicyStatus
 
@@ -95,6 +96,19 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _structural(raw, raw.get("$defs", {}))
 
 
+def metadata_schema() -> dict[str, Any]:
+    """`metadata` at the root: a CRD may restrict only `name` and `generateName`.
+
+    Both must be declared, or the API server's CEL environment replaces them with unbounded
+    strings and every root rule reading `self.metadata.name` is costed at 3 MB.
+    """
+    meta = model_schema(ObjectMeta)
+    return {
+        "type": "object",
+        "properties": {name: meta["properties"][name] for name in ("name", "generateName")},
+    }
+
+
 def _crd(
     kind: str,
     plural: str,
@@ -111,9 +125,9 @@ def _crd(
     root: dict[str, Any] = {
         "type": "object",
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "maxLength": API_VERSION_MAX},
+            "kind": {"type": "string", "maxLength": KIND_MAX},
+            "metadata": metadata_schema(),
             "spec": model_schema(spec_model),
             "status": status,
         },

@@ -12,9 +12,15 @@ from pydantic.config import JsonDict
 from tenantry import API_VERSION
 from tenantry.api.base import (
     DNS_LABEL_MAX,
-    DNS_LABEL_PATTERN,
-    LABEL_VALUE_PATTERN,
+    DNS_SUBDOMAIN_MAX,
+    GENERATE_NAME_MAX,
+    MAX_CIDRS,
+    MAX_ENVIRONMENTS,
+    MAX_NETWORK_RULES,
+    MAX_PORTS,
+    MAX_SUBJECTS,
     DNSLabel,
+    LabelValue,
     Model,
     ResourceList,
     cel,
@@ -56,17 +62,17 @@ EnvironmentList = Annotated[list[DNSLabel], AfterValidator(_unique)]
 class Members(Model):
     """RBAC subjects per tenant role. Membership lives here, in Git, not in ad-hoc bindings."""
 
-    admins: list[Subject] = Field(default_factory=list, max_length=100)
-    developers: list[Subject] = Field(default_factory=list, max_length=100)
-    viewers: list[Subject] = Field(default_factory=list, max_length=100)
+    admins: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    developers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    viewers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
 
 
 class QuotaApproval(Model):
     """Who approved quota above the policy default, and why (the constitution's adjustment rule)."""
 
-    approved_by: str = Field(min_length=1, max_length=253)
+    approved_by: str = Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX)
     justification: str = Field(min_length=1, max_length=1024)
-    ticket: str | None = Field(default=None, max_length=253)
+    ticket: str | None = Field(default=None, max_length=DNS_SUBDOMAIN_MAX)
 
     @model_validator(mode="after")
     def _check(self) -> QuotaApproval:
@@ -101,10 +107,10 @@ class EgressRule(Model):
     )
 
     cidr: CIDR | None = None
-    except_: list[CIDR] | None = Field(default=None, alias="except", max_length=32)
+    except_: list[CIDR] | None = Field(default=None, alias="except", max_length=MAX_CIDRS)
     organization: DNSLabel | None = None
-    environments: EnvironmentList | None = _set_list(default=None, max_length=20)
-    ports: list[Port] = Field(default_factory=list, max_length=32)
+    environments: EnvironmentList | None = _set_list(default=None, max_length=MAX_ENVIRONMENTS)
+    ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
     reason: str = Field(min_length=1, max_length=512)
 
     @model_validator(mode="after")
@@ -130,8 +136,8 @@ class AllowFrom(Model):
     """A documented cross-tenant exception: let another organization's namespaces reach ours."""
 
     organization: DNSLabel
-    environments: EnvironmentList | None = _set_list(default=None, max_length=20)
-    ports: list[Port] = Field(default_factory=list, max_length=32)
+    environments: EnvironmentList | None = _set_list(default=None, max_length=MAX_ENVIRONMENTS)
+    ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
     reason: str = Field(min_length=1, max_length=512)
     expires: dt.date | None = None
 
@@ -147,8 +153,8 @@ class AllowFrom(Model):
 
 
 class Network(Model):
-    egress: list[EgressRule] = Field(default_factory=list, max_length=64)
-    allow_from: list[AllowFrom] = Field(default_factory=list, max_length=64)
+    egress: list[EgressRule] = Field(default_factory=list, max_length=MAX_NETWORK_RULES)
+    allow_from: list[AllowFrom] = Field(default_factory=list, max_length=MAX_NETWORK_RULES)
 
 
 class OrganizationSpec(Model):
@@ -166,10 +172,11 @@ class OrganizationSpec(Model):
 
     display_name: str | None = Field(default=None, max_length=256)
     policy: DNSLabel = "default"
-    environments: EnvironmentList = _set_list(min_length=1, max_length=20)
-    managed_by: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE_PATTERN)
+    environments: EnvironmentList = _set_list(min_length=1, max_length=MAX_ENVIRONMENTS)
+    managed_by: LabelValue | None = None
     members: Members = Field(default_factory=Members)
-    quota: dict[DNSLabel, ResourceList] = Field(default_factory=dict)
+    # Keys must be environments (CEL below), so there are at most as many as environments.
+    quota: dict[DNSLabel, ResourceList] = Field(default_factory=dict, max_length=MAX_ENVIRONMENTS)
     quota_approval: QuotaApproval | None = None
     network: Network = Field(default_factory=Network)
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
@@ -191,6 +198,9 @@ class ObjectMeta(Model):
     model_config = ConfigDict(extra="ignore")
 
     name: DNSLabel
+    # Declared so that the CRD can bound it (docs/crd-cost.md); the API server appends 5
+    # random characters and truncates longer prefixes.
+    generate_name: str | None = Field(default=None, max_length=GENERATE_NAME_MAX)
     generation: int | None = None
     resource_version: str | None = None
     uid: str | None = None
@@ -201,24 +211,53 @@ def namespace_name(org: str, env: str) -> str:
     return f"{org}-{env}"
 
 
+def _starts_with_rule(prefix: str) -> tuple[list[str], list[str]]:
+    """CEL for "`<name>-<e>` starts with `prefix`", without building the string.
+
+    Concatenating `self.metadata.name + '-' + e` costs its whole length on every environment;
+    comparing the parts costs a few characters. `<name>-<e>` starts with `prefix` exactly when
+    the name itself starts with it, or the name is the part of `prefix` before one of its
+    dashes and `e` starts with the rest. Returns (clauses on the name alone, clauses on `e`).
+    """
+    on_name = [f"self.metadata.name.startsWith('{prefix}')"]
+    on_env: list[str] = []
+    for cut, char in enumerate(prefix):
+        if char != "-" or cut == 0:
+            continue
+        head, rest = prefix[:cut], prefix[cut + 1 :]
+        if rest:
+            on_env.append(f"(self.metadata.name == '{head}' && e.startsWith('{rest}'))")
+        else:
+            on_name.append(f"self.metadata.name == '{head}'")
+    return on_name, on_env
+
+
+def reserved_prefix_rule(prefixes: tuple[str, ...]) -> str:
+    """The CEL rule refusing `<name>-<environment>` namespaces that start with a reserved prefix."""
+    on_name: list[str] = []
+    on_env: list[str] = []
+    for prefix in prefixes:
+        name_clauses, env_clauses = _starts_with_rule(prefix)
+        on_name += name_clauses
+        on_env += env_clauses
+    rule = f"!({' || '.join(on_name)})"
+    if on_env:
+        rule += f" && self.spec.environments.all(e, !({' || '.join(on_env)}))"
+    return rule
+
+
 def _org_cel_rules() -> list[JsonDict]:
-    prefix_checks = " || ".join(
-        f"(self.metadata.name + '-' + e).startsWith('{p}')" for p in ALWAYS_RESERVED_PREFIXES
-    )
+    # metadata.name is a DNS label by the CRD schema (pattern, maxLength 63), so these rules
+    # read a bounded string; environments are required (at least one).
     return [
         cel(
             f"self.spec.environments.all(e, size(self.metadata.name) + 1 + size(e) <= {DNS_LABEL_MAX})",
             f"namespace name <organization>-<environment> must be at most {DNS_LABEL_MAX} characters",
         ),
         cel(
-            f"self.spec.environments.all(e, !({prefix_checks}))",
+            reserved_prefix_rule(ALWAYS_RESERVED_PREFIXES),
             "namespace name <organization>-<environment> must not start with a reserved prefix "
             f"({', '.join(ALWAYS_RESERVED_PREFIXES)})",
-        ),
-        cel(
-            f"self.metadata.name.matches('{DNS_LABEL_PATTERN}') "
-            f"&& size(self.metadata.name) <= {DNS_LABEL_MAX}",
-            "organization name must be a DNS label: lowercase letters, digits and '-'",
         ),
     ]
 

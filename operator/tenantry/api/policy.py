@@ -13,9 +13,16 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from tenantry import API_VERSION
 from tenantry.api.base import (
-    LABEL_VALUE_PATTERN,
+    MAX_CIDRS,
+    MAX_ENVIRONMENTS,
+    MAX_LABELS,
+    MAX_NAMES,
+    MAX_PORTS,
+    MAX_SUBJECTS,
+    URL_MAX,
     ContainerResources,
     DNSLabel,
+    LabelValue,
     Model,
     ResourceList,
     cel,
@@ -83,41 +90,48 @@ class ClusterDNS(Model):
     """Where the cluster DNS pods run (kube-dns/CoreDNS in kube-system on most distributions)."""
 
     namespace: DNSLabel = "kube-system"
-    pod_selector: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    pod_selector: dict[str, LabelValue] = Field(
+        default_factory=lambda: {"k8s-app": "kube-dns"}, max_length=MAX_LABELS
+    )
     ports: list[Port] = Field(
         default_factory=lambda: [Port(port=53, protocol="UDP"), Port(port=53, protocol="TCP")],
         min_length=1,
+        max_length=MAX_PORTS,
     )
 
 
 class IngressController(Model):
     namespace: DNSLabel
-    pod_selector: dict[str, str] = Field(default_factory=dict)
+    pod_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
 class NetworkDefaults(Model):
     dns: ClusterDNS = Field(default_factory=ClusterDNS)
     ingress_controllers: list[IngressController] = Field(
-        default_factory=lambda: [IngressController(namespace="ingress-nginx")]
+        default_factory=lambda: [IngressController(namespace="ingress-nginx")], max_length=MAX_NAMES
     )
     allow_same_namespace: bool = True
     # Cloud metadata endpoints hand out node credentials; an org's egress allow-list never
     # reaches them, even when it allows 0.0.0.0/0 (they are carved out with `except`).
-    denied_egress_cidrs: list[CIDR] = Field(default_factory=lambda: ["169.254.169.254/32"])
+    denied_egress_cidrs: list[CIDR] = Field(
+        default_factory=lambda: ["169.254.169.254/32"], max_length=MAX_CIDRS
+    )
 
 
 class RBACDefaults(Model):
-    platform_admins: list[Subject] = Field(default_factory=list)
+    platform_admins: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
     # Subjects whose `quotaApproval` the admission policy accepts (platform admins count too).
-    quota_approvers: list[Subject] = Field(default_factory=list)
+    quota_approvers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
 
 
 class ReservedNamespaces(Model):
     """Namespaces no Organization may produce. `kube-`, `openshift-` and `default` always are."""
 
-    names: list[DNSLabel] = Field(default_factory=lambda: ["default", "tenantry-system"])
+    names: list[DNSLabel] = Field(
+        default_factory=lambda: ["default", "tenantry-system"], max_length=MAX_NAMES
+    )
     prefixes: list[Annotated[str, Field(min_length=1, max_length=62, pattern=r"^[a-z0-9][-a-z0-9]*$")]] = (
-        Field(default_factory=lambda: ["kube-", "openshift-", "tenantry-"])
+        Field(default_factory=lambda: ["kube-", "openshift-", "tenantry-"], max_length=MAX_NAMES)
     )
 
     def all_names(self) -> tuple[str, ...]:
@@ -127,12 +141,17 @@ class ReservedNamespaces(Model):
         return tuple(sorted({*ALWAYS_RESERVED_PREFIXES, *self.prefixes}))
 
 
+DEFAULT_MANAGED_BY_ALLOWED: tuple[str, ...] = ("tenantry", "argocd", "flux", "terraform", "kubectl")
+
+
 class ManagedByPolicy(Model):
     """Values allowed for the constitution's `managed-by` namespace label."""
 
-    default: str = Field(default="tenantry", max_length=63, pattern=LABEL_VALUE_PATTERN)
-    allowed: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
-        default_factory=lambda: ["tenantry", "argocd", "flux", "terraform", "kubectl"]
+    # A schema default: the API server fills it in, so CEL rules may read it without has().
+    default: LabelValue = "tenantry"
+    # No schema default (pydantic's default_factory is not emitted): CEL rules check has().
+    allowed: list[LabelValue] = Field(
+        default_factory=lambda: list(DEFAULT_MANAGED_BY_ALLOWED), max_length=MAX_NAMES
     )
 
 
@@ -143,8 +162,10 @@ class ArgoCDProjects(Model):
     enabled: bool = False
     namespace: DNSLabel = "argocd"
     # Git repositories the organization's Applications may deploy from ("*": any).
-    source_repos: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    destination_server: str = "https://kubernetes.default.svc"
+    source_repos: list[Annotated[str, Field(min_length=1, max_length=URL_MAX)]] = Field(
+        default_factory=lambda: ["*"], min_length=1, max_length=MAX_NAMES
+    )
+    destination_server: str = Field(default="https://kubernetes.default.svc", max_length=URL_MAX)
 
 
 class GitOpsPolicy(Model):
@@ -159,12 +180,20 @@ def _unique_env_names(envs: list[EnvironmentPolicy]) -> list[EnvironmentPolicy]:
     return envs
 
 
+_MANAGED_BY_DEFAULTS_CEL = "[" + ", ".join(f"'{v}'" for v in DEFAULT_MANAGED_BY_ALLOWED) + "]"
+
+
 class TenancyPolicySpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                # managedBy and managedBy.allowed are optional with pydantic defaults the schema
+                # does not declare, so the rule tests their presence; managedBy.default has a
+                # schema default, so it is always there once managedBy is.
                 cel(
-                    "self.managedBy.allowed.exists(v, v == self.managedBy.default)",
+                    "!has(self.managedBy) || (has(self.managedBy.allowed)"
+                    " ? self.managedBy.allowed.exists(v, v == self.managedBy.default)"
+                    f" : self.managedBy.default in {_MANAGED_BY_DEFAULTS_CEL})",
                     "managedBy.default must be one of managedBy.allowed",
                     ".managedBy",
                 ),
@@ -179,7 +208,7 @@ class TenancyPolicySpec(Model):
             _env("dev", 4, "restricted", exec_=True),
         ],
         min_length=1,
-        max_length=20,
+        max_length=MAX_ENVIRONMENTS,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     network: NetworkDefaults = Field(default_factory=NetworkDefaults)
@@ -187,9 +216,7 @@ class TenancyPolicySpec(Model):
     reserved_namespaces: ReservedNamespaces = Field(default_factory=ReservedNamespaces)
     managed_by: ManagedByPolicy = Field(default_factory=ManagedByPolicy)
     gitops: GitOpsPolicy = Field(default_factory=GitOpsPolicy)
-    namespace_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
-        default_factory=dict
-    )
+    namespace_labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @model_validator(mode="after")
     def _check(self) -> TenancyPolicySpec:

@@ -1,52 +1,74 @@
 """Status written by the operator. Declared in the CRD: a real API server drops any status
-field the schema does not name, so everything the operator reports must be modelled here."""
+field the schema does not name, so everything the operator reports must be modelled here.
+
+Every string, list and map is bounded like the spec's (docs/crd-cost.md): status is part of
+the schema that root CEL rules are costed against.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from tenantry.api.base import Model
+from tenantry.api.base import (
+    DNS_LABEL_MAX,
+    MAX_CONDITIONS,
+    MAX_ENVIRONMENTS,
+    MAX_LABELS,
+    QUANTITY_MAX_LENGTH,
+    Model,
+)
+
+# metav1.Condition's own limits (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+CONDITION_TYPE_MAX = 316
+CONDITION_REASON_MAX = 1024
+CONDITION_MESSAGE_MAX = 32768
+
+StatusQuantity = Annotated[str, Field(max_length=QUANTITY_MAX_LENGTH)]
 
 
 class Condition(Model):
     """A kstatus/metav1.Condition-shaped condition (Argo CD and Flux health checks read these)."""
 
-    type: str = Field(max_length=316)
+    type: str = Field(max_length=CONDITION_TYPE_MAX)
     status: Literal["True", "False", "Unknown"]
-    reason: str = Field(max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    reason: str = Field(max_length=CONDITION_REASON_MAX)
+    message: str = Field(default="", max_length=CONDITION_MESSAGE_MAX)
+    # RFC 3339, as metav1.Condition declares it (format date-time).
+    last_transition_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(default=None, ge=0)
 
 
 class NamespaceStatus(Model):
-    name: str
-    environment: str
+    name: str = Field(max_length=DNS_LABEL_MAX)
+    environment: str = Field(max_length=DNS_LABEL_MAX)
     # Active / Terminating from the namespace; Missing before creation; Refused if it exists
     # without our ownership labels or is reserved; Orphaned after a Retain deletion.
-    phase: str
+    phase: str = Field(max_length=DNS_LABEL_MAX)
 
 
 class QuotaUsage(Model):
-    environment: str
-    namespace: str
-    hard: dict[str, str] = Field(default_factory=dict)
-    used: dict[str, str] = Field(default_factory=dict)
+    environment: str = Field(max_length=DNS_LABEL_MAX)
+    namespace: str = Field(max_length=DNS_LABEL_MAX)
+    # Copied from the live ResourceQuota's status: up to 20 resources of ours, with room for
+    # entries someone added by hand before drift healing removes them. Values are the API
+    # server's canonical quantities, never longer than the ones we set.
+    hard: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
+    used: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
 class OrganizationStatus(Model):
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
     # Fingerprint of the set of objects last applied in full: an object of that set found
     # missing later (even across an operator restart) was deleted by someone: drift.
-    applied_objects: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    namespaces: list[NamespaceStatus] = Field(default_factory=list)
-    quota: list[QuotaUsage] = Field(default_factory=list)
+    applied_objects: str | None = Field(default=None, max_length=64)
+    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+    namespaces: list[NamespaceStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
+    quota: list[QuotaUsage] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
 
 
 class TenancyPolicyStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    organizations: int | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+    organizations: int | None = Field(default=None, ge=0)

@@ -1,14 +1,25 @@
 """The guardrail ValidatingAdmissionPolicies in manifests/admission/, evaluated with cel-python.
 
 `admit()` replays what the API server does with a policy, its binding and a request
-(k8s.io/apiserver .../policy/generic/policy_dispatcher.go and validating/dispatcher.go):
+(k8s.io/apiserver .../policy/validating/dispatcher.go and validator.go, .../cel/activation.go,
+.../webhook/matchconditions/matcher.go):
 
 1. matchConstraints: resource rules (a subresource such as `resourcequotas/status` matches only
    if listed) and the objectSelector, which matches when the old OR the new object matches;
 2. params from the binding's paramRef, resolved *before* any expression runs: none found means
    parameterNotFoundAction decides (`Deny` denies the request outright, whoever sends it);
-3. per param: `variables` in order, then matchConditions (any false: skipped), then validations
-   (any false: denied, with the messageExpression).
+3. per param: matchConditions, which see object, oldObject, request, params, namespaceObject
+   and authorizer but **no** `variables` (any false: skipped; else any error: denied under
+   failurePolicy Fail); then the validations, with `variables` evaluated lazily on first
+   reference and memoised (false: denied with the messageExpression, which falls back to
+   `message` when it errors or gives no usable string; an error: denied under Fail).
+
+Where the API server would deny because an expression *errored*, `admit()` raises
+EvaluationError instead of returning a decision: that is a bug in a policy, never a verdict. cel-python
+differs from cel-go in one place these policies depend on, `has()`: cel-python answers false when
+anything inside the argument fails, cel-go evaluates the operand and fails if it cannot (has(a.b.c)
+with `a` null is "no such key: b"). `_CEL` evaluates has() the cel-go way. Whether each
+expression compiles where the API server compiles it is tests/unit/test_admission_compile.py.
 
 The sample objects are what the renderer produces for examples/organization-acme.yaml, so the
 labels under test are the labels the operator writes.
@@ -24,17 +35,18 @@ from typing import Any
 
 import celpy
 import kubernetes_validate
+import lark
 import pytest
 import yaml
-from celpy import celtypes
+from celpy import InterpretedRunner, celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
+from celpy.evaluation import CELEvalError, Evaluator
 
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import labels as lbl
-from tests.conftest import EXAMPLES, ROOT, load_yaml
+from tests.conftest import EXAMPLES, ROOT, load_yaml, minimal_org
 from tests.unit.helpers import find, render
 
 Json = dict[str, Any]
@@ -74,7 +86,40 @@ def _expressions(policy: Json) -> list[tuple[str, str]]:
 
 # --- a small replica of the API server's dispatch ------------------------------------------
 
-_CEL = celpy.Environment()
+
+class EvaluationError(AssertionError):
+    """An expression failed at runtime where the API server denies the request for it
+    (failurePolicy: Fail): the text is what the API server would answer."""
+
+
+class _CelGoEvaluator(Evaluator):
+    """cel-python's evaluator with cel-go's has(): the operand of the last field selection is
+    evaluated and its errors propagate; a missing field of a map is false, and so is any field of
+    null (interpreter/attributes.go, refQualify with presenceTest)."""
+
+    def macro_has_eval(self, exprlist: lark.Tree[Any]) -> Any:
+        node = exprlist.children[0]
+        while isinstance(node, lark.Tree) and node.data != "member_dot" and len(node.children) == 1:
+            node = node.children[0]
+        if not isinstance(node, lark.Tree) or node.data != "member_dot":
+            return CELEvalError("invalid argument to has() macro", ValueError, None)
+        target_tree, name = node.children
+        target = self.visit(target_tree)
+        if isinstance(target, CELEvalError):
+            return target
+        if target is None:
+            return celtypes.BoolType(False)
+        if isinstance(target, celtypes.MapType):
+            return celtypes.BoolType(celtypes.StringType(str(name)) in target)
+        return CELEvalError(f"no such key: {name}", KeyError, None)
+
+
+class _CelGoRunner(InterpretedRunner):
+    def evaluate(self, context: Any) -> Any:
+        return _CelGoEvaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
+
+
+_CEL = celpy.Environment(runner_class=_CelGoRunner)
 
 
 @functools.cache
@@ -82,17 +127,44 @@ def _program(expression: str) -> Any:
     return _CEL.program(_CEL.compile(expression))
 
 
-def _evaluate(expression: str, activation: dict[str, Any]) -> Any:
+def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
     try:
-        return _program(expression).evaluate(activation)
-    except CELEvalError as exc:  # the API server would apply failurePolicy: Fail
-        raise AssertionError(f"CEL error in {expression!r}: {exc}") from exc
+        return _program(expression).evaluate(dict(activation))
+    except CELEvalError as exc:
+        detail = str(exc.args[0]).split(" (in activation")[0][:300]  # cel-python appends the activation
+        raise EvaluationError(f"expression '{expression.strip()}' resulted in error: {detail}") from exc
 
 
-def _condition(expression: str, activation: dict[str, Any]) -> bool:
+def _condition(expression: str, activation: Mapping[str, Any]) -> bool:
     result = _evaluate(expression, activation)
-    assert isinstance(result, celtypes.BoolType), f"{expression!r} gave {result!r}, not a bool"
+    if not isinstance(result, celtypes.BoolType):  # the compiler only accepts bool expressions
+        raise EvaluationError(f"expression '{expression.strip()}' gave {result!r}, not a bool")
     return bool(result)
+
+
+class _LazyVariables(celtypes.MapType):
+    """`variables` the way composition.go provides it: each one evaluated on first reference,
+    once per evaluation; an error reaches only the expressions that read it."""
+
+    def __init__(self, expressions: Mapping[str, str], activation: dict[str, Any]) -> None:
+        super().__init__()
+        self._expressions = expressions
+        self._activation = activation
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._expressions
+
+    def __getitem__(self, key: Any) -> Any:
+        name = str(key)
+        if name not in self._expressions:
+            raise KeyError(name)
+        if not super().__contains__(key):
+            try:
+                value = _evaluate(self._expressions[name], self._activation)
+            except EvaluationError as exc:
+                value = CELEvalError(f'composited variable "{name}" fails to evaluate: {exc}', KeyError, None)
+            super().__setitem__(celtypes.StringType(name), value)
+        return super().__getitem__(celtypes.StringType(name))
 
 
 @dataclass(frozen=True)
@@ -108,6 +180,7 @@ class Call:
 class Decision:
     allowed: bool
     why: str  # "not matched", "no params", "skipped", "admitted", or the denial message
+    fell_back: bool = False  # the messageExpression failed: `why` is the static `message`
 
 
 def _labels(obj: Json | None) -> dict[str, str]:
@@ -157,29 +230,65 @@ def _params(policy_name: str, cluster: list[Json]) -> list[Json] | Decision:
 
 
 def _activation(call: Call, param: Json) -> dict[str, Any]:
+    """What matchConditions see (compile.go: no `variables` for them)."""
     return {
         "request": json_to_cel(call.request),
         "object": json_to_cel(call.object),
         "oldObject": json_to_cel(call.old_object),
         "params": json_to_cel(param),
+        "namespaceObject": json_to_cel(None),  # none of these policies reads it
     }
 
 
 def _with_variables(policy: Json, call: Call, param: Json) -> dict[str, Any]:
-    """The activation plus `variables`, each evaluated in order (the API server is lazy; these
-    expressions are written never to fail, so evaluating all of them eagerly is stricter)."""
+    """What validations and messageExpressions see: the same plus the lazy `variables`."""
     activation = _activation(call, param)
-    values: dict[str, Any] = {}
-    for variable in policy["spec"].get("variables", []):
-        activation["variables"] = celtypes.MapType(values)
-        values[celtypes.StringType(variable["name"])] = _evaluate(variable["expression"], activation)
-    activation["variables"] = celtypes.MapType(values)
+    expressions = {v["name"]: v["expression"] for v in policy["spec"].get("variables", [])}
+    activation["variables"] = _LazyVariables(expressions, dict(activation))
+    activation["variables"]._activation["variables"] = activation["variables"]
     return activation
+
+
+def _matches(policy: Json, call: Call, param: Json) -> bool:
+    """matcher.go: any condition false means no match, even if another errored; otherwise an
+    error denies (failurePolicy Fail)."""
+    activation = _activation(call, param)
+    results: list[bool | EvaluationError] = []
+    for condition in policy["spec"].get("matchConditions", []):
+        try:
+            results.append(_condition(condition["expression"], activation))
+        except EvaluationError as exc:
+            results.append(exc)
+    if False in results:
+        return False
+    for result in results:
+        if isinstance(result, EvaluationError):
+            raise result
+    return True
+
+
+def _message(validation: Json, activation: Mapping[str, Any]) -> tuple[str, bool]:
+    """validator.go: the messageExpression's string, trimmed; `message` when it errors, is not a
+    string, is empty, longer than 5 KiB or has a line break. Returns (message, fell back)."""
+    expression = validation.get("messageExpression")
+    if expression:
+        try:
+            result = _evaluate(expression, activation)
+        except EvaluationError:
+            result = None
+        if isinstance(result, str):  # celtypes.StringType, or str from some of cel-python's operators
+            text = result.strip()
+            if text and "\n" not in text and len(text) <= 5 * 1024:
+                return text, False
+    fallback = (
+        validation.get("message") or ""
+    ).strip() or f"failed expression: {validation['expression'].strip()}"
+    return fallback, True
 
 
 def admit(policy_name: str, call: Call, cluster: list[Json]) -> Decision:
     """Would the API server admit `call` under this policy and its binding, given the
-    TenancyPolicies in `cluster`?"""
+    TenancyPolicies in `cluster`? Raises EvaluationError where it would deny for an error."""
     policy = POLICIES[policy_name]
     if not _matches_constraints(policy, call):
         return Decision(True, "not matched")
@@ -188,26 +297,20 @@ def admit(policy_name: str, call: Call, cluster: list[Json]) -> Decision:
         return params
     why = "skipped"
     for param in params:
-        activation = _with_variables(policy, call, param)
-        if not all(
-            _condition(m["expression"], activation) for m in policy["spec"].get("matchConditions", [])
-        ):
+        if not _matches(policy, call, param):
             continue
         why = "admitted"
+        activation = _with_variables(policy, call, param)
         for validation in policy["spec"]["validations"]:
             if not _condition(validation["expression"], activation):
-                message = str(_evaluate(validation.get("messageExpression", "''"), activation))
-                # The API server falls back to `message` for an empty or multi-line result.
-                assert message and "\n" not in message, f"unusable message {message!r}"
-                return Decision(False, message)
+                message, fell_back = _message(validation, activation)
+                return Decision(False, message, fell_back)
     return Decision(True, why)
 
 
 def conditions_hold(policy_name: str, call: Call, param: Json) -> bool:
     """The policy's matchConditions alone, without the objectSelector in front of them."""
-    policy = POLICIES[policy_name]
-    activation = _with_variables(policy, call, param)
-    return all(_condition(m["expression"], activation) for m in policy["spec"]["matchConditions"])
+    return _matches(POLICIES[policy_name], call, param)
 
 
 # --- who asks ------------------------------------------------------------------------------
@@ -798,3 +901,120 @@ def test_the_gitops_example_in_the_docs_is_a_valid_policy() -> None:
     docs = (ROOT / "docs" / "admission.md").read_text()
     snippet = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
     TenancyPolicy.model_validate(yaml.safe_load(snippet))
+
+
+# === runtime errors: what the API server denies for, not on a decision =====================
+
+
+def test_has_is_evaluated_the_way_cel_go_does() -> None:
+    """has(a.b.c) evaluates a.b: null `a` (oldObject on CREATE, object on DELETE) is an error,
+    which under failurePolicy Fail denies the request. cel-python alone would answer false."""
+    missing = {"oldObject": json_to_cel(None), "object": json_to_cel({"metadata": {}})}
+    with pytest.raises(EvaluationError, match="resulted in error"):
+        _evaluate("has(oldObject.metadata.deletionTimestamp)", missing)
+    with pytest.raises(EvaluationError, match="resulted in error"):
+        _evaluate("has(object.spec.policy)", missing)
+    assert _evaluate("has(oldObject.metadata)", missing) == celtypes.BoolType(False)
+    assert _evaluate("has(object.metadata.labels)", missing) == celtypes.BoolType(False)
+    assert _evaluate("oldObject == null || has(oldObject.metadata.labels)", missing)
+
+
+def test_match_conditions_get_no_variables() -> None:
+    """The bug 1.36.2 refused at creation: had it been stored, a matchCondition reading
+    `variables` could only fail, and under failurePolicy Fail that denies."""
+    refused = {"spec": {"matchConditions": [{"name": "m", "expression": "variables.managedBefore"}]}}
+    with pytest.raises(EvaluationError, match="undeclared reference to 'variables'"):
+        _matches(refused, call("DELETE", TENANT, old=managed("LimitRange")), DEFAULT)
+    # A false condition wins over an erroring one (matcher.go): no match, no denial.
+    mixed = {
+        "spec": {
+            "matchConditions": [
+                {"name": "a", "expression": "variables.x"},
+                {"name": "b", "expression": "false"},
+            ]
+        }
+    }
+    assert not _matches(mixed, call("DELETE", TENANT, old=managed("LimitRange")), DEFAULT)
+
+
+def test_a_variable_error_reaches_only_the_expressions_that_read_it() -> None:
+    policy = {"spec": {"variables": [{"name": "bad", "expression": "oldObject.metadata.name"}]}}
+    activation = _with_variables(policy, call("CREATE", TENANT, managed("LimitRange")), DEFAULT)
+    assert _condition("true || variables.bad == 'x'", activation)
+    with pytest.raises(EvaluationError, match='composited variable "bad" fails to evaluate'):
+        _condition("variables.bad == 'x'", activation)
+
+
+def test_a_failing_message_expression_falls_back_to_message() -> None:
+    activation = _with_variables({"spec": {}}, call("CREATE", TENANT, managed("LimitRange")), DEFAULT)
+    assert _message(
+        {"expression": "false", "message": "static", "messageExpression": "oldObject.x"}, activation
+    ) == (
+        "static",
+        True,
+    )
+    assert _message({"expression": "false", "messageExpression": "'two\\nlines'"}, activation) == (
+        "failed expression: false",
+        True,
+    )
+
+
+LABELLED = {lbl.APP_MANAGED_BY: "tenantry"}
+
+
+def _bare(kind: str, labels: Mapping[str, str] | None = LABELLED) -> Json:
+    """The least an object of this kind can be: no optional field, at most the ownership label."""
+    group, version, _ = RESOURCES[kind]
+    meta: Json = (
+        {"name": "bare"}
+        if kind in ("Namespace", "Organization")
+        else {"name": "bare", "namespace": "acme-prod"}
+    )
+    if labels is not None:
+        meta["labels"] = dict(labels)
+    return {"apiVersion": f"{group}/{version}".lstrip("/"), "kind": kind, "metadata": meta}
+
+
+BARE_CALLS = [
+    (op, kind, who, labels_before, labels_after)
+    for kind in ["Namespace", *GUARDED_KINDS]
+    for op in ("CREATE", "UPDATE", "DELETE")
+    for who in (TENANT, OPERATOR, PLATFORM_BY_GROUP, NAMESPACE_CONTROLLER)
+    for labels_before, labels_after in (
+        (None, LABELLED),
+        (LABELLED, None),
+        (LABELLED, LABELLED),
+        ({}, LABELLED),
+    )
+]
+
+
+@pytest.mark.parametrize(("op", "kind", "who", "before", "after"), BARE_CALLS)
+def test_no_expression_fails_on_the_barest_objects(
+    op: str, kind: str, who: Who, before: Json | None, after: Json | None
+) -> None:
+    """Every operation on objects without labels, annotations or optional fields, old object null
+    on CREATE and new object null on DELETE: admit() raises where an expression would fail, and
+    every denial carries the messageExpression's text, not the fallback."""
+    new = None if op == "DELETE" else _bare(kind, after)
+    old = None if op == "CREATE" else _bare(kind, before)
+    policy = PROTECT_NAMESPACES if kind == "Namespace" else PROTECT_OBJECTS
+    for cluster in (CLUSTER, [tenancy_policy()]):
+        decision = admit(policy, call(op, who, new, old), cluster)
+        assert not decision.fell_back, decision
+
+
+@pytest.mark.parametrize("op", ["CREATE", "UPDATE"])
+@pytest.mark.parametrize("who", [TENANT, APPROVER, OPERATOR], ids=lambda w: w.username)
+def test_no_expression_fails_on_the_barest_organizations(op: str, who: Who) -> None:
+    bare = minimal_org("bare")
+    approved = minimal_org("bare", quotaApproval={"approvedBy": "x", "justification": "y"})
+    pairs = [(approved, None), (approved, bare), (bare, approved), (approved, approved)]
+    for new, old in pairs:
+        if op == "CREATE" and old is not None:
+            continue
+        if op == "UPDATE" and old is None:
+            continue
+        for cluster in (CLUSTER, [tenancy_policy()], [tenancy_policy("other")], []):
+            decision = admit(QUOTA_APPROVAL, call(op, who, new, old), cluster)
+            assert not decision.fell_back, decision

@@ -15,6 +15,7 @@ import yaml
 
 from tenantry.api.crd import all_crds, organization_crd
 from tenantry.api.documents import dump_yaml
+from tenantry.api.organization import ALWAYS_RESERVED_PREFIXES, reserved_prefix_rule
 from tests.conftest import EXAMPLES, ROOT
 from tests.unit.test_bad_inputs import BASE, CASES
 
@@ -128,3 +129,23 @@ def test_api_server_rejects_what_one_object_reveals(case: Any) -> None:
 
 def test_every_named_api_case_exists() -> None:
     assert {c[0] for c in CASES} >= REJECTED_AT_API
+
+
+@pytest.mark.parametrize(
+    "prefixes", [ALWAYS_RESERVED_PREFIXES, ("my-app-", "x", "a-b-", "-z")], ids=["reserved", "dashes"]
+)
+def test_reserved_prefix_rule_means_the_concatenation_it_replaces(prefixes: tuple[str, ...]) -> None:
+    """The rule compares the name's parts (cheap); it must mean `<name>-<env>`.startsWith(p)."""
+    rule = reserved_prefix_rule(prefixes)
+    assert "+" not in rule
+    names = {"acme", "a", "kube", "kubes", "openshift", "x"}
+    envs = {"prod", "system", "app", "app-x", "b", "c-d"}
+    for prefix in prefixes:
+        names |= {prefix[:k] for k in range(1, len(prefix) + 1)} | {prefix + "q"}
+        envs |= {prefix[k + 1 :] for k, char in enumerate(prefix) if char == "-" and prefix[k + 1 :]}
+    names.discard("-")
+    for name in sorted(names):
+        for env in sorted(envs):
+            doc = {"metadata": {"name": name}, "spec": {"environments": ["prod", env]}}
+            expected = not any(f"{name}-{e}".startswith(p) for e in ("prod", env) for p in prefixes)
+            assert _cel_ok(rule, doc) == expected, (name, env)

@@ -1,6 +1,7 @@
 """`tenantry`: render and validate Organizations offline, print CRDs, run the operator.
 
-Exit codes: 0 success, 1 invalid input, 2 usage error (bad flags, unreadable file).
+Exit codes: 0 success, 1 invalid input, 2 usage or I/O error (bad flags, unreadable file,
+output that cannot be written). No other exit code, and no traceback, for any input.
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from tenantry import __version__
 from tenantry.api.crd import all_crds
-from tenantry.api.documents import Documents, Located, dump_yaml, parse_documents
+from tenantry.api.documents import (
+    MAX_INPUT_BYTES,
+    Documents,
+    Located,
+    decode,
+    dump_yaml,
+    parse_documents,
+)
 from tenantry.api.policy import TenancyPolicy, select_policy
-from tenantry.api.problems import InvalidObjectError, Problem
+from tenantry.api.problems import InvalidObjectError, Problem, escape
 from tenantry.render import render_organization, render_policy_objects, render_shared_cluster_roles
+from tenantry.render.checks import collisions
 from tenantry.render.crosstenant import unmatched_exceptions
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -30,14 +39,50 @@ class UsageError(Exception):
     """A problem with how the command was called, not with the objects (exit code 2)."""
 
 
-def _read(paths: Sequence[str]) -> Documents:
+def _read_bytes(path: str) -> bytes:
+    """At most MAX_INPUT_BYTES + 1 bytes of a file or stdin (so /dev/zero ends, refused)."""
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is not None:
+            return bytes(stream.read(MAX_INPUT_BYTES + 1))
+        return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogateescape")
+    if not path:
+        raise UsageError("-f needs a file name (or - for standard input), got an empty string")
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot read {escape(path)}: it is a directory; name the YAML files in it")
+    try:
+        with target.open("rb") as handle:
+            return handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {escape(path)}: {exc.strerror or exc}") from exc
+
+
+def _read(paths: Sequence[str], option: str = "-f") -> Documents:
     merged = Documents()
+    if list(paths).count("-") > 1:
+        raise UsageError("standard input (-) can be read only once; name it in one -f or --policy")
     for path in paths:
-        try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        docs = parse_documents(text, "<stdin>" if path == "-" else path)
+        data = _read_bytes(path)
+        source = "<stdin>" if path == "-" else path
+        if len(data) > MAX_INPUT_BYTES:
+            merged.problems.append(
+                Located(
+                    source,
+                    "file",
+                    Problem(
+                        "",
+                        f"is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB, the limit of one input; "
+                        "split it into several files (each -f may be that large)",
+                    ),
+                )
+            )
+            continue
+        text = decode(data)
+        if isinstance(text, Problem):
+            merged.problems.append(Located(source, "file", text))
+            continue
+        docs = parse_documents(text, source)
         merged.organizations += docs.organizations
         merged.policies += docs.policies
         merged.problems += docs.problems
@@ -68,13 +113,20 @@ def _today(value: str | None) -> dt.date:
 
 
 def _render_all(
-    docs: Documents, policies: dict[str, TenancyPolicy], today: dt.date
-) -> tuple[list[dict[str, Any]], list[Located]]:
-    objects: list[dict[str, Any]] = []
+    docs: Documents, policies: dict[str, TenancyPolicy], today: dt.date, policy_hint: str
+) -> tuple[list[str], list[Located]]:
+    """The Organizations that render, and every problem (the objects are not kept)."""
+    rendered: list[str] = []
     problems: list[Located] = []
-    for source, org in docs.organizations:
+    chosen: dict[str, TenancyPolicy | None] = {}
+    orgs = [org for _, org in docs.organizations]
+    clashes = collisions(orgs)
+    for index, (source, org) in enumerate(docs.organizations):
         where = f"Organization/{org.name}"
-        policy = select_policy(org.spec.policy, policies)
+        problems += [Located(source, where, p) for p in clashes.get(index, [])]
+        if org.spec.policy not in chosen:
+            chosen[org.spec.policy] = select_policy(org.spec.policy, policies)
+        policy = chosen[org.spec.policy]
         if policy is None:
             known = ", ".join(sorted({*policies, "default"}))
             problems.append(
@@ -83,8 +135,7 @@ def _render_all(
                     where,
                     Problem(
                         "spec.policy",
-                        f"TenancyPolicy {org.spec.policy!r} was not given "
-                        f"(pass it with --policy; known: {known})",
+                        f"TenancyPolicy {org.spec.policy!r} was not given ({policy_hint}; known: {known})",
                     ),
                 )
             )
@@ -94,12 +145,12 @@ def _render_all(
         except InvalidObjectError as exc:
             problems += [Located(source, where, p) for p in exc.problems]
             continue
-        objects += rendering.objects
+        rendered.append(org.name)
         problems += [Located(source, where, w) for w in rendering.warnings]
     sources = {org.name: source for source, org in docs.organizations}
-    for name, warnings in unmatched_exceptions([o for _, o in docs.organizations], today).items():
+    for name, warnings in unmatched_exceptions(orgs, today).items():
         problems += [Located(sources[name], f"Organization/{name}", w) for w in warnings]
-    return objects, problems
+    return rendered, problems
 
 
 def _report(problems: list[Located], stream: TextIO) -> bool:
@@ -110,29 +161,49 @@ def _report(problems: list[Located], stream: TextIO) -> bool:
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    docs = _read([*args.filename, *args.policy])
-    policies, dupes = _policies(docs)
-    objects, problems = _render_all(docs, policies, _today(args.today))
-    if args.include_cluster_objects:
-        objects = (
-            render_shared_cluster_roles()
-            + [o for p in policies.values() for o in render_policy_objects(p)]
-            + objects
+    if [*args.filename, *args.policy].count("-") > 1:
+        raise UsageError("standard input (-) can be read only once; name it in one -f or --policy")
+    docs = _read(args.filename)
+    policy_docs = _read(args.policy)
+    docs.policies += policy_docs.policies
+    docs.problems += policy_docs.problems
+    docs.problems += [
+        Located(
+            source,
+            f"Organization/{org.name}",
+            Problem("", "is in a --policy file, so it is not rendered; pass Organizations with -f"),
         )
+        for source, org in policy_docs.organizations
+    ]
+    policies, dupes = _policies(docs)
+    today = _today(args.today)
+    _, problems = _render_all(docs, policies, today, "pass its file with --policy or -f")
     failed = _report([*docs.problems, *dupes, *problems], err)
     if not docs.organizations and not args.include_cluster_objects and not failed:
         raise UsageError("no Organization found in the given files")
     if failed:
         print("render: nothing written, fix the errors above", file=err)
         return EXIT_INVALID
-    out.write(dump_yaml(objects))
+    if args.include_cluster_objects:
+        out.write(dump_yaml(render_shared_cluster_roles()))
+        for policy in policies.values():
+            out.write(dump_yaml(render_policy_objects(policy)))
+    # Written one Organization at a time: the first pass kept no objects, so memory stays that
+    # of the parsed models however many Organizations there are.
+    chosen: dict[str, TenancyPolicy | None] = {}
+    for _, org in docs.organizations:
+        if org.spec.policy not in chosen:
+            chosen[org.spec.policy] = select_policy(org.spec.policy, policies)
+        selected = chosen[org.spec.policy]
+        assert selected is not None  # the first pass refused a missing policy
+        out.write(dump_yaml(render_organization(org, selected, today).objects))
     return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     docs = _read(args.filename)
     policies, dupes = _policies(docs)
-    _, problems = _render_all(docs, policies, _today(args.today))
+    _, problems = _render_all(docs, policies, _today(args.today), "add its file with another -f")
     failed = _report([*docs.problems, *dupes, *problems], err)
     count = len(docs.organizations) + len(docs.policies)
     if failed:
@@ -147,13 +218,18 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_crds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     crds = all_crds()
-    if args.output_dir:
+    if args.output_dir is not None:
         target = Path(args.output_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        for crd in crds:
-            path = target / f"{crd['metadata']['name']}.yaml"
-            path.write_text(dump_yaml([crd]), encoding="utf-8")
-            print(f"wrote {path}", file=err)
+        if not args.output_dir or (target.exists() and not target.is_dir()):
+            raise UsageError(f"--output-dir {escape(args.output_dir)!r} is not a directory")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for crd in crds:
+                path = target / f"{crd['metadata']['name']}.yaml"
+                path.write_text(dump_yaml([crd]), encoding="utf-8")
+                print(f"wrote {escape(str(path))}", file=err)
+        except OSError as exc:
+            raise UsageError(f"cannot write into {escape(args.output_dir)}: {exc.strerror or exc}") from exc
         return EXIT_OK
     out.write(dump_yaml(crds))
     return EXIT_OK
@@ -183,8 +259,6 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from tenantry.observe.metrics import REGISTRY
 
         start_http_server(args.metrics_port, registry=REGISTRY)
-    # Kopf freezes replicas of equal priority; a random draw keeps Deployment replicas distinct.
-    priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
     identity = f"{socket.gethostname()}-{os.getpid()}-{random.randrange(16**6):06x}"
     runtime = Runtime(
         connection,
@@ -193,37 +267,73 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             workers=args.workers,
             resync_seconds=args.resync_seconds,
             operator_namespace=args.operator_namespace,
-            peering=None if args.standalone else args.peering,
-            priority=priority,
+            leader_election=not args.standalone,
+            lease_name=args.lease_name,
             identity=identity,
         ),
     )
     registry = kopf.OperatorRegistry()
     register(registry, runtime)
+    # Kopf runs standalone in every replica: it watches nothing (the informers do), and which
+    # replica writes is decided by the Lease, so Kopf's peering CRDs are not needed.
     kopf.run(
         registry=registry,
         clusterwide=True,
-        standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering,
-        priority=priority,
-        identity=identity,  # type: ignore[arg-type]  # kopf does not export its Identity NewType
+        standalone=True,
         liveness_endpoint=args.liveness,
     )
     return EXIT_OK
 
 
+EPILOG = """exit codes:
+  0  success (validate: everything valid; warnings are printed but do not fail)
+  1  invalid input: the errors are printed, each with file, object, field path and what is allowed
+  2  usage or I/O error: bad options, an unreadable file, output that cannot be written"""
+
+
+def _files_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        required=True,
+        metavar="FILE",
+        help=f"YAML file with {what} (one or many documents), or - for standard input; repeatable. "
+        f"Each file may be at most {MAX_INPUT_BYTES // (1024 * 1024)} MiB, UTF-8.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="tenantry", description="Multi-tenancy for Kubernetes from one constitution."
+        prog="tenantry",
+        description="Multi-tenancy for Kubernetes from one constitution: render and validate "
+        "Organizations and TenancyPolicies offline, print the CRDs, run the operator.",
+        epilog=EPILOG,
+        formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"tenantry {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    render = sub.add_parser("render", help="print the objects Organizations render to (YAML)")
-    render.add_argument(
-        "-f", "--filename", action="append", default=[], required=True, help="file or - (repeatable)"
+    render = sub.add_parser(
+        "render",
+        help="print the objects Organizations render to (YAML)",
+        description="Print, as multi-document YAML, every object the operator would apply for the "
+        "given Organizations, byte for byte. Nothing is printed when any input is invalid. An "
+        "Organization without spec.environments gets every environment of its policy.",
+        epilog=EPILOG,
+        formatter_class=formatter,
     )
-    render.add_argument("--policy", action="append", default=[], help="TenancyPolicy file (repeatable)")
+    _files_option(render, "Organizations (TenancyPolicies in them are used too)")
+    render.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file with TenancyPolicies (repeatable); without one, policy 'default' is the "
+        "built-in default policy",
+    )
     render.add_argument("--today", help="date for exception expiry (YYYY-MM-DD; default: today)")
     render.add_argument(
         "--include-cluster-objects",
@@ -232,22 +342,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(handler=cmd_render)
 
-    validate = sub.add_parser("validate", help="check Organizations and TenancyPolicies")
-    validate.add_argument("-f", "--filename", action="append", default=[], required=True)
+    validate = sub.add_parser(
+        "validate",
+        help="check Organizations and TenancyPolicies",
+        description="Check Organizations and TenancyPolicies as the API server (CRD schema and CEL "
+        "rules) and the operator (the policy's rules) would. Give the policies an Organization "
+        "names in the same run (another -f); 'default' is built in. Prints every problem with "
+        "file, object, field path and what is allowed, then a summary line.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    _files_option(validate, "Organizations and/or TenancyPolicies")
     validate.add_argument("--today", help="date for exception expiry (YYYY-MM-DD; default: today)")
     validate.set_defaults(handler=cmd_validate)
 
-    crds = sub.add_parser("crds", help="print the CustomResourceDefinitions")
-    crds.add_argument("--output-dir", help="write one file per CRD into this directory")
+    crds = sub.add_parser(
+        "crds",
+        help="print the CustomResourceDefinitions",
+        description="Print the CRDs, generated from the models (or write one file per CRD).",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    crds.add_argument("--output-dir", metavar="DIR", help="write one file per CRD into this directory")
     crds.set_defaults(handler=cmd_crds)
 
-    run = sub.add_parser("run", help="run the operator against the cluster")
+    run = sub.add_parser(
+        "run",
+        help="run the operator against the cluster",
+        description="Watch Organizations and TenancyPolicies and keep the cluster as they render.",
+    )
     run.add_argument(
         "--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG/~/.kube/config)"
     )
-    run.add_argument("--workers", type=int, default=4)
-    run.add_argument("--resync-seconds", type=float, default=300.0)
-    run.add_argument("--operator-namespace", default="tenantry-system")
+    run.add_argument("--workers", type=int, default=4, help="Organizations reconciled in parallel")
+    run.add_argument(
+        "--resync-seconds", type=float, default=300.0, help="full re-check of every Organization"
+    )
+    run.add_argument("--operator-namespace", default="tenantry-system", help="where the operator runs")
     run.add_argument("--peering", default="tenantry", help="Kopf peering name (hot standby replicas)")
     run.add_argument(
         "--priority",
@@ -256,13 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="distinct per replica; the highest is active (default: random, so replicas differ)",
     )
     run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
-    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
-    run.add_argument("--metrics-port", type=int, default=9090)
-    run.add_argument("--log-level", default="INFO")
-    run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics (0: off)")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto", help="log format")
     run.set_defaults(handler=cmd_run)
 
-    roles = sub.add_parser("roles", help="print the shared tenant ClusterRoles")
+    roles = sub.add_parser(
+        "roles",
+        help="print the shared tenant ClusterRoles",
+        description="Print the shared tenant ClusterRoles (admin, developer, developer-exec, "
+        "viewer) that every Organization's RoleBindings reference.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
     roles.set_defaults(handler=cmd_roles)
     return parser
 
@@ -273,10 +411,29 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args, out, err)
+        out.flush()  # a full disk or a closed pipe shows here, not as a traceback at exit
     except UsageError as exc:
         print(f"tenantry: error: {exc}", file=err)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # `tenantry render ... | head`: the reader left; not an error of ours, nothing to report.
+        _silence(out)
+        return EXIT_USAGE
+    except OSError as exc:
+        _silence(out)
+        print(f"tenantry: error: cannot write the output: {exc.strerror or exc}", file=err)
+        return EXIT_USAGE
     return code
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a failed stdout at /dev/null so the interpreter's final flush does not fail again."""
+    if stream is sys.stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,12 +67,17 @@ def _del(path: str) -> Callable[[dict[str, Any]], None]:
 
 APPROVAL = {"approvedBy": "jane@platform.example", "justification": "peak"}
 CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
-    ("uppercase org name", _set("metadata/name", "ACME"), "metadata.name", "String should match pattern"),
+    (
+        "uppercase org name",
+        _set("metadata/name", "ACME"),
+        "metadata.name",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit (got 'ACME')",
+    ),
     (
         "underscore in org name",
         _set("metadata/name", "ac_me"),
         "metadata.name",
-        "String should match pattern",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit (got 'ac_me')",
     ),
     ("org name over 63 chars", _set("metadata/name", "a" * 64), "metadata.name", "at most 63 characters"),
     (
@@ -91,7 +96,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "uppercase environment",
         _set("spec/environments", ["Prod"]),
         "spec.environments[0]",
-        "should match pattern",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit (got 'Prod')",
     ),
     (
         "duplicate environment",
@@ -248,13 +253,13 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "exception with bad date",
         _set("spec/network/allowFrom", [{"organization": "beta", "reason": "r", "expires": "2027-13-01"}]),
         "spec.network.allowFrom[0].expires",
-        "valid date",
+        "must be a date YYYY-MM-DD (got the string '2027-13-01')",
     ),
     (
         "exception from bad org name",
         _set("spec/network/allowFrom", [{"organization": "Beta!", "reason": "r"}]),
         "spec.network.allowFrom[0].organization",
-        "should match pattern",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit (got 'Beta!')",
     ),
     (
         "cluster-admin group member",

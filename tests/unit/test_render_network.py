@@ -78,7 +78,9 @@ def test_egress_allow_list_with_ports_and_reasons(acme_doc: dict[str, Any]) -> N
 def test_cloud_metadata_is_carved_out_of_wide_egress(acme_doc: dict[str, Any]) -> None:
     policy = find(render(acme_doc).objects, "NetworkPolicy", "tenantry-allow-egress", "acme-prod")
     https = policy["spec"]["egress"][1]
-    assert https["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]
+    assert https["to"] == [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["100.100.100.200/32", "169.254.169.254/32"]}}
+    ]
 
 
 def test_no_egress_policy_without_an_allow_list() -> None:

@@ -7,7 +7,9 @@ They return every problem at once so a pull request is fixed in one round.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
+from collections.abc import Sequence
 
 from tenantry.api.base import DNS_LABEL_MAX, QUOTA_RESOURCES
 from tenantry.api.common import Subject
@@ -15,6 +17,85 @@ from tenantry.api.organization import Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.api.quantity import parse_quantity
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Cloud metadata endpoints hand out node credentials. They are carved out of every egress
+# whatever the policy lists: AWS, GCP, Azure and OCI (169.254.169.254), AWS over IPv6
+# (fd00:ec2::254), GCP over IPv6 (fd20:ce::254), Alibaba Cloud (100.100.100.200).
+ALWAYS_DENIED_EGRESS_CIDRS: tuple[str, ...] = (
+    "169.254.169.254/32",
+    "100.100.100.200/32",
+    "fd00:ec2::254/128",
+    "fd20:ce::254/128",
+)
+# An IPv4 address is also reachable as IPv6 through these prefixes: IPv4-mapped (::ffff:a.b.c.d,
+# dual-stack sockets) and the NAT64 well-known prefix (64:ff9b::a.b.c.d).
+_IPV4_IN_IPV6 = (ipaddress.IPv6Network("::ffff:0:0/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+
+
+def denied_networks(policy: TenancyPolicy) -> list[IPNetwork]:
+    """Every network no tenant egress may reach: the policy's, the metadata endpoints, and the
+    IPv6 spellings of each IPv4 one. Validation refuses egress inside them; rendering carves
+    them out of any wider egress."""
+    return list(_denied_networks(tuple(policy.spec.network.denied_egress_cidrs)))
+
+
+@functools.lru_cache(maxsize=64)
+def _denied_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    found: set[IPNetwork] = set()
+    for text in (*ALWAYS_DENIED_EGRESS_CIDRS, *cidrs):
+        net = ipaddress.ip_network(text)
+        found.add(net)
+        if isinstance(net, ipaddress.IPv4Network):
+            for prefix in _IPV4_IN_IPV6:
+                base = int(prefix.network_address) | int(net.network_address)
+                found.add(ipaddress.IPv6Network((base, 96 + net.prefixlen)))
+    return tuple(sorted(found, key=lambda n: (n.version, n)))
+
+
+def collisions(orgs: Sequence[Organization]) -> dict[int, list[Problem]]:
+    """Per position in `orgs`, what it shares with another: its name, or a namespace.
+
+    Two Organizations may render the same namespace (`x` with environment `team-prod` and
+    `x-team` with `prod` are both `x-team-prod`); on a cluster only one can own it.
+    """
+    out: dict[int, list[Problem]] = {}
+    first_of: dict[str, int] = {}
+    owner: dict[str, tuple[int, str, int]] = {}
+    for index, org in enumerate(orgs):
+        if org.name in first_of:
+            out.setdefault(index, []).append(
+                Problem(
+                    "metadata.name",
+                    f"Organization {org.name!r} is given more than once (document {first_of[org.name] + 1} "
+                    "of the Organizations read); each Organization must appear once",
+                )
+            )
+            continue
+        first_of[org.name] = index
+        for i, env in enumerate(org.spec.environments):
+            namespace = namespace_name(org.name, env)
+            if namespace not in owner:
+                owner[namespace] = (index, env, i)
+                continue
+            other, other_env, other_i = owner[namespace]
+            rival = orgs[other].name
+            out.setdefault(index, []).append(
+                Problem(
+                    f"spec.environments[{i}]",
+                    f"namespace {namespace!r} is also rendered by Organization {rival!r} "
+                    f"(environment {other_env!r}); namespace names must be unique across Organizations",
+                )
+            )
+            out.setdefault(other, []).append(
+                Problem(
+                    f"spec.environments[{other_i}]",
+                    f"namespace {namespace!r} is also rendered by Organization {org.name!r} "
+                    f"(environment {env!r}); namespace names must be unique across Organizations",
+                )
+            )
+    return out
 
 
 def reserved_reason(namespace: str, policy: TenancyPolicy) -> str | None:
@@ -150,8 +231,18 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
         for i, subject in enumerate(getattr(spec.members, role)):
             problems += _subject_problems(f"spec.members.{role}[{i}]", subject, policy)
 
-    denied = [ipaddress.ip_network(c) for c in policy.spec.network.denied_egress_cidrs]
+    denied = denied_networks(policy)
     for i, rule in enumerate(spec.network.egress):
+        if rule.organization == org.name:
+            problems.append(
+                Problem(
+                    f"spec.network.egress[{i}].organization",
+                    f"{org.name!r} is this Organization; egress to itself is not cross-tenant traffic "
+                    "and is not opened (its environments stay isolated from each other)",
+                )
+            )
+        if rule.environments is not None and not rule.environments:
+            problems.append(_no_environments(f"spec.network.egress[{i}].environments"))
         if rule.cidr is None:
             continue
         net = ipaddress.ip_network(rule.cidr)
@@ -161,9 +252,22 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                     Problem(
                         f"spec.network.egress[{i}].cidr",
                         f"{rule.cidr} lies inside {block}, "
-                        f"which policy {policy.name!r} denies for all tenants",
+                        f"which policy {policy.name!r} denies for all tenants (cloud metadata and "
+                        "spec.network.deniedEgressCidrs, IPv6 spellings included)",
                     )
                 )
+
+    for i, exception in enumerate(spec.network.allow_from):
+        if exception.organization == org.name:
+            problems.append(
+                Problem(
+                    f"spec.network.allowFrom[{i}].organization",
+                    f"{org.name!r} is this Organization; allowFrom admits other Organizations, "
+                    "its own environments stay isolated from each other",
+                )
+            )
+        if exception.environments is not None and not exception.environments:
+            problems.append(_no_environments(f"spec.network.allowFrom[{i}].environments"))
 
     for i, exception in enumerate(spec.network.allow_from):
         if not exception.active_on(today):
@@ -176,6 +280,14 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                 )
             )
     return sorted(problems, key=lambda p: (p.severity != "error", p.path, p.message))
+
+
+def _no_environments(path: str) -> Problem:
+    return Problem(
+        path,
+        "an empty list would select no namespace; list the environments, or leave the field out "
+        "for all of them",
+    )
 
 
 def errors_only(problems: list[Problem]) -> list[Problem]:

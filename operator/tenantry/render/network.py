@@ -15,6 +15,7 @@ from typing import Any
 from tenantry.api.organization import EgressRule, Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import labels as lbl
+from tenantry.render.checks import IPNetwork, denied_networks
 
 DEFAULT_DENY = "tenantry-default-deny"
 ALLOW_DNS = "tenantry-allow-dns"
@@ -49,19 +50,25 @@ def _namespace_is(names: list[str]) -> dict[str, Any]:
 
 
 def _org_namespaces(org: str, environments: list[str] | None) -> dict[str, Any]:
-    """Selector for another organization's namespaces (all of them, or the named environments)."""
-    if environments:
+    """Selector for another organization's namespaces (all of them, or the named environments).
+
+    `environments: []` is refused by the checks before rendering (it would select nothing, and
+    an empty `In` is not a valid selector); it never means "all".
+    """
+    if environments is not None:
+        if not environments:
+            raise ValueError("environments: [] selects no namespace (refused by check_organization)")
         return _namespace_is([namespace_name(org, e) for e in environments])
     return {"matchLabels": {lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE, lbl.OWNER: org}}
 
 
-def _egress_peer(rule: EgressRule, denied: list[str]) -> dict[str, Any]:
+def _egress_peer(rule: EgressRule, denied: list[IPNetwork]) -> dict[str, Any]:
     if rule.cidr is not None:
         outer = ipaddress.ip_network(rule.cidr)
         carve = [
-            c
+            str(c)
             for c in denied
-            if ipaddress.ip_network(c).version == outer.version and ipaddress.ip_network(c).subnet_of(outer)  # type: ignore[arg-type]
+            if c.version == outer.version and c != outer and c.subnet_of(outer)  # type: ignore[arg-type]
         ]
         excepted = sorted(set(rule.except_ or []) | set(carve))
         block: dict[str, Any] = {"cidr": rule.cidr}
@@ -142,9 +149,10 @@ def render_network_policies(
         )
     egress = org.spec.network.egress
     if egress:
+        denied = denied_networks(policy)
         rules = []
         for rule in egress:
-            entry: dict[str, Any] = {"to": [_egress_peer(rule, net.denied_egress_cidrs)]}
+            entry: dict[str, Any] = {"to": [_egress_peer(rule, denied)]}
             if rule.ports:
                 entry["ports"] = [p.as_k8s() for p in rule.ports]
             rules.append(entry)

@@ -379,14 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--resync-seconds", type=float, default=300.0, help="full re-check of every Organization"
     )
     run.add_argument("--operator-namespace", default="tenantry-system", help="where the operator runs")
-    run.add_argument("--peering", default="tenantry", help="Kopf peering name (hot standby replicas)")
     run.add_argument(
-        "--priority",
-        type=int,
-        default=None,
-        help="distinct per replica; the highest is active (default: random, so replicas differ)",
+        "--lease-name",
+        default="tenantry",
+        help="leader-election Lease in --operator-namespace: only its holder writes (hot standby replicas)",
     )
-    run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    run.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no leader election: this process always writes (one replica only, e.g. from a laptop)",
+    )
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics (0: off)")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")

@@ -124,6 +124,7 @@ class Operator:
             "resync_seconds": 3600,
             "today": lambda: TODAY,
             "retry": Retry(attempts=4, first_delay=0.01, max_delay=0.05),
+            "not_served_poll_seconds": 0.2,
         }
         defaults.update(config)
         runtime = Runtime(Connection(server=str(self.kube.url).rstrip("/")), Config(**defaults))

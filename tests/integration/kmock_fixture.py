@@ -33,6 +33,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import aiohttp
+import aiohttp.web
 import attrs
 import jsonpatch
 import jsonpointer
@@ -163,7 +165,9 @@ class TenantryKube(kmock.KubernetesEmulator):
       ``?resourceVersion=`` and subscribes before the snapshot, so no event is lost;
     - a write answered by a DSL reaction with an error status (``kube[...] << 500``) does NOT
       change state (plain kmock would apply the write and then answer 500);
-    - writes to undeclared resources are a 404 (plain kmock stores them anyway).
+    - any request for an undeclared resource is a ``text/plain`` 404 ``404 page not found``, as a
+      real API server answers for a group/version it does not serve (plain kmock answers JSON
+      for reads and stores writes to ANY resource).
 
     Not emulated (test these on a real cluster): field ownership/conflicts of SSA, list-type
     merge strategies, garbage collection (ownerReferences, namespace contents), admission,
@@ -230,6 +234,11 @@ class TenantryKube(kmock.KubernetesEmulator):
 
     # ---- the write path ---------------------------------------------------------------------
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.resource not in self.resources:
+            # What a real API server answers for a group/version/resource it does not serve (a
+            # CRD that is not installed, or was deleted): plain text, not a JSON Status
+            # (Go's http.NotFound text, seen on 1.36.2: issue 7). kmock would answer JSON.
+            return aiohttp.web.Response(status=404, text="404 page not found\n", content_type="text/plain")
         is_write = request.resource is not None and (
             request.action in {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE}
             or (request.method == kmock.method.PUT and request.name is not None)
@@ -466,6 +475,8 @@ class TenantryKube(kmock.KubernetesEmulator):
                     ):
                         yield event
             async for event in bus.stream(since=marker):
+                if event.get("type") == END_OF_WATCH:
+                    return  # the API server closes the watches of a resource it stops serving
                 raw = event["object"]
                 meta = raw.get("metadata", {})
                 key = (request.resource, meta.get("namespace"), meta.get("name"))
@@ -526,8 +537,40 @@ def declare_tenantry_resources(kube: TenantryKube) -> None:
     kube.resources["tenantry.dev/v1alpha1/tenancypolicies"] = R(
         kind="TenancyPolicy", singular="tenancypolicy", namespaced=False, verbs=VERBS, subresources={"status"}
     )
-    # Not declared on purpose: kopf.dev peerings (we run standalone=True) and
-    # apiextensions.k8s.io CRDs (Kopf then simply never starts its CRD watcher).
+    kube.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = R(
+        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False, verbs=VERBS
+    )
+    kube.resources["coordination.k8s.io/v1/leases"] = R(
+        kind="Lease", singular="lease", namespaced=True, verbs=VERBS
+    )
+
+
+END_OF_WATCH = "__END_OF_WATCH__"
+R_ORGANIZATIONS = "tenantry.dev/v1alpha1/organizations"
+R_POLICIES = "tenantry.dev/v1alpha1/tenancypolicies"
+CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+
+
+def crd_object(plural: str) -> dict[str, Any]:
+    """The CRD object itself, with the finalizer the API server puts on every CRD (it deletes
+    the custom objects before the CRD goes)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.tenantry.dev", "finalizers": [CRD_CLEANUP_FINALIZER]},
+        "spec": {"group": "tenantry.dev", "names": {"plural": plural}, "scope": "Cluster"},
+    }
+
+
+async def end_watches(kube: TenantryKube, resource: str) -> None:
+    """Close every open watch of `resource` (group/version/plural), as a real API server does
+    when the resource stops being served."""
+    await kube._buses[kmock.resource(*_split(resource))].put({"type": END_OF_WATCH})
+
+
+def _split(resource: str) -> tuple[str, str, str]:
+    parts = resource.split("/")
+    return ("", *parts) if len(parts) == 2 else (parts[0], parts[1], parts[2])  # type: ignore[return-value]
 
 
 @pytest_asyncio.fixture
@@ -536,6 +579,13 @@ async def kube(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TenantryKube]:
     monkeypatch.setattr(_kmock_parsing, "parse_path", parse_path_with_namespaces)
     async with TenantryKube() as server, kmock.Server(server):
         declare_tenantry_resources(server)
+        async with aiohttp.ClientSession() as session:
+            for plural in ("organizations", "tenancypolicies"):
+                url = f"{str(server.url).rstrip('/')}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+                # The test side of the cluster (see conftest.TEST_CLIENT), not the operator.
+                headers = {"X-Tenantry-Test-Client": "1"}
+                async with session.post(url, json=crd_object(plural), headers=headers) as response:
+                    assert response.status < 300, await response.text()
         yield server
         # kube.errors also holds the expected KubernetesErrors (404, 409, 422, injected ones).
         # Anything else is a crash inside kmock or our layer: fail loudly instead of silently.
@@ -585,6 +635,10 @@ class _ForeignTasks(frozenset):
         # The fixture's teardown runs in a task created after the operator started; Kopf would
         # take it for its own hung task and cancel it after 5 s. Test-runner tasks are foreign.
         name = task.get_name() if isinstance(task, asyncio.Task) else ""
+        if name.startswith(("tenantry ", "requeue ", "retry ")):
+            # The runtime's own tasks: it stops them itself (before Kopf exits), and with two
+            # operators in one loop (leader election tests) one Kopf must not cancel the other's.
+            return True
         if not name.startswith(("tenantry ", "worker for", "requeue ", "retry ")) and name.startswith(
             "Task-"
         ):

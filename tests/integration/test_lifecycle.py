@@ -350,41 +350,6 @@ async def test_without_argocd_the_project_is_skipped_not_failed(api: Api, operat
     assert condition(org, "RBACReady")["status"] == "True"
 
 
-async def test_a_standby_replica_writes_nothing_until_it_becomes_active(api: Api, kube: Any) -> None:
-    peering = "/apis/kopf.dev/v1/clusterkopfpeerings"
-    kube.resources["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
-        kind="ClusterKopfPeering",
-        singular="clusterkopfpeering",
-        namespaced=False,
-        verbs={"get", "list", "watch", "create", "patch", "delete"},
-    )
-    now = dt.datetime.now(dt.UTC).isoformat()
-    await api.create(
-        peering,
-        {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": "tenantry"},
-            "status": {"other-replica": {"priority": 100, "lifetime": 60, "lastseen": now}},
-        },
-    )
-    standby = Operator(kube)
-    await standby.start(peering="tenantry", priority=1, identity="me", peering_poll_seconds=0.1)
-    try:
-        await api.create(ORG, org_body())
-        await asyncio.sleep(0.8)
-        assert await api.get("/api/v1/namespaces/acme-prod") is None, "a standby must not reconcile"
-        # The active peer stops renewing its lease: this replica takes over.
-        old = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()
-        await api.patch(
-            f"{peering}/tenantry",
-            {"status": {"other-replica": {"priority": 100, "lifetime": 60, "lastseen": old}}},
-        )
-        await ready(api)
-    finally:
-        await standby.stop()
-
-
 async def test_rotated_credentials_are_reloaded_on_401(api: Api, kube: Any) -> None:
     reloads: list[int] = []
 

@@ -5,11 +5,13 @@ it holds but never uses."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tenantry.kube.lease import LeaseTimings
 from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
 from tests.integration.test_lifecycle import NETPOL, QUOTA, _gone
 from tests.integration.test_onboarding import ready, until
@@ -18,10 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 Permission = tuple[str, str, str]  # (verb, apiGroup, resource[/subresource])
 
 # Permissions no HTTP request shows: `bind` is checked by the API server's escalation
-# prevention when a binding is written; peering runs only with replicas (tests run standalone).
+# prevention when a binding is written.
 NOT_VISIBLE_AS_REQUESTS: set[Permission] = {
     ("bind", "rbac.authorization.k8s.io", "clusterroles"),
-    *{(verb, "kopf.dev", "clusterkopfpeerings") for verb in ("get", "list", "watch", "patch")},
     # Escalation prevention: to create the member ClusterRoles it renders, the operator must
     # hold what they grant (tests/unit/test_manifests.py checks this from the renderer).
     ("get", "tenantry.dev", "organizations"),
@@ -30,9 +31,9 @@ NOT_VISIBLE_AS_REQUESTS: set[Permission] = {
 
 def operator_rules() -> set[Permission]:
     docs = list(yaml.safe_load_all((ROOT / "manifests/base/operator-rbac.yaml").read_text()))
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     out: set[Permission] = set()
-    for rule in role["rules"]:
+    rules = [rule for d in docs if d["kind"] in ("ClusterRole", "Role") for rule in d["rules"]]
+    for rule in rules:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
@@ -67,9 +68,14 @@ def used_permissions(kube: Any) -> set[Permission]:
 
 
 async def test_operator_role_matches_what_the_code_does(api: Api, operator: Operator) -> None:
-    # A lifecycle that exercises every kind of request the operator makes, Argo CD included.
+    # A lifecycle that exercises every kind of request the operator makes, Argo CD and leader
+    # election included.
     declare_argocd(api.kube)
-    await operator.restart()
+    await api.create("/api/v1/namespaces", {"metadata": {"name": "tenantry-system"}})
+    await operator.restart(leader_election=True, identity="rbac", lease_timings=LeaseTimings(2, 1.5, 1.0))
+    assert operator.runtime is not None
+    await asyncio.wait_for(operator.runtime.active.wait(), timeout=10)
+    await asyncio.sleep(1.5)  # at least one renewal (update) of the Lease
     await api.create(
         POLICY,
         policy_body(

@@ -20,7 +20,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_run_serves_liveness_and_metrics_and_reconciles(api: Api, tmp_path: Path) -> None:
+def write_kubeconfig(api: Api, tmp_path: Path) -> Path:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -36,6 +36,11 @@ async def test_run_serves_liveness_and_metrics_and_reconciles(api: Api, tmp_path
             }
         )
     )
+    return kubeconfig
+
+
+async def test_run_serves_liveness_and_metrics_and_reconciles(api: Api, tmp_path: Path) -> None:
+    kubeconfig = write_kubeconfig(api, tmp_path)
     health, metrics = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -67,3 +72,29 @@ async def test_run_serves_liveness_and_metrics_and_reconciles(api: Api, tmp_path
         proc.terminate()
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert b'"organization": "acme"' in stderr  # JSON logs with the organization on each line
+
+
+async def test_run_with_leader_election_and_no_namespace_exits_saying_what_to_do(
+    api: Api, tmp_path: Path
+) -> None:
+    # The README's path without --standalone, on a cluster without the operator's namespace:
+    # a clear error and a non-zero exit, never an operator that idles.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tenantry",
+        "run",
+        "--kubeconfig",
+        str(write_kubeconfig(api, tmp_path)),
+        "--liveness",
+        f"http://127.0.0.1:{free_port()}/healthz",
+        "--metrics-port",
+        str(free_port()),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    output = (stdout + stderr).decode()
+    assert proc.returncode != 0
+    assert "namespace 'tenantry-system' does not exist" in output
+    assert "--standalone" in output

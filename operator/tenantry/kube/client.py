@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client as k8s
 
+from tenantry import __version__
 from tenantry.kube.resources import EVENT, Kind, kind_of
 from tenantry.observe import metrics
 
@@ -36,6 +37,33 @@ class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         self.status, self.reason, self.message = status, reason, message
         super().__init__(f"{status} {reason}: {message}")
+
+    @property
+    def not_served(self) -> bool:
+        """The API server does not serve this group/version/resource at all (a CRD that is not
+        installed, or was deleted): it answers such paths with a plain-text `404 page not found`,
+        not with a JSON Status. A missing object of a served resource is a JSON 404 instead."""
+        return self.status == 404 and self.reason == NOT_SERVED
+
+
+NOT_SERVED = "NotServed"
+
+
+def error_from_response(status: int, content_type: str | None, raw: bytes) -> ApiError:
+    """The error a response carries. A real API server sends a JSON `Status` for API errors, but
+    plain text for paths it does not route (HTTP 404 `404 page not found` for a group/version
+    that is not served) and from proxies in front of it (502/503 HTML pages): never assume JSON."""
+    text = raw.decode("utf-8", "replace")
+    if "json" in (content_type or "").lower():
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return ApiError(status, str(data.get("reason") or "Error"), str(data.get("message") or ""))
+    if status == 404:
+        return ApiError(404, NOT_SERVED, text.strip()[:200] or "404 page not found")
+    return ApiError(status, "Error", text.strip()[:200])
 
 
 @dataclass(frozen=True)
@@ -68,13 +96,20 @@ class Connection:
         )
 
 
-def _as_file(path: str | None, data: bytes | None) -> str | None:
+_PEM_FILES: dict[bytes, str] = {}
+
+
+def as_file(path: str | None, data: bytes | None) -> str | None:
+    """A path for PEM data (the REST layers want files): one temporary file per distinct
+    certificate or key, however often the credentials are reloaded."""
     if path or data is None:
         return path
-    handle = tempfile.NamedTemporaryFile(prefix="tenantry-", suffix=".pem", delete=False)  # noqa: SIM115
-    with handle:
-        handle.write(data)
-    return handle.name
+    if data not in _PEM_FILES:
+        handle = tempfile.NamedTemporaryFile(prefix="tenantry-", suffix=".pem", delete=False)  # noqa: SIM115
+        with handle:
+            handle.write(data)
+        _PEM_FILES[data] = handle.name
+    return _PEM_FILES[data]
 
 
 @dataclass
@@ -90,6 +125,8 @@ class KubeClient:
     retry: Retry = field(default_factory=Retry)
     timeout: float = 30.0
     reload: Callable[[], Connection] | None = None
+    # Shows in the API server's audit log which replica made a request.
+    user_agent: str = f"tenantry/{__version__}"
     _api: k8s.ApiClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,9 +135,9 @@ class KubeClient:
     def _configure(self) -> None:
         conf = k8s.Configuration(host=self.connection.server.rstrip("/"))
         conf.verify_ssl = not self.connection.insecure
-        conf.ssl_ca_cert = _as_file(self.connection.ca_path, self.connection.ca_data)
-        conf.cert_file = _as_file(self.connection.certificate_path, self.connection.certificate_data)
-        conf.key_file = _as_file(self.connection.private_key_path, self.connection.private_key_data)
+        conf.ssl_ca_cert = as_file(self.connection.ca_path, self.connection.ca_data)
+        conf.cert_file = as_file(self.connection.certificate_path, self.connection.certificate_data)
+        conf.key_file = as_file(self.connection.private_key_path, self.connection.private_key_data)
         if self.connection.token:
             conf.api_key = {"authorization": f"Bearer {self.connection.token}"}
         conf.retries = False  # we retry ourselves, with metrics and backoff we control
@@ -128,7 +165,7 @@ class KubeClient:
         content_type: str | None,
     ) -> Any:
         url = self._api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         auth = self._api.configuration.api_key.get("authorization")
         if auth:
             headers["Authorization"] = auth
@@ -142,12 +179,12 @@ class KubeClient:
         raw = response.read() if hasattr(response, "read") else response.data
         status = int(response.status)
         metrics.API_REQUESTS.labels(verb=verb, code=str(status)).inc()
-        data = json.loads(raw) if raw else None
         if status >= 400:
-            reason = (data or {}).get("reason", "") if isinstance(data, dict) else ""
-            message = (data or {}).get("message", "") if isinstance(data, dict) else str(raw[:200])
-            raise ApiError(status, reason or "Error", message)
-        return data
+            raise error_from_response(status, response.headers.get("Content-Type"), raw or b"")
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError as exc:
+            raise ApiError(status, "InvalidResponse", f"not JSON: {raw[:200]!r}") from exc
 
     def _request(
         self,
@@ -199,8 +236,8 @@ class KubeClient:
                 "get", "GET", kind.path(namespace, name), expected=NOT_FOUND
             )
         except ApiError as exc:
-            if exc.status == 404:
-                return None
+            if exc.status == 404 and not exc.not_served:
+                return None  # a served resource without that object
             raise
         return result
 
@@ -239,7 +276,7 @@ class KubeClient:
     def stream_sync(self, verb: str, path: str, query: dict[str, str], read_timeout: float) -> Any:
         """Open a streaming GET (a watch); the caller reads its lines and releases it."""
         url = self._api.configuration.host + path + f"?{urlencode(query)}"
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         auth = self._api.configuration.api_key.get("authorization")
         if auth:
             headers["Authorization"] = auth
@@ -256,7 +293,7 @@ class KubeClient:
             response.release_conn()
             if response.status == 401 and self.reload is not None:
                 self._reload_credentials()  # the informer reconnects after its backoff
-            raise ApiError(response.status, "WatchFailed", data[:300].decode("utf-8", "replace"))
+            raise error_from_response(int(response.status), response.headers.get("Content-Type"), data)
         return response
 
     def delete_sync(

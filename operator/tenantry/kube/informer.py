@@ -7,9 +7,15 @@ started at the LIST's resourceVersion, keeps it current, so the inventory is con
 the API server at every moment (no window where a deletion is missed). Kopf still watches the
 Organizations and TenancyPolicies, where per-object handling is what we want.
 
+The same informer feeds the Organizations and TenancyPolicies (full bodies, no selector).
+Kopf's own watcher treats a 404 on a watched resource as fatal and stops the whole operator
+(by design: kopf#350), and a CRD deleted while watched gives exactly that 404; this informer
+instead reports the resource as not served, keeps the process (and the healing of the other
+kinds) running, and lists again once the resource is served again.
+
 The stream runs in a thread (the `kubernetes` client is synchronous) and hands each event to
-the event loop. It reconnects with backoff; on 410 Gone it lists again and reports the
-differences as events.
+the event loop. It reconnects with backoff; on 410 Gone, and after the resource was not
+served, it lists again and reports the differences as events.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from typing import Any
 from kubernetes.watch.watch import iter_resp_lines
 
 from tenantry.kube.client import ApiError, KubeClient
-from tenantry.kube.inventory import Entry, entry
+from tenantry.kube.inventory import entry
 from tenantry.kube.resources import Kind
+from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 
 log = get_logger("tenantry.informer")
 Event = dict[str, Any]
+# While a resource is not served (its CRD is missing), look again this often.
+NOT_SERVED_POLL_SECONDS = 5.0
 
 
 class Informer:
@@ -42,9 +51,15 @@ class Informer:
         deliver: Callable[[Event], None],
         *,
         read_timeout: float = 300.0,
+        transform: Callable[[dict[str, Any]], Any] = entry,
+        on_served: Callable[[bool], None] | None = None,
     ) -> None:
         self.client, self.kind, self.selector = client, kind, selector
         self._deliver = deliver  # called on the event loop, in stream order
+        self._transform = transform  # what start() returns per listed object
+        self._on_served = on_served  # called on the event loop when served/not served changes
+        self.served = True
+        self.not_served_poll = NOT_SERVED_POLL_SECONDS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resource_version = ""
         self._known: set[tuple[str, str]] = set()
@@ -53,16 +68,46 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._read_timeout = read_timeout
 
-    async def start(self) -> list[Entry]:
-        """LIST now (packed for the inventory, page by page), then watch in a thread."""
+    async def start(self) -> list[Any]:
+        """LIST now (each object through `transform`, page by page), then watch in a thread.
+
+        A resource that is not served (its CRD is not installed) lists as empty; the thread
+        then waits for it to be served and lists it then."""
         self._loop = asyncio.get_running_loop()
-        entries, self._resource_version = await asyncio.to_thread(
-            self.client.list_with_version_sync, self.kind, self.selector, 500, entry
-        )
-        self._known = {(key[2], key[3]) for key, _, _ in entries}
+        listed: list[Any] = []
+        try:
+            listed, self._resource_version = await asyncio.to_thread(
+                self.client.list_with_version_sync, self.kind, self.selector, 500, self._listed
+            )
+        except ApiError as exc:
+            if not exc.not_served:
+                raise
+            self._set_served(False)
         self._thread = threading.Thread(target=self._run, name=f"watch {self.kind.plural}", daemon=True)
         self._thread.start()
-        return entries
+        return listed
+
+    def _listed(self, obj: dict[str, Any]) -> Any:
+        self._known.add(_ident(obj))
+        return self._transform(obj)
+
+    def _set_served(self, served: bool) -> None:
+        """Record (and report once per change) whether the API server serves this resource."""
+        if served == self.served:
+            return
+        self.served = served
+        metrics.RESOURCE_SERVED.labels(resource=self.kind.plural).set(1 if served else 0)
+        if served:
+            log.info("resource is served again; listing it", kind=self.kind.kind)
+        else:
+            log.warning(
+                "resource is not served by the API server (its CRD is not installed or was deleted); "
+                "its objects are not handled until it is, everything else carries on",
+                kind=self.kind.kind,
+                resource=self.kind.plural,
+            )
+        if self._on_served is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_served, served)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -82,12 +127,8 @@ class Informer:
         if not self._stopped.is_set():
             self._loop.call_soon_threadsafe(self._deliver, event)
 
-    def _relist(self) -> None:
-        """After 410 Gone: list again and report what changed meanwhile as events."""
-        before = self._known
-        items = self._list()
-        now = {_ident(i) for i in items}
-        for namespace, name in sorted(before - now):
+    def _emit_deleted(self, idents: set[tuple[str, str]]) -> None:
+        for namespace, name in sorted(idents):
             meta = {"name": name, **({"namespace": namespace} if namespace else {})}
             self._emit(
                 {
@@ -95,6 +136,26 @@ class Informer:
                     "object": {"apiVersion": self.kind.api_version, "kind": self.kind.kind, "metadata": meta},
                 }
             )
+
+    def _gone(self) -> None:
+        """The resource is no longer served: none of its objects exist any more."""
+        self._emit_deleted(self._known)
+        self._known, self._resource_version = set(), ""
+        self._set_served(False)
+
+    def _relist(self) -> None:
+        """After 410 Gone, or once a resource is served again: list again and report what
+        changed meanwhile as events (a not-served resource has no objects)."""
+        before = self._known
+        try:
+            items = self._list()
+        except ApiError as exc:
+            if not exc.not_served:
+                raise
+            self._gone()
+            return
+        self._set_served(True)
+        self._emit_deleted(before - self._known)
         for item in items:
             self._emit({"type": "MODIFIED", "object": item})
 
@@ -102,6 +163,13 @@ class Informer:
         delay = 0.2
         while not self._stopped.is_set():
             try:
+                if not self.served:
+                    # Nothing to watch; a watch started later from "" would miss what exists by
+                    # then, so look with a LIST until the resource is served.
+                    self._stopped.wait(self.not_served_poll)
+                    if not self._stopped.is_set():
+                        self._relist()
+                    continue
                 self._watch_once()
                 delay = 0.2
             except _GoneError:
@@ -111,6 +179,11 @@ class Informer:
                 except (ApiError, OSError) as exc:
                     log.warning("relist failed", kind=self.kind.kind, error=str(exc))
             except Exception as exc:
+                if isinstance(exc, ApiError) and exc.not_served:
+                    # The resource went away under the watch (its CRD was deleted): every object
+                    # of it is gone too. Report them as deleted and wait for it to come back.
+                    self._gone()
+                    continue
                 if self._stopped.is_set():
                     return
                 log.warning("watch failed; reconnecting", kind=self.kind.kind, error=str(exc), retry_in=delay)

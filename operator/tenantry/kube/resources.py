@@ -38,10 +38,14 @@ CLUSTER_ROLE_BINDING = Kind(
     "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
 )
 APP_PROJECT = Kind("argoproj.io/v1alpha1", "AppProject", "appprojects", namespaced=True)
-PEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
+CRD = Kind(
+    "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
+)
 EVENT = Kind("v1", "Event", "events", namespaced=True)
 ORGANIZATION = Kind(API_VERSION, "Organization", "organizations", namespaced=False)
 TENANCY_POLICY = Kind(API_VERSION, "TenancyPolicy", "tenancypolicies", namespaced=False)
+ORGANIZATION_CRD = f"{ORGANIZATION.plural}.{API_VERSION.split('/')[0]}"
+TENANCY_POLICY_CRD = f"{TENANCY_POLICY.plural}.{API_VERSION.split('/')[0]}"
 
 # Everything an Organization renders to; the operator watches these (by our label) for drift.
 CHILD_KINDS: tuple[Kind, ...] = (
@@ -56,7 +60,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
 )
 # Kinds that exist only where another product is installed (Argo CD); skipped when absent.
 OPTIONAL_KINDS: tuple[Kind, ...] = (APP_PROJECT,)
-_BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, ORGANIZATION, TENANCY_POLICY, PEERING)}
+_BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, ORGANIZATION, TENANCY_POLICY, CRD)}
 
 
 def kind_of(api_version: str, kind: str) -> Kind:

@@ -55,6 +55,18 @@ ORGANIZATION_READY = Gauge(
     ["organization"],
     registry=REGISTRY,
 )
+RESOURCE_SERVED = Gauge(
+    "tenantry_resource_served",
+    "1 while the API server serves a resource the operator watches, 0 while it does not "
+    "(its CRD is not installed or was deleted).",
+    ["resource"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "tenantry_leader",
+    "1 while this replica holds the leader Lease and may write, else 0.",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("tenantry_queue_depth", "Organizations waiting to be reconciled.", registry=REGISTRY)
 
 

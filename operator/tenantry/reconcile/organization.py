@@ -66,6 +66,33 @@ class Cluster:
     # Keys we are deleting ourselves: their DELETED events are not drift.
     expected_deletions: set[ObjectKey] = field(default_factory=set)
 
+    def remember_organization(self, body: dict[str, Any]) -> bool:
+        """Keep the newest body seen of an Organization (from a watch event or from the response
+        to one of our writes); False, and nothing changes, when `body` is older than the cached
+        one. resourceVersions are etcd revisions on every real API server: compared as numbers
+        only when both are, as the API conventions allow no other ordering."""
+        name = body["metadata"]["name"]
+        cached = self.organizations.get(name)
+        if cached is not None:
+            old = str(cached["metadata"].get("resourceVersion") or "")
+            new = str(body["metadata"].get("resourceVersion") or "")
+            if old.isdigit() and new.isdigit() and int(new) < int(old):
+                return False
+        self.organizations[name] = body
+        return True
+
+    async def crd_going_away(self, crd: str) -> bool:
+        """Is this CRD being deleted (or gone)? Then the API server is deleting every object of
+        it: that is an uninstall or a re-install, not a tenant leaving."""
+        try:
+            found = await self.client.get(res.CRD, crd)
+        except ApiError as exc:
+            if exc.status == 403 or exc.not_served:
+                log.warning("cannot read the CRD; assuming it stays", crd=crd, error=str(exc))
+                return False
+            raise
+        return found is None or bool(found["metadata"].get("deletionTimestamp"))
+
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
     """Short, stable digest of which objects an Organization renders to (not their content)."""
@@ -393,7 +420,19 @@ class OrganizationReconciler:
         policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
         owned = self._owned(name)
         namespaces = [o for o in owned if o["kind"] == "Namespace"]
-        if policy == "Delete":
+        if await self.cluster.crd_going_away(res.ORGANIZATION_CRD):
+            # Deleting the CRD deletes every Organization: carrying out each deletionPolicy then
+            # would delete (or strip the access of) every tenant at once, the mass deletion
+            # tenancy operators are known for. Leave everything as it is; Organizations applied
+            # again (the CRD re-installed, a GitOps sync) take their namespaces back.
+            policy = "KeepAll (CRD deleted)"
+            log.warning(
+                "Organization deleted by the deletion of its CRD: its namespaces and everything in "
+                "them are kept untouched",
+                organization=name,
+                namespaces=len(namespaces),
+            )
+        elif policy == "Delete":
             for obj in owned:
                 if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding", "AppProject"):
                     await self._delete(obj)
@@ -430,7 +469,7 @@ class OrganizationReconciler:
                 }
             },
         )
-        self.cluster.organizations[body["metadata"]["name"]] = patched
+        self.cluster.remember_organization(patched)
         return patched
 
     # -- status ----------------------------------------------------------------------------------
@@ -462,7 +501,7 @@ class OrganizationReconciler:
         patched = await self.client.merge_patch(
             res.ORGANIZATION, name, {"status": status}, subresource="status"
         )
-        self.cluster.organizations[name] = patched
+        self.cluster.remember_organization(patched)
         old_ready = next((c for c in (current or {}).get("conditions", []) if c.get("type") == "Ready"), None)
         new_ready = status["conditions"][0]
         if old_ready is None or (old_ready.get("status"), old_ready.get("reason")) != (

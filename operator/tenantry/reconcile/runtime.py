@@ -1,10 +1,12 @@
-"""The operator process: Kopf handlers (watches) feeding a queue, and the workers draining it.
+"""The operator process: informers feeding a queue, the workers draining it, one leader.
 
-Kopf watches Organizations and TenancyPolicies (with reconnects, login, peering, liveness),
-only through `on.event` handlers: they keep no per-object state (no diff-base annotation, no
-handler progress, no per-object timers). The ~40,000 children are fed by our own informers
-(kube/informer.py), which keep one slim copy each and no task per object. Together that lets
-one replica carry thousands of Organizations and restart with zero writes.
+Everything Tenantry watches (Organizations, TenancyPolicies, and the ~40,000 managed children)
+is fed by our own list+watch informers (kube/informer.py): they keep one slim copy per child
+and no task per object, and, unlike Kopf's watcher, they survive a CRD that disappears (Kopf
+stops the whole operator on a 404 from a watched resource, by design). Kopf runs the process:
+login, start-up and clean-up, the liveness endpoint, signals. Which replica writes is decided
+by one coordination.k8s.io Lease (kube/lease.py); every replica keeps its inventory current,
+so a standby takes over without listing anything again.
 """
 
 from __future__ import annotations
@@ -12,23 +14,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from tenantry import GROUP, VERSION
+from tenantry import __version__
 from tenantry.api.documents import parse_object
 from tenantry.api.policy import TenancyPolicy
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
 from tenantry.kube.informer import Informer
 from tenantry.kube.inventory import slim
+from tenantry.kube.lease import Leadership, LeaseNamespaceMissingError, LeaseTimings
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
-from tenantry.reconcile.peering import is_active
 from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
 from tenantry.reconcile.queue import Priority, WorkQueue
 from tenantry.render import labels as lbl
@@ -45,15 +47,21 @@ class Config:
     operator_namespace: str = "tenantry-system"
     event_namespace: str = "default"
     max_backoff: float = 60.0
-    # Kopf peering: None runs standalone (always active).
-    peering: str | None = None
-    priority: int = 0
+    # Leader election on a Lease in the operator's namespace; False: this replica always writes.
+    leader_election: bool = False
+    lease_name: str = "tenantry"
+    lease_timings: LeaseTimings = field(default_factory=LeaseTimings)
     identity: str = "tenantry"
-    peering_poll_seconds: float = 5.0
     retry: Retry = field(default_factory=Retry)
     today: Callable[[], dt.date] = dt.date.today
     # Fresh credentials after a 401 (rotated service-account tokens); None: keep the first.
     reload_credentials: Callable[[], Connection] | None = None
+    # How often a resource that is not served (CRD missing) is looked for again.
+    not_served_poll_seconds: float = 5.0
+
+
+def _identity(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj
 
 
 @dataclass
@@ -65,19 +73,28 @@ class Runtime:
     # Latest TenancyPolicy bodies (valid or not), for their own reconcile and status.
     policy_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     informers: list[Informer] = field(default_factory=list)
+    leadership: Leadership | None = None
     drifted_before_seen: set[str] = field(default_factory=set)
-    _child_events: asyncio.Queue[dict[str, Any]] | None = None
+    _events: asyncio.Queue[tuple[Callable[[dict[str, Any]], Awaitable[None]], dict[str, Any]]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     failures: dict[str, int] = field(default_factory=dict)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     ready_of: dict[str, str] = field(default_factory=dict)
     ready_counts: Counter[str] = field(default_factory=Counter)
-    # Set while this replica is the active one (always, when standalone).
+    # Set while this replica may write (always, without leader election).
     active: asyncio.Event = field(default_factory=asyncio.Event)
+    # What each queued Organization was last reconciled from: a spec change is compared with
+    # this, never with a cache entry a status write may have refreshed meanwhile.
+    seen_significant: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     # -- start-up / shutdown -------------------------------------------------------------------
     async def start(self) -> None:
-        client = KubeClient(self.connection, retry=self.config.retry, reload=self.config.reload_credentials)
+        client = KubeClient(
+            self.connection,
+            retry=self.config.retry,
+            reload=self.config.reload_credentials,
+            user_agent=f"tenantry/{__version__} ({self.config.identity})",
+        )
         cluster = Cluster(
             client=client,
             reserved_namespaces=(self.config.operator_namespace,),
@@ -85,47 +102,89 @@ class Runtime:
             today=self.config.today,
         )
         self.queue = WorkQueue()
-        self._child_events = asyncio.Queue()
+        self._events = asyncio.Queue()
+        if self.config.leader_election:
+            self.leadership = Leadership(
+                client,
+                self.config.operator_namespace,
+                self.config.lease_name,
+                self.config.identity,
+                self.config.lease_timings,
+                on_elected=lambda: self._enqueue_all(Priority.RESYNC),
+            )
+            await self.leadership.check()
+            self.active = self.leadership.active
         # Fill the inventory (LIST) and keep it current (watch from that LIST's version) before
         # any reconcile: a restart sees everything that exists and writes nothing that is right.
         # All kinds at once: the sooner every kind is listed, the sooner a resume can heal.
-        informers = [Informer(client, kind, OWNED, self._deliver_child) for kind in res.CHILD_KINDS]
+        children = [
+            Informer(
+                client,
+                kind,
+                OWNED,
+                self._deliver(self.on_child),
+                on_served=self._optional_kind_served(cluster, kind) if kind in res.OPTIONAL_KINDS else None,
+            )
+            for kind in res.CHILD_KINDS
+        ]
+        organizations = Informer(
+            client,
+            res.ORGANIZATION,
+            "",
+            self._deliver(self.on_organization),
+            transform=_identity,
+            on_served=self._organizations_served,
+        )
+        policies = Informer(
+            client,
+            res.TENANCY_POLICY,
+            "",
+            self._deliver(self.on_policy),
+            transform=_identity,
+            on_served=self._policies_served,
+        )
+        informers = [*children, organizations, policies]
+        for informer in informers:
+            informer.not_served_poll = self.config.not_served_poll_seconds
         results = await asyncio.gather(*(i.start() for i in informers), return_exceptions=True)
-        for informer, listed in zip(informers, results, strict=True):
-            if isinstance(listed, BaseException):
-                if not (
-                    isinstance(listed, ApiError)
-                    and listed.status == 404
-                    and informer.kind in res.OPTIONAL_KINDS
-                ):
-                    for started in informers:
-                        started.stop()
-                    raise listed
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for informer in informers:
+                informer.stop()
+            raise failed[0]
+        self.informers = informers
+        for informer, listed in zip(children, results[: len(children)], strict=True):
+            if not informer.served:
                 cluster.missing_kinds.add(informer.kind.kind)
-                log.info("optional kind not installed; its objects are skipped", kind=informer.kind.kind)
-                continue
-            self.informers.append(informer)
-            cluster.inventory.fill_entries(listed)
-        for body in await client.list(res.TENANCY_POLICY):
+            cluster.inventory.fill_entries(listed)  # type: ignore[arg-type]
+        for body in results[-1]:  # type: ignore[union-attr]
             self._store_policy(cluster, body)
             self.policy_bodies[body["metadata"]["name"]] = body
-        # Organizations too (Kopf's own listing of them comes later and repeats them): work can
-        # start at once, and drift during a resume is healed first instead of after Kopf's list.
-        for body in await client.list(res.ORGANIZATION):
+        # Organizations are known before the first reconcile: work starts at once, and drift
+        # during a resume is healed first.
+        for body in results[-2]:  # type: ignore[union-attr]
             cluster.organizations[body["metadata"]["name"]] = body
+            self.seen_significant[body["metadata"]["name"]] = _significant(body)
+            self._count_ready(body["metadata"]["name"], body)
         self.cluster = cluster
         metrics.initialise([k.kind for k in res.CHILD_KINDS])
-        if self.config.peering is None:
-            self.active.set()
+        if self.leadership is not None:
+            self._spawn(self.leadership.run(), "tenantry leader election")
         else:
-            self._spawn(self._peering_loop(), "tenantry peering")
-        self._spawn(self._child_event_loop(), "tenantry child events")
+            self.active.set()
+        self._spawn(self._event_loop(), "tenantry events")
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")
         self._spawn(self._resync_loop(), "tenantry resync")
         await self._enqueue_all(Priority.CHANGE)
         self.started.set()
-        log.info("started", inventory=len(cluster.inventory), policies=len(cluster.policies))
+        log.info(
+            "started",
+            inventory=len(cluster.inventory),
+            organizations=len(cluster.organizations),
+            policies=len(cluster.policies),
+            leader_election=self.config.leader_election,
+        )
 
     async def stop(self) -> None:
         for informer in self.informers:
@@ -143,50 +202,63 @@ class Runtime:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _peering_loop(self) -> None:
-        """Follow Kopf's peering object; on becoming active, refresh and resync everything."""
-        assert self.cluster is not None and self.queue is not None and self.config.peering is not None
-        while True:
-            try:
-                peering = await self.cluster.client.get(res.PEERING, self.config.peering)
-                now = dt.datetime.now(dt.UTC)
-                active = is_active(peering, self.config.identity, self.config.priority, now)
-            except ApiError as exc:
-                log.warning("peering not readable; standing by", error=str(exc))
-                active = False
-            if active and not self.active.is_set():
-                log.info("active replica: taking over", identity=self.config.identity)
-                # The inventory stayed current (our watches never pause) but Organization events
-                # were Kopf's and paused: reconcile everything once.
-                await self._enqueue_all(Priority.RESYNC)
-                self.active.set()
-            elif not active and self.active.is_set():
-                log.info(
-                    "standing by: a peer with a higher priority is active", identity=self.config.identity
-                )
-                self.active.clear()
-            await asyncio.sleep(self.config.peering_poll_seconds)
+    def _optional_kind_served(self, cluster: Cluster, kind: res.Kind) -> Callable[[bool], None]:
+        """Argo CD installed (or removed) while we run: its AppProjects start (or stop) being
+        rendered without a restart."""
+
+        def served(now: bool) -> None:
+            if now:
+                cluster.missing_kinds.discard(kind.kind)
+                self._spawn(self._enqueue_all(Priority.CHANGE), f"tenantry {kind.plural} served")
+            else:
+                cluster.missing_kinds.add(kind.kind)
+
+        return served
+
+    def _organizations_served(self, served: bool) -> None:
+        if not served:
+            log.warning(
+                "the Organization CRD is not served: no Organization is reconciled until "
+                f"{res.ORGANIZATION_CRD} is installed again; managed namespaces and their contents "
+                "are kept as they are"
+            )
+
+    def _policies_served(self, served: bool) -> None:
+        if not served:
+            log.warning(
+                "the TenancyPolicy CRD is not served: Organizations keep the last policies seen "
+                "until tenancypolicies.tenantry.dev is installed again"
+            )
 
     async def _enqueue_all(self, priority: Priority) -> None:
         """Every Organization at `priority`, every TenancyPolicy at resync priority."""
-        assert self.cluster is not None and self.queue is not None
-        for name in list(self.cluster.organizations):
+        assert self.queue is not None
+        cluster = self.cluster
+        if cluster is None:
+            return
+        for name in list(cluster.organizations):
             await self.queue.put(name, priority)
         for name in list(self.policy_bodies):
             await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
 
-    def _deliver_child(self, event: dict[str, Any]) -> None:
-        assert self._child_events is not None
-        self._child_events.put_nowait(event)
+    def _deliver(
+        self, handler: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> Callable[[dict[str, Any]], None]:
+        def deliver(event: dict[str, Any]) -> None:
+            assert self._events is not None
+            self._events.put_nowait((handler, event))
 
-    async def _child_event_loop(self) -> None:
-        assert self._child_events is not None
+        return deliver
+
+    async def _event_loop(self) -> None:
+        """Watch events of every kind, in the order each informer delivered them."""
+        assert self._events is not None
         while True:
-            event = await self._child_events.get()
+            handler, event = await self._events.get()
             try:
-                await self.on_child(event)
+                await handler(event)
             except Exception as exc:  # one odd event must not stop the feed
-                log.error("child event not processed", error=str(exc), exc_info=True)
+                log.error("watch event not processed", error=str(exc), exc_info=True)
 
     # -- workers ---------------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -243,11 +315,17 @@ class Runtime:
         old = self.cluster.organizations.get(name)
         if event.get("type") == "DELETED":
             self.cluster.organizations.pop(name, None)
+            self.seen_significant.pop(name, None)
             self.cluster.inventory.forget_owner(name)
             metrics.forget_organization(name)
         else:
-            self.cluster.organizations[name] = obj
-            if old is None or _significant(old) != _significant(obj):
+            if not self.cluster.remember_organization(obj):
+                return  # older than what a write of ours already returned
+            significant = _significant(obj)
+            if self.seen_significant.get(name) != significant:
+                # Compared with what the last event said, not with the cache: a status write's
+                # response may already carry a newer spec, and that spec still needs a reconcile.
+                self.seen_significant[name] = significant
                 drifted = name in self.drifted_before_seen
                 self.drifted_before_seen.discard(name)
                 await self.queue.put(name, Priority.DRIFT if drifted else Priority.CHANGE)
@@ -267,6 +345,12 @@ class Runtime:
         name = obj["metadata"]["name"]
         old = self.cluster.policies.get(name)
         if event.get("type") == "DELETED":
+            if await self.cluster.crd_going_away(res.TENANCY_POLICY_CRD):
+                # Every policy goes with its CRD; Organizations falling back to the built-in
+                # default (or to "policy not found") would rewrite every tenant. Keep the last
+                # policy seen until the CRD and its policies are back.
+                log.warning("TenancyPolicy deleted with its CRD; its last version stays in use", policy=name)
+                return
             self.cluster.policies.pop(name, None)
             self.policy_bodies.pop(name, None)
         else:
@@ -364,11 +448,13 @@ def _significant(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
-    """Wire the runtime into Kopf: login, start/stop, and the watches."""
+    """Wire the runtime into Kopf: login, start-up and clean-up (no resource handlers: the
+    informers do all watching)."""
 
     @kopf.on.login(registry=registry, id="tenantry-login")
     def login(**_: Any) -> kopf.ConnectionInfo:
-        c = runtime.connection
+        # The client's current credentials (reloaded after a 401): one identity for everything.
+        c = runtime.cluster.client.connection if runtime.cluster else runtime.connection
         return kopf.ConnectionInfo(
             server=c.server,
             ca_path=c.ca_path,
@@ -386,17 +472,19 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.startup(registry=registry, id="tenantry-startup")
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # we post the Events people need, with our reasons
-        settings.scanning.disabled = True
-        await runtime.start()
+        settings.scanning.disabled = True  # Kopf watches no resource of ours
+        try:
+            await runtime.start()
+        except LeaseNamespaceMissingError as exc:
+            raise kopf.PermanentError(str(exc)) from exc  # exit, saying what to do; never idle
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise kopf.PermanentError(
+                    f"the API server refused the operator's credentials or permissions: {exc}; "
+                    "check the kubeconfig or the operator's ClusterRole (manifests/base/operator-rbac.yaml)"
+                ) from exc
+            raise
 
     @kopf.on.cleanup(registry=registry, id="tenantry-cleanup")
     async def cleanup(**_: Any) -> None:
         await runtime.stop()
-
-    @kopf.on.event(GROUP, VERSION, "organizations", registry=registry, id="organizations")
-    async def organization_event(event: Any, **_: Any) -> None:
-        await runtime.on_organization(event)
-
-    @kopf.on.event(GROUP, VERSION, "tenancypolicies", registry=registry, id="tenancypolicies")
-    async def policy_event(event: Any, **_: Any) -> None:
-        await runtime.on_policy(event)

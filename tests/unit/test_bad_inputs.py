@@ -253,7 +253,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "exception with bad date",
         _set("spec/network/allowFrom", [{"organization": "beta", "reason": "r", "expires": "2027-13-01"}]),
         "spec.network.allowFrom[0].expires",
-        "must be a date YYYY-MM-DD (got the string '2027-13-01')",
+        "must be a date YYYY-MM-DD (got the string '2027-13-01': month must be in 1..12)",
     ),
     (
         "exception from bad org name",
@@ -312,6 +312,79 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "'Retain' or 'Delete'",
     ),
     ("misspelt field", _set("spec/enviroments", ["prod"]), "spec.enviroments", "unknown field"),
+    # Strict types, as the API server's schema: no coercion between strings, numbers, booleans.
+    (
+        "boolean port",
+        _set("spec/network/egress", [{"cidr": "10.0.0.0/8", "ports": [{"port": True}], "reason": "r"}]),
+        "spec.network.egress[0].ports[0].port",
+        "must be an integer (got the boolean true)",
+    ),
+    (
+        "string port",
+        _set("spec/network/egress", [{"cidr": "10.0.0.0/8", "ports": [{"port": "80"}], "reason": "r"}]),
+        "spec.network.egress[0].ports[0].port",
+        "must be an integer (got the string '80')",
+    ),
+    (
+        "fractional port",
+        _set("spec/network/egress", [{"cidr": "10.0.0.0/8", "ports": [{"port": 80.5}], "reason": "r"}]),
+        "spec.network.egress[0].ports[0].port",
+        "must be an integer (got the number 80.5)",
+    ),
+    (
+        "number for a string",
+        _set("spec/network/egress", [{"cidr": "10.0.0.0/8", "reason": 5}]),
+        "spec.network.egress[0].reason",
+        "must be a string (got the number 5)",
+    ),
+    (
+        "number for a name",
+        _set("metadata/name", 123),
+        "metadata.name",
+        "must be a string (got the number 123)",
+    ),
+    (
+        "exception expiring on a number",
+        _set("spec/network/allowFrom", [{"organization": "beta", "reason": "r", "expires": 20270630}]),
+        "spec.network.allowFrom[0].expires",
+        "must be a date YYYY-MM-DD (got the number 20270630; quote a date)",
+    ),
+    (
+        "null members",
+        _set("spec/members", None),
+        "spec.members",
+        "must be a mapping (got null)",
+    ),
+    (
+        "fractional pod count",
+        _set("spec/quota", {"prod": {"pods": 0.5}}),
+        "spec.quota.prod.pods",
+        "0.5 is a number with a fraction, which the API server refuses here",
+    ),
+    (
+        "milli pod count",
+        _set("spec/quota", {"prod": {"pods": "100m"}}),
+        "spec.quota.prod",
+        "pods: '100m': object counts must be whole numbers",
+    ),
+    (
+        "quantity with a space",
+        _set("spec/quota", {"prod": {"requests.cpu": " 4"}}),
+        'spec.quota.prod["requests.cpu"]',
+        "' 4' is not a Kubernetes quantity",
+    ),
+    (
+        "negative zero",
+        _set("spec/quota", {"prod": {"requests.cpu": "-0"}}),
+        'spec.quota.prod["requests.cpu"]',
+        "'-0' is negative",
+    ),
+    (
+        "quantity past any exponent",
+        _set("spec/quota", {"prod": {"requests.cpu": "1e99999999"}}),
+        'spec.quota.prod["requests.cpu"]',
+        "is too large or too small to be a quantity",
+    ),
     ("missing spec", _del("spec"), "spec", "required field is missing"),
     ("wrong apiVersion", _set("apiVersion", "tenantry.dev/v1"), "apiVersion", "use tenantry.dev/v1alpha1"),
 ]

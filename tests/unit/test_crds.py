@@ -117,6 +117,15 @@ REJECTED_AT_API = {
     "unknown subject kind",
     "bad deletion policy",
     "missing spec",
+    "boolean port",
+    "string port",
+    "fractional port",
+    "number for a string",
+    "number for a name",
+    "exception expiring on a number",
+    "fractional pod count",
+    "quantity with a space",
+    "negative zero",
 }
 
 

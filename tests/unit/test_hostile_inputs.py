@@ -492,3 +492,58 @@ def test_top_level_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> 
     code, _, _ = run("--help")
     out = capsys.readouterr().out
     assert code == 0 and "exit codes:" in out and "0  success" in out
+
+
+# -- strict types and quantities (as the API server's schema) --------------------------------
+
+POLICY = """\
+apiVersion: tenantry.dev/v1alpha1
+kind: TenancyPolicy
+metadata: {name: strict}
+spec:
+  environments:
+  - name: prod
+    quota: {pods: 10}
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "path", "message"),
+    [
+        (
+            '    developerExec: "yes"\n',
+            "spec.environments[0].developerExec",
+            "must be true or false (got the string 'yes')",
+        ),
+        (
+            "    developerExec: 1\n",
+            "spec.environments[0].developerExec",
+            "must be true or false (got the number 1)",
+        ),
+        ("    quota: {pods: .inf}\n", "", "is not a number Kubernetes can store"),
+        ("    quota: {pods: 0.5}\n", "spec.environments[0].quota.pods", "0.5 is a number with a fraction"),
+        (
+            "    quota: {pods: 100m}\n",
+            "spec.environments[0].quota",
+            "pods: '100m': object counts must be whole numbers",
+        ),
+        (
+            '    quota: {requests.cpu: "-0"}\n',
+            'spec.environments[0].quota["requests.cpu"]',
+            "'-0' is negative",
+        ),
+    ],
+)
+def test_a_policy_is_parsed_strictly(tmp_path: Path, line: str, path: str, message: str) -> None:
+    text = POLICY.replace(
+        "    quota: {pods: 10}\n", line if "quota" in line else "    quota: {pods: 10}\n" + line
+    )
+    org_text = org(
+        "  policy: strict\n  environments: [prod]\n  members:\n    developers: [{kind: Group, name: d}]\n"
+    )
+    policy_path, org_path = write(tmp_path, text, "p.yaml"), write(tmp_path, org_text, "o.yaml")
+    code, _, err = run("validate", "-f", policy_path, "-f", org_path)
+    assert code == 1
+    assert (f"{path}: {message}" if path else message) in err
+    code, out, err = run("render", "-f", org_path, "--policy", policy_path)
+    assert code == 1 and out == "" and "developers-exec" not in out

@@ -6,6 +6,7 @@ sees, not a field the API server silently prunes.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Any
 
@@ -56,7 +57,12 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
 
 
 class Model(BaseModel):
-    """Base of every API model: camelCase on the wire, unknown fields rejected."""
+    """Base of every API model: camelCase on the wire, unknown fields rejected, types strict.
+
+    Strict as the API server's schema is: `"yes"` is not a boolean, `true` is not a port,
+    `"4"` is not an integer and `4` is not a string. (YAML's own unquoted `yes`/`true` are
+    booleans before validation, as kubectl reads them.)
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -64,6 +70,7 @@ class Model(BaseModel):
         extra="forbid",
         frozen=True,
         str_strip_whitespace=False,
+        strict=True,
     )
 
 
@@ -77,6 +84,33 @@ def _check_dns_label(value: str) -> str:
     return value
 
 
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _to_date(value: Any) -> dt.date:
+    """A JSON date as the CRD's `format: date` takes it: the string YYYY-MM-DD, nothing else.
+
+    (An unquoted YAML 20270630 is a number, not a Unix timestamp to convert; 2027-02-30 is text
+    that is not a date.)
+    """
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and _DATE_RE.match(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"must be a date YYYY-MM-DD (got the string {value!r}: {exc})") from exc
+    if isinstance(value, str):
+        shown = f"the string {value[:40]!r}"
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        shown = f"the number {value}; quote a date"
+    else:
+        shown = "null" if value is None else type(value).__name__
+    raise ValueError(f"must be a date YYYY-MM-DD (got {shown})")
+
+
+Date = Annotated[dt.date, BeforeValidator(_to_date)]
+
 LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX, pattern=LABEL_VALUE_PATTERN)]
 
 DNSLabel = Annotated[
@@ -89,11 +123,20 @@ DNSLabel = Annotated[
 def _to_nonnegative_quantity(value: Any) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ValueError("must be a quantity such as 500m, 4, 16Gi")
+    if isinstance(value, float):
+        # The CRD declares int-or-string: the API server takes 2.0 (an integral number) but
+        # refuses 0.5; a fraction must be written as a string.
+        if not value.is_integer():
+            raise ValueError(
+                f"{value!r} is a number with a fraction, which the API server refuses here; "
+                f"quote it ('{value!r}') or use a suffix (500m)"
+            )
+        value = int(value)
     try:
         amount = parse_quantity(value)
     except QuantityError as exc:
         raise ValueError(str(exc)) from exc
-    if amount < 0:
+    if amount < 0 or (isinstance(value, str) and value.startswith("-")):
         raise ValueError(f"{value!r} is negative; quotas and limits must be zero or more")
     text = quantity_str(value)
     if len(text) > QUANTITY_MAX_LENGTH:
@@ -149,11 +192,32 @@ QUOTA_RESOURCES: tuple[str, ...] = (
 )
 
 
+# Resources that count objects. The API server refuses a ResourceQuota whose count is not a
+# whole number (`pods: 100m`, `pods: 0.5`); here a count is written as one, in digits with at
+# most a multiplying suffix, in the Organization and the policy alike. (Not in the CRD: a rule
+# would read map entries by key, which docs/crd-cost.md's checks refuse; validate and the
+# operator's status report it.)
+COUNT_RESOURCES: tuple[str, ...] = tuple(
+    name for name in QUOTA_RESOURCES if "." not in name or name.startswith(("count/", "services."))
+)
+WHOLE_QUANTITY_PATTERN = r"^\+?[0-9]+(([KMGTPE]i)|[kMGTPE]|([eE]\+?[0-9]+))?$"
+_WHOLE_QUANTITY_RE = re.compile(WHOLE_QUANTITY_PATTERN)
+
+
 def _check_quota_keys(value: dict[str, str]) -> dict[str, str]:
     unknown = sorted(set(value) - set(QUOTA_RESOURCES))
     if unknown:
         raise ValueError(
             f"unknown quota resource(s) {', '.join(unknown)}; allowed: {', '.join(QUOTA_RESOURCES)}"
+        )
+    fractional = sorted(
+        k for k in set(value) & set(COUNT_RESOURCES) if not _WHOLE_QUANTITY_RE.match(value[k])
+    )
+    if fractional:
+        shown = ", ".join(f"{k}: {value[k]!r}" for k in fractional)
+        raise ValueError(
+            f"{shown}: object counts must be whole numbers (such as 10, 1k); the API server refuses "
+            "a ResourceQuota with a fractional count"
         )
     return dict(sorted(value.items()))
 
@@ -172,7 +236,7 @@ ResourceList = Annotated[
                 cel(
                     f"self.all(k, k in {_QUOTA_KEYS_CEL})",
                     "unknown quota resource; allowed: " + ", ".join(QUOTA_RESOURCES),
-                )
+                ),
             ]
         }
     ),

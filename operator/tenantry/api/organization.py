@@ -19,6 +19,7 @@ from tenantry.api.base import (
     MAX_NETWORK_RULES,
     MAX_PORTS,
     MAX_SUBJECTS,
+    Date,
     DNSLabel,
     LabelValue,
     Model,
@@ -139,7 +140,7 @@ class AllowFrom(Model):
     environments: EnvironmentList | None = _set_list(default=None, max_length=MAX_ENVIRONMENTS)
     ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
     reason: str = Field(min_length=1, max_length=512)
-    expires: dt.date | None = None
+    expires: Date | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AllowFrom:

@@ -1,10 +1,10 @@
 """Benchmark: one Tenantry replica carrying N Organizations, then a restart with drift during it.
 
-    python bench/run.py --orgs 100 [--mode standalone|peering] [--workdir DIR] [--output FILE]
+    python bench/run.py --orgs 100 [--mode standalone|leader] [--workdir DIR] [--output FILE]
 
 Three processes, all on 127.0.0.1: the fake API server (`bench/fake_apiserver.py`), the
-operator (`python -m tenantry run`, with `--standalone`, or with `--peering tenantry` as
-`manifests/base/deployment.yaml` runs it), and this driver. The driver
+operator (`python -m tenantry run`, with `--standalone`, or with leader election on the Lease
+`tenantry-system/tenantry` as `manifests/base/deployment.yaml` runs it), and this driver. The driver
 
 1. starts the fake API server and the operator, and waits for the operator's liveness;
 2. creates N Organizations (3 environments, 3 members, 1 egress rule each) and waits until
@@ -51,7 +51,7 @@ AGENT = "tenantry-bench"  # the fake API server does not count requests with thi
 ORGS = "/apis/tenantry.dev/v1alpha1/organizations"
 ENVIRONMENTS = ["prod", "staging", "dev"]
 DRIFT_NAME = "tenantry-default-deny"
-PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/tenantry-system/leases"
 
 
 # -- child processes ---------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class Bench:
         live, metrics = free_port(), free_port()
         argv = [
             *(sys.executable, "-m", "tenantry", "run", "--kubeconfig", str(self.kubeconfig)),
-            *(["--standalone"] if self.args.mode == "standalone" else ["--peering", "tenantry"]),
+            *(["--standalone"] if self.args.mode == "standalone" else []),
             *("--metrics-port", str(metrics), "--liveness", f"http://127.0.0.1:{live}/healthz"),
             *("--log-level", self.args.log_level, "--log-format", "json"),
         ]
@@ -475,7 +475,7 @@ async def restart_with_drift(bench: Bench, n: int, previous: Child) -> dict[str,
         for w in window["write_log"]
         if w["path"] in healed_paths or (w["path"].endswith("/events") and w["reason"] == "DriftCorrected")
     ]
-    peering = [w for w in window["write_log"] if w["path"].startswith(PEERINGS)]
+    peering = [w for w in window["write_log"] if w["path"].startswith(LEASES)]
     other = [w for w in window["write_log"] if w not in heal_writes and w not in peering]
     result["requests"] = per_org(window, n)
     first = sorted(window["first_at"].items(), key=lambda item: item[1])
@@ -536,8 +536,8 @@ async def scenario(bench: Bench, n: int) -> dict[str, Any]:
             }
         )
     )
-    if bench.args.mode == "peering":  # what manifests/base/kopf-peering.yaml creates
-        await bench.call("POST", bench.api + PEERINGS, {"metadata": {"name": "tenantry"}})
+    if bench.args.mode == "leader":  # the Lease lives in the operator's namespace
+        await bench.call("POST", bench.api + "/api/v1/namespaces", {"metadata": {"name": "tenantry-system"}})
     result: dict[str, Any] = {
         "orgs": n,
         "mode": bench.args.mode,
@@ -628,7 +628,7 @@ def table(result: dict[str, Any]) -> str:
     rows += [
         ("writes after restart (drift heal and peering excluded)", re_["other_writes"]),
         ("writes of the drift heals", len(re_["heal_writes"])),
-        ("writes to Kopf's peering object after restart", re_["peering_writes"]),
+        ("Lease renewals after restart", re_["peering_writes"]),
         ("writes in the first minute after restart (all)", re_["writes_first_minute"]),
         ("requests per Organization, restart (reads / writes)", _rw(re_["requests"])),
         ("operator CPU, process 2 total", f"{re_['cpu_seconds']} s"),
@@ -649,7 +649,7 @@ def _rw(requests: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orgs", type=int, default=100, help="how many Organizations (N)")
-    parser.add_argument("--mode", choices=["standalone", "peering"], default="standalone")
+    parser.add_argument("--mode", choices=["standalone", "leader"], default="standalone")
     parser.add_argument(
         "--operator-src", type=Path, default=ROOT / "operator", help="directory holding `tenantry/`"
     )

@@ -60,6 +60,7 @@ class Informer:
         self._on_served = on_served  # called on the event loop when served/not served changes
         self.served = True
         self.not_served_poll = NOT_SERVED_POLL_SECONDS
+        metrics.RESOURCE_SERVED.labels(resource=kind.plural).set(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resource_version = ""
         self._known: set[tuple[str, str]] = set()
@@ -80,7 +81,7 @@ class Informer:
                 self.client.list_with_version_sync, self.kind, self.selector, 500, self._listed
             )
         except ApiError as exc:
-            if not exc.not_served:
+            if not _not_served(exc):
                 raise
             self._set_served(False)
         self._thread = threading.Thread(target=self._run, name=f"watch {self.kind.plural}", daemon=True)
@@ -150,7 +151,7 @@ class Informer:
         try:
             items = self._list()
         except ApiError as exc:
-            if not exc.not_served:
+            if not _not_served(exc):
                 raise
             self._gone()
             return
@@ -179,7 +180,7 @@ class Informer:
                 except (ApiError, OSError) as exc:
                     log.warning("relist failed", kind=self.kind.kind, error=str(exc))
             except Exception as exc:
-                if isinstance(exc, ApiError) and exc.not_served:
+                if isinstance(exc, ApiError) and _not_served(exc):
                     # The resource went away under the watch (its CRD was deleted): every object
                     # of it is gone too. Report them as deleted and wait for it to come back.
                     self._gone()
@@ -235,6 +236,13 @@ class Informer:
 
 class _GoneError(Exception):
     """The watch's resourceVersion is too old (410): the caller must list again."""
+
+
+def _not_served(exc: ApiError) -> bool:
+    """A 404 on a collection (LIST or watch) means the resource is not served: a real API server
+    answers it in plain text (see ApiError.not_served), and a JSON 404 can only mean the same,
+    as a served collection always exists."""
+    return exc.status == 404
 
 
 def _ident(obj: dict[str, Any]) -> tuple[str, str]:

@@ -172,6 +172,7 @@ class Runtime:
             self._spawn(self.leadership.run(), "tenantry leader election")
         else:
             self.active.set()
+            metrics.LEADER.set(1)  # standalone: the only writer
         self._spawn(self._event_loop(), "tenantry events")
         for i in range(self.config.workers):
             self._spawn(self._worker(), f"tenantry worker {i}")

@@ -111,6 +111,38 @@ def _to_date(value: Any) -> dt.date:
 
 Date = Annotated[dt.date, BeforeValidator(_to_date)]
 
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_label_key(key: str) -> str:
+    """A label key as the API server takes it (IsQualifiedName): [prefix/]name."""
+    parts = key.split("/")
+    name, prefix = parts[-1], parts[0] if len(parts) == 2 else None
+    valid = (
+        len(parts) <= 2
+        and 0 < len(name) <= LABEL_VALUE_MAX
+        and _LABEL_NAME_RE.match(name) is not None
+        and (
+            prefix is None
+            or (0 < len(prefix) <= DNS_SUBDOMAIN_MAX and _DNS_SUBDOMAIN_RE.match(prefix) is not None)
+        )
+    )
+    if not valid:
+        shown = key if len(key) <= 80 else key[:80] + "..."
+        raise ValueError(
+            f"label key {shown!r} is not valid: a name of at most {LABEL_VALUE_MAX} letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit, optionally after a DNS subdomain "
+            "and '/' (such as app.kubernetes.io/name)"
+        )
+    return key
+
+
+# Map keys cannot carry a pattern in a structural schema (and a CEL rule over them would be
+# costed at the request size, docs/crd-cost.md): the API server checks label keys where the
+# labels land (Namespaces, selectors); validate and the operator check them in the policy.
+LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+
 LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX, pattern=LABEL_VALUE_PATTERN)]
 
 DNSLabel = Annotated[

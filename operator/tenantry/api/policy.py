@@ -22,6 +22,7 @@ from tenantry.api.base import (
     URL_MAX,
     ContainerResources,
     DNSLabel,
+    LabelKey,
     LabelValue,
     Model,
     ResourceList,
@@ -90,7 +91,7 @@ class ClusterDNS(Model):
     """Where the cluster DNS pods run (kube-dns/CoreDNS in kube-system on most distributions)."""
 
     namespace: DNSLabel = "kube-system"
-    pod_selector: dict[str, LabelValue] = Field(
+    pod_selector: dict[LabelKey, LabelValue] = Field(
         default_factory=lambda: {"k8s-app": "kube-dns"}, max_length=MAX_LABELS
     )
     ports: list[Port] = Field(
@@ -102,7 +103,7 @@ class ClusterDNS(Model):
 
 class IngressController(Model):
     namespace: DNSLabel
-    pod_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    pod_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
 class NetworkDefaults(Model):
@@ -216,7 +217,7 @@ class TenancyPolicySpec(Model):
     reserved_namespaces: ReservedNamespaces = Field(default_factory=ReservedNamespaces)
     managed_by: ManagedByPolicy = Field(default_factory=ManagedByPolicy)
     gitops: GitOpsPolicy = Field(default_factory=GitOpsPolicy)
-    namespace_labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    namespace_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @model_validator(mode="after")
     def _check(self) -> TenancyPolicySpec:

@@ -29,7 +29,7 @@ from tenantry.api.documents import (
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError, Problem, escape
 from tenantry.render import render_organization, render_policy_objects, render_shared_cluster_roles
-from tenantry.render.checks import collisions
+from tenantry.render.checks import collisions, with_policy_environments
 from tenantry.render.crosstenant import unmatched_exceptions
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -119,13 +119,19 @@ def _render_all(
     rendered: list[str] = []
     problems: list[Located] = []
     chosen: dict[str, TenancyPolicy | None] = {}
-    orgs = [org for _, org in docs.organizations]
+    for _, org in docs.organizations:
+        if org.spec.policy not in chosen:
+            chosen[org.spec.policy] = select_policy(org.spec.policy, policies)
+    # Cross-Organization checks see the namespaces each will have: the policy's environments
+    # for an Organization that names none.
+    orgs = [
+        with_policy_environments(org, policy) if (policy := chosen[org.spec.policy]) else org
+        for _, org in docs.organizations
+    ]
     clashes = collisions(orgs)
     for index, (source, org) in enumerate(docs.organizations):
         where = f"Organization/{org.name}"
         problems += [Located(source, where, p) for p in clashes.get(index, [])]
-        if org.spec.policy not in chosen:
-            chosen[org.spec.policy] = select_policy(org.spec.policy, policies)
         policy = chosen[org.spec.policy]
         if policy is None:
             known = ", ".join(sorted({*policies, "default"}))

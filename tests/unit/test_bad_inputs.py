@@ -312,6 +312,18 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "'Retain' or 'Delete'",
     ),
     ("misspelt field", _set("spec/enviroments", ["prod"]), "spec.enviroments", "unknown field"),
+    (
+        "egress to no environment",
+        _set("spec/network/egress", [{"organization": "beta", "environments": [], "reason": "r"}]),
+        "spec.network.egress[0].environments",
+        "an empty list would select no namespace",
+    ),
+    (
+        "exception from no environment",
+        _set("spec/network/allowFrom", [{"organization": "beta", "environments": [], "reason": "r"}]),
+        "spec.network.allowFrom[0].environments",
+        "an empty list would select no namespace",
+    ),
     # Strict types, as the API server's schema: no coercion between strings, numbers, booleans.
     (
         "boolean port",

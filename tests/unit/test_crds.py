@@ -87,6 +87,12 @@ def test_api_server_accepts_the_examples(path: Path) -> None:
     assert api_server_rejects(yaml.safe_load(path.read_text())) == []
 
 
+def test_api_server_accepts_an_organization_without_environments() -> None:
+    doc = {"apiVersion": "tenantry.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"}}
+    assert api_server_rejects({**doc, "spec": {}}) == []
+    assert api_server_rejects({**doc, "spec": {"quota": {"prod": {"pods": 3}}}}) == []
+
+
 # Cases a single object reveals, which the API server must therefore reject itself; the rest
 # need the TenancyPolicy (allowed environments, defaults, approval) and are the operator's job.
 REJECTED_AT_API = {
@@ -126,6 +132,8 @@ REJECTED_AT_API = {
     "fractional pod count",
     "quantity with a space",
     "negative zero",
+    "egress to no environment",
+    "exception from no environment",
 }
 
 

@@ -6,6 +6,7 @@ end in exit 0, 1 or 2 with a message naming where and what is allowed, never a t
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import subprocess
 import sys
@@ -18,7 +19,10 @@ import yaml
 
 from tenantry.api.documents import MAX_INPUT_BYTES, parse_documents, parse_object
 from tenantry.api.loader import MAX_DEPTH, load_stream
+from tenantry.api.organization import Organization
+from tenantry.api.policy import builtin_default_policy
 from tenantry.cli import main
+from tenantry.render import render_organization
 
 ORG = """\
 apiVersion: tenantry.dev/v1alpha1
@@ -547,3 +551,82 @@ def test_a_policy_is_parsed_strictly(tmp_path: Path, line: str, path: str, messa
     assert (f"{path}: {message}" if path else message) in err
     code, out, err = run("render", "-f", org_path, "--policy", policy_path)
     assert code == 1 and out == "" and "developers-exec" not in out
+
+
+# -- spec: {} ---------------------------------------------------------------------------------
+
+
+def test_an_organization_without_environments_gets_the_policys(tmp_path: Path) -> None:
+    path = write(tmp_path, ORG.replace("  environments: [prod, dev]\n", "").replace("spec:\n", "spec: {}\n"))
+    code, out, err = run("validate", "-f", path)
+    assert code == 0, err
+    assert (
+        "note: spec.environments: not set, so every environment of policy 'default': prod, staging, dev"
+        in err
+    )
+    code, out, err = run("render", "-f", path)
+    assert code == 0, err
+    assert "note: spec.environments: not set" in err
+    namespaces = [o["metadata"]["name"] for o in yaml.safe_load_all(out) if o["kind"] == "Namespace"]
+    assert namespaces == ["acme-prod", "acme-staging", "acme-dev"]
+
+
+def test_the_operator_renders_an_organization_without_environments_the_same_way() -> None:
+    body = {
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": "acme"},
+        "spec": {},
+    }
+    parsed = parse_object(body)  # what reconcile/organization.py does with the API server's body
+    assert isinstance(parsed, Organization)
+    rendering = render_organization(parsed, builtin_default_policy(), dt.date(2026, 11, 26))
+    assert rendering.namespaces == {"prod": "acme-prod", "staging": "acme-staging", "dev": "acme-dev"}
+
+
+def test_without_environments_quota_keys_and_names_are_checked_against_the_policy(tmp_path: Path) -> None:
+    text = org("  quota:\n    qa: {pods: '1'}\n")
+    code, _, err = run("validate", "-f", write(tmp_path, text))
+    assert code == 1 and "spec.quota: names environment(s) qa that policy 'default' does not have" in err
+    long_name = ORG.replace("acme", "a" * 58).replace("  environments: [prod, dev]\n", "  members: {}\n")
+    code, _, err = run("validate", "-f", write(tmp_path, long_name, "long.yaml"))
+    assert code == 1 and "would be 66 characters" in err  # <58 a's>-staging
+
+
+def test_defaulted_environments_take_part_in_collisions(tmp_path: Path) -> None:
+    text = (
+        ORG.replace("acme", "a").replace("[prod, dev]", "[b-prod]")
+        + "---\n"
+        + ORG.replace("acme", "a-b").replace("  environments: [prod, dev]\n", "  members: {}\n")
+    )
+    code, _, err = run("validate", "-f", write(tmp_path, text))
+    assert code == 1 and "namespace 'a-b-prod' is also rendered by Organization 'a'" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "fragment"),
+    [
+        (
+            "namespaceLabels: {'bad key': x}",
+            "spec.namespaceLabels[\"bad key\"]: label key 'bad key' is not valid",
+        ),
+        ("namespaceLabels: {'a/b/c': x}", "label key 'a/b/c' is not valid"),
+        ("namespaceLabels: {'Example.com/x': x}", "label key 'Example.com/x' is not valid"),
+        ("namespaceLabels: {team: 'a b'}", "spec.namespaceLabels.team: must be a label value"),
+        ("network: {dns: {podSelector: {'-x': y}}}", "label key '-x' is not valid"),
+        ("network: {ingressControllers: [{namespace: n, podSelector: {app: '-'}}]}", "must be a label value"),
+    ],
+)
+def test_policy_labels_have_label_syntax(tmp_path: Path, field: str, fragment: str) -> None:
+    text = (
+        f"apiVersion: tenantry.dev/v1alpha1\nkind: TenancyPolicy\nmetadata: {{name: p}}\nspec:\n  {field}\n"
+    )
+    code, _, err = run("validate", "-f", write(tmp_path, text))
+    assert code == 1 and fragment in err, err
+
+
+def test_valid_label_keys_are_accepted(tmp_path: Path) -> None:
+    labels = "{app.kubernetes.io/part-of: x, team: a_b.c-d, example.com/Tier: '', k8s-app: kube-dns}"
+    text = "apiVersion: tenantry.dev/v1alpha1\nkind: TenancyPolicy\nmetadata: {name: p}\nspec:\n"
+    text += f"  namespaceLabels: {labels}\n"
+    assert run("validate", "-f", write(tmp_path, text))[0] == 0

@@ -60,6 +60,25 @@ def _set_list(**kwargs: Any) -> Any:
 EnvironmentList = Annotated[list[DNSLabel], AfterValidator(_unique)]
 
 
+def _not_empty(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError(
+            "an empty list would select no namespace; list the environments, or leave the field out "
+            "for all of them"
+        )
+    return value
+
+
+# Which environments of another organization a network entry selects: omitted means all of
+# them; an empty list is refused (it would select none, and validate and render must not
+# disagree on what it means). minItems makes the API server refuse it too.
+EnvironmentSelection = Annotated[list[DNSLabel], AfterValidator(_unique), AfterValidator(_not_empty)]
+
+
+def _selection(**kwargs: Any) -> Any:
+    return Field(json_schema_extra={"x-kubernetes-list-type": "set", "minItems": 1}, **kwargs)
+
+
 class Members(Model):
     """RBAC subjects per tenant role. Membership lives here, in Git, not in ad-hoc bindings."""
 
@@ -110,7 +129,7 @@ class EgressRule(Model):
     cidr: CIDR | None = None
     except_: list[CIDR] | None = Field(default=None, alias="except", max_length=MAX_CIDRS)
     organization: DNSLabel | None = None
-    environments: EnvironmentList | None = _set_list(default=None, max_length=MAX_ENVIRONMENTS)
+    environments: EnvironmentSelection | None = _selection(default=None, max_length=MAX_ENVIRONMENTS)
     ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
     reason: str = Field(min_length=1, max_length=512)
 
@@ -137,7 +156,7 @@ class AllowFrom(Model):
     """A documented cross-tenant exception: let another organization's namespaces reach ours."""
 
     organization: DNSLabel
-    environments: EnvironmentList | None = _set_list(default=None, max_length=MAX_ENVIRONMENTS)
+    environments: EnvironmentSelection | None = _selection(default=None, max_length=MAX_ENVIRONMENTS)
     ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
     reason: str = Field(min_length=1, max_length=512)
     expires: Date | None = None
@@ -163,7 +182,8 @@ class OrganizationSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "!has(self.quota) || self.quota.all(e, e in self.environments)",
+                    "!has(self.quota) || !has(self.environments) "
+                    "|| self.quota.all(e, e in self.environments)",
                     "every key of quota must be one of spec.environments",
                     ".quota",
                 ),
@@ -173,7 +193,14 @@ class OrganizationSpec(Model):
 
     display_name: str | None = Field(default=None, max_length=256)
     policy: DNSLabel = "default"
-    environments: EnvironmentList = _set_list(min_length=1, max_length=MAX_ENVIRONMENTS)
+    environments: EnvironmentList | None = _set_list(
+        default=None,
+        min_length=1,
+        max_length=MAX_ENVIRONMENTS,
+        description="The environments, one namespace <organization>-<environment> each. Leave it "
+        "out for every environment of the policy (spec: {} is a complete Organization); when the "
+        "policy gains or loses an environment, so does the Organization.",
+    )
     managed_by: LabelValue | None = None
     members: Members = Field(default_factory=Members)
     # Keys must be environments (CEL below), so there are at most as many as environments.
@@ -184,11 +211,12 @@ class OrganizationSpec(Model):
 
     @model_validator(mode="after")
     def _check(self) -> OrganizationSpec:
-        extra = sorted(set(self.quota) - set(self.environments))
+        # Without environments, the policy's apply: the policy checks see the quota keys.
+        extra = sorted(set(self.quota) - set(self.environments)) if self.environments is not None else []
         if extra:
             raise ValueError(
                 f"quota names environment(s) {', '.join(extra)} that are not in spec.environments "
-                f"({', '.join(self.environments)})"
+                f"({', '.join(self.environments or [])})"
             )
         return self
 
@@ -243,15 +271,19 @@ def reserved_prefix_rule(prefixes: tuple[str, ...]) -> str:
         on_env += env_clauses
     rule = f"!({' || '.join(on_name)})"
     if on_env:
-        rule += f" && self.spec.environments.all(e, !({' || '.join(on_env)}))"
+        # Without environments the policy's apply, which only the operator and validate know.
+        rule += (
+            f" && (!has(self.spec.environments) || self.spec.environments.all(e, !({' || '.join(on_env)})))"
+        )
     return rule
 
 
 def _org_cel_rules() -> list[JsonDict]:
     # metadata.name is a DNS label by the CRD schema (pattern, maxLength 63), so these rules
-    # read a bounded string; environments are required (at least one).
+    # read a bounded string; without environments (the policy's apply) only the name is checked.
     return [
         cel(
+            "!has(self.spec.environments) || "
             f"self.spec.environments.all(e, size(self.metadata.name) + 1 + size(e) <= {DNS_LABEL_MAX})",
             f"namespace name <organization>-<environment> must be at most {DNS_LABEL_MAX} characters",
         ),
@@ -278,8 +310,15 @@ class Organization(Model):
         return self.metadata.name
 
     def namespaces(self) -> dict[str, str]:
-        """Environment -> namespace name, in spec order."""
-        return {env: namespace_name(self.name, env) for env in self.spec.environments}
+        """Environment -> namespace name, in spec order (after `with_environments` if unset)."""
+        return {env: namespace_name(self.name, env) for env in self.spec.environments or []}
+
+    def with_environments(self, environments: list[str]) -> Organization:
+        """This Organization with `spec.environments` filled in (the policy's, when unset)."""
+        if self.spec.environments is not None:
+            return self
+        spec = self.spec.model_copy(update={"environments": list(environments)})
+        return self.model_copy(update={"spec": spec})
 
 
 ORGANIZATION_CEL = _org_cel_rules()

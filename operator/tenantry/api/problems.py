@@ -71,11 +71,12 @@ class Problem:
     path: str
     message: str
     # "warning": rendered anyway, but worth telling (an expired exception that is skipped).
-    severity: Literal["error", "warning"] = "error"
+    # "note": how the input was read, nothing wrong (environments taken from the policy).
+    severity: Literal["error", "warning", "note"] = "error"
 
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}" if self.path else self.message
-        return f"warning: {text}" if self.severity == "warning" else text
+        return f"{self.severity}: {text}" if self.severity != "error" else text
 
 
 def format_path(loc: Sequence[Any]) -> str:

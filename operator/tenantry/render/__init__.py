@@ -14,7 +14,7 @@ from typing import Any
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import InvalidObjectError, Problem
-from tenantry.render.checks import check_organization, errors_only
+from tenantry.render.checks import check_organization, defaulted_note, errors_only, with_policy_environments
 from tenantry.render.gitops import render_app_project
 from tenantry.render.namespaces import render_namespace
 from tenantry.render.network import render_network_policies
@@ -38,7 +38,8 @@ def object_key(obj: dict[str, Any]) -> ObjectKey:
 
 @dataclass(frozen=True)
 class Rendering:
-    """What one Organization becomes. `warnings` were rendered around, not refused."""
+    """What one Organization becomes. `warnings` were rendered around, not refused (and notes:
+    how it was read, such as environments taken from the policy)."""
 
     organization: str
     objects: list[dict[str, Any]]
@@ -47,11 +48,16 @@ class Rendering:
 
 
 def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date) -> Rendering:
-    """Render every object of `org`; raise `InvalidObjectError` listing all errors if any."""
+    """Render every object of `org`; raise `InvalidObjectError` listing all errors if any.
+
+    An Organization without `spec.environments` gets every environment of its policy.
+    """
     problems = check_organization(org, policy, today)
     errors = errors_only(problems)
     if errors:
         raise InvalidObjectError(errors)
+    note = defaulted_note(org, policy)
+    org = with_policy_environments(org, policy)
     objects: list[dict[str, Any]] = []
     namespaces = org.namespaces()
     for env, namespace in namespaces.items():
@@ -66,7 +72,7 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
         organization=org.name,
         objects=objects,
         namespaces=namespaces,
-        warnings=[p for p in problems if p.severity == "warning"],
+        warnings=([note] if note else []) + [p for p in problems if p.severity == "warning"],
     )
 
 

@@ -74,7 +74,7 @@ def collisions(orgs: Sequence[Organization]) -> dict[int, list[Problem]]:
             )
             continue
         first_of[org.name] = index
-        for i, env in enumerate(org.spec.environments):
+        for i, env in enumerate(org.spec.environments or []):
             namespace = namespace_name(org.name, env)
             if namespace not in owner:
                 owner[namespace] = (index, env, i)
@@ -158,10 +158,29 @@ def _subject_problems(path: str, subject: Subject, policy: TenancyPolicy) -> lis
     return []
 
 
+def with_policy_environments(org: Organization, policy: TenancyPolicy) -> Organization:
+    """`org`, or, when it names no environments, `org` with every environment of its policy."""
+    return org.with_environments([e.name for e in policy.spec.environments])
+
+
+def defaulted_note(org: Organization, policy: TenancyPolicy) -> Problem | None:
+    """Says that `org` gets the policy's environments (None when it names its own)."""
+    if org.spec.environments is not None:
+        return None
+    names = ", ".join(e.name for e in policy.spec.environments)
+    return Problem(
+        "spec.environments",
+        f"not set, so every environment of policy {policy.name!r}: {names}",
+        severity="note",
+    )
+
+
 def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date) -> list[Problem]:
     """Every problem of `org` under `policy` (errors, then warnings), in a stable order."""
     problems: list[Problem] = []
+    org = with_policy_environments(org, policy)
     spec = org.spec
+    assert spec.environments is not None
     if spec.policy != policy.name:
         problems.append(
             Problem("spec.policy", f"names policy {spec.policy!r} but was checked against {policy.name!r}")
@@ -241,8 +260,6 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                     "and is not opened (its environments stay isolated from each other)",
                 )
             )
-        if rule.environments is not None and not rule.environments:
-            problems.append(_no_environments(f"spec.network.egress[{i}].environments"))
         if rule.cidr is None:
             continue
         net = ipaddress.ip_network(rule.cidr)
@@ -266,8 +283,6 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                     "its own environments stay isolated from each other",
                 )
             )
-        if exception.environments is not None and not exception.environments:
-            problems.append(_no_environments(f"spec.network.allowFrom[{i}].environments"))
 
     for i, exception in enumerate(spec.network.allow_from):
         if not exception.active_on(today):
@@ -279,15 +294,17 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                     severity="warning",
                 )
             )
+    if spec.environments is not None:
+        extra = sorted(set(spec.quota) - set(spec.environments))
+        if extra:  # only possible when the environments came from the policy
+            problems.append(
+                Problem(
+                    "spec.quota",
+                    f"names environment(s) {', '.join(extra)} that policy {policy.name!r} does not have "
+                    f"(spec.environments is not set, so the Organization has {', '.join(spec.environments)})",
+                )
+            )
     return sorted(problems, key=lambda p: (p.severity != "error", p.path, p.message))
-
-
-def _no_environments(path: str) -> Problem:
-    return Problem(
-        path,
-        "an empty list would select no namespace; list the environments, or leave the field out "
-        "for all of them",
-    )
 
 
 def errors_only(problems: list[Problem]) -> list[Problem]:

@@ -40,7 +40,7 @@ def unmatched_exceptions(orgs: list[Organization], today: dt.date) -> dict[str, 
             if target is None:
                 continue
             admitted = _pairs_allowed(target, today)
-            for env in org.spec.environments:
+            for env in org.spec.environments or []:  # resolved by the caller (with_environments)
                 if (org.name, env) not in admitted and (org.name, None) not in admitted:
                     out.setdefault(org.name, []).append(
                         Problem(

@@ -11,7 +11,7 @@ from typing import Any
 import kmock
 
 from tenantry.kube.client import Connection
-from tenantry.observe.metrics import DRIFT, QUOTA_USE
+from tenantry.observe.metrics import DRIFT, REGISTRY
 from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
 from tests.integration.test_onboarding import condition, ready, until
 from tests.unit.helpers import TODAY
@@ -474,7 +474,9 @@ async def test_quota_usage_reaches_the_organization_status(api: Api, operator: O
 
     await until(reported)
     assert (await api.get(QUOTA))["spec"]["hard"]["requests.cpu"] == "8"  # nothing re-applied
-    ratio = QUOTA_USE.labels(organization="acme", environment="prod", resource="pods")._value.get()
+    ratio = REGISTRY.get_sample_value(
+        "tenantry_quota_use_ratio", {"organization": "acme", "environment": "prod", "resource": "pods"}
+    )
     assert ratio == 0.75
 
 

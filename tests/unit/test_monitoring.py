@@ -68,6 +68,8 @@ def exported_series() -> dict[str, Family]:
     label_names = {
         m._name: frozenset(m._labelnames) for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)
     }
+    # Families the operator computes at scrape time from its state (metrics.STATE).
+    label_names.update({f.name: frozenset(f.labels) for f in metrics.STATE_FAMILIES})
     series: dict[str, Family] = {}
     for collected in metrics.REGISTRY.collect():
         assert collected.type in SUFFIXES, f"{collected.name}: teach this test the {collected.type} type"

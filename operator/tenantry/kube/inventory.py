@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from tenantry.render import ObjectKey, object_key
@@ -66,6 +67,8 @@ class Inventory:
         self._by_owner: dict[str, set[ObjectKey]] = defaultdict(set)
         # Keys deleted by someone since we last wrote them: a later "missing" is drift, not new.
         self._tombstones: dict[ObjectKey, str] = {}  # key -> owner
+        # ResourceQuotas, for the quota-use metrics read at scrape time (without a full scan).
+        self._quota_keys: set[ObjectKey] = set()
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -81,8 +84,11 @@ class Inventory:
                 self._by_owner[old_owner].discard(key)
         if owner is None:
             self._objects.pop(key, None)
+            self._quota_keys.discard(key)
             return key, None
         self._objects[key] = _pack(obj)
+        if key[1] == "ResourceQuota":
+            self._quota_keys.add(key)
         self._by_owner[sys.intern(owner)].add(key)
         self._tombstones.pop(key, None)
         return key, owner
@@ -90,6 +96,7 @@ class Inventory:
     def remove(self, obj: dict[str, Any]) -> tuple[ObjectKey, str | None]:
         key = _key(obj)
         packed = self._objects.pop(key, None)
+        self._quota_keys.discard(key)
         previous = json.loads(packed) if packed is not None else None
         owner = lbl.owner_of((previous or obj).get("metadata", {}).get("labels"))
         if owner:
@@ -104,6 +111,8 @@ class Inventory:
                 continue
             self._objects[key] = packed
             self._by_owner[sys.intern(owner)].add(key)
+            if key[1] == "ResourceQuota":
+                self._quota_keys.add(key)
 
     def get(self, key: ObjectKey) -> dict[str, Any] | None:
         """A fresh copy of the slim object (callers may modify it)."""
@@ -114,6 +123,13 @@ class Inventory:
         return [
             json.loads(self._objects[k]) for k in sorted(self._by_owner.get(org, ())) if k in self._objects
         ]
+
+    def quotas(self) -> Iterator[dict[str, Any]]:
+        """Every ResourceQuota we own (slim copies, status included)."""
+        for key in list(self._quota_keys):
+            packed = self._objects.get(key)
+            if packed is not None:
+                yield json.loads(packed)
 
     def was_deleted(self, key: ObjectKey) -> bool:
         return key in self._tombstones

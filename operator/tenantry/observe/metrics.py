@@ -1,11 +1,20 @@
-"""Prometheus metrics. Names are the contract with the dashboards and alerts in manifests/."""
+"""Prometheus metrics. Names are the contract with the dashboards and alerts in manifests/.
+
+Counters, histograms and a few gauges are updated where things happen. What describes the
+state of every Organization (readiness, quota use) is read at scrape time by `STATE` from
+the operator's own state, so keeping it costs nothing per reconcile, however many
+Organizations there are, and a deleted Organization's series simply stop being reported.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Collection
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -37,24 +46,6 @@ API_ERRORS = Counter(
     ["verb", "code"],
     registry=REGISTRY,
 )
-ORGANIZATIONS = Gauge(
-    "tenantry_organizations",
-    "Organizations by the status of their Ready condition.",
-    ["ready"],
-    registry=REGISTRY,
-)
-QUOTA_USE = Gauge(
-    "tenantry_quota_use_ratio",
-    "used / hard of each ResourceQuota resource, per organization and environment.",
-    ["organization", "environment", "resource"],
-    registry=REGISTRY,
-)
-ORGANIZATION_READY = Gauge(
-    "tenantry_organization_ready",
-    "1 when the Organization's Ready condition is True, else 0 (per-organization dashboards).",
-    ["organization"],
-    registry=REGISTRY,
-)
 RESOURCE_SERVED = Gauge(
     "tenantry_resource_served",
     "1 while the API server serves a resource the operator watches, 0 while it does not "
@@ -84,17 +75,75 @@ def initialise(kinds: list[str]) -> None:
             DRIFT.labels(kind=kind, change=change)
 
 
-def forget_organization(organization: str, keep_environments: Collection[str] | None = None) -> None:
-    """Drop an Organization's series: all of them (deleted), or the quota series of the
-    environments it no longer has (so alerts and dashboards do not report ghosts)."""
-    for sample_labels in {
-        tuple(sorted(s.labels.items())) for family in QUOTA_USE.collect() for s in family.samples
-    }:
-        labels = dict(sample_labels)
-        if labels.get("organization") != organization:
-            continue
-        if keep_environments is None or labels.get("environment") not in keep_environments:
-            QUOTA_USE.remove(labels["organization"], labels["environment"], labels["resource"])
-    if keep_environments is None:
-        with contextlib.suppress(KeyError):
-            ORGANIZATION_READY.remove(organization)
+@dataclass(frozen=True)
+class StateFamily:
+    """A gauge family computed at scrape time (see StateCollector)."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+
+    def family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.name, self.documentation, labels=list(self.labels))
+
+
+ORGANIZATIONS = StateFamily(
+    "tenantry_organizations", "Organizations by the status of their Ready condition.", ("ready",)
+)
+ORGANIZATION_READY = StateFamily(
+    "tenantry_organization_ready",
+    "1 when the Organization's Ready condition is True, else 0 (per-organization dashboards).",
+    ("organization",),
+)
+QUOTA_USE = StateFamily(
+    "tenantry_quota_use_ratio",
+    "used / hard of each ResourceQuota resource, per organization and environment.",
+    ("organization", "environment", "resource"),
+)
+STATE_FAMILIES = (ORGANIZATIONS, ORGANIZATION_READY, QUOTA_USE)
+READY_VALUES = ("True", "False", "Unknown")
+
+
+@dataclass(frozen=True)
+class State:
+    """What the operator knows now: Ready per Organization, quota use per (org, env, resource)."""
+
+    ready: Mapping[str, str] = field(default_factory=dict)
+    quota_use: Iterable[tuple[str, str, str, float]] = ()
+
+
+class StateCollector(Collector):
+    """Reads the operator's state when Prometheus scrapes (never on the reconcile path)."""
+
+    def __init__(self) -> None:
+        self._read: Callable[[], State] | None = None
+
+    def read_from(self, read: Callable[[], State]) -> None:
+        self._read = read
+
+    def release(self, read: Callable[[], State]) -> None:
+        """Stop reading from `read` (a stopped runtime), unless another took over since."""
+        if self._read == read:
+            self._read = None
+
+    def describe(self) -> Iterator[Metric]:
+        for state_family in STATE_FAMILIES:
+            yield state_family.family()
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._read() if self._read is not None else State()
+        counts = Tally(state.ready.values())
+        organizations = ORGANIZATIONS.family()
+        for value in READY_VALUES:
+            organizations.add_metric([value], counts[value])
+        ready = ORGANIZATION_READY.family()
+        for name, value in sorted(state.ready.items()):
+            ready.add_metric([name], 1.0 if value == "True" else 0.0)
+        quota = QUOTA_USE.family()
+        for organization, environment, resource, ratio in state.quota_use:
+            quota.add_metric([organization, environment, resource], ratio)
+        yield from (organizations, ready, quota)
+
+
+STATE = StateCollector()
+REGISTRY.register(STATE)

@@ -15,7 +15,6 @@ from tenantry.api.documents import parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
-from tenantry.api.quantity import QuantityError, parse_quantity
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, KubeClient
 from tenantry.kube.compare import drifted_fields, in_sync, stale_keys
@@ -474,22 +473,14 @@ class OrganizationReconciler:
 
     # -- status ----------------------------------------------------------------------------------
     def _quota_usage(self, org: Organization, namespaces: dict[str, str]) -> list[dict[str, Any]]:
-        metrics.forget_organization(org.name, keep_environments=set(namespaces))
         usage = []
         for env, namespace in namespaces.items():
             quota = self.cluster.inventory.get(("v1", "ResourceQuota", namespace, "tenantry-quota"))
-            status = (quota or {}).get("status") or {}
-            hard, used = status.get("hard") or {}, status.get("used") or {}
             if quota is None:
                 continue
+            status = quota.get("status") or {}
+            hard, used = status.get("hard") or {}, status.get("used") or {}
             usage.append({"environment": env, "namespace": namespace, "hard": hard, "used": used})
-            for resource, limit in hard.items():
-                try:
-                    total = parse_quantity(limit)
-                    ratio = float(parse_quantity(used.get(resource, "0")) / total) if total else 0.0
-                except QuantityError:
-                    continue
-                metrics.QUOTA_USE.labels(organization=org.name, environment=env, resource=resource).set(ratio)
         return usage
 
     async def _write_status(self, body: dict[str, Any], outcome: Outcome, generation: int | None) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from tenantry.kube.inventory import slim
 from tenantry.kube.lease import Leadership, LeaseNamespaceMissingError, LeaseTimings
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
+from tenantry.reconcile.observed import current_state
 from tenantry.reconcile.organization import Cluster, OrganizationReconciler, Requeue
 from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
 from tenantry.reconcile.queue import Priority, WorkQueue
@@ -80,7 +80,6 @@ class Runtime:
     failures: dict[str, int] = field(default_factory=dict)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     ready_of: dict[str, str] = field(default_factory=dict)
-    ready_counts: Counter[str] = field(default_factory=Counter)
     # Set while this replica may write (always, without leader election).
     active: asyncio.Event = field(default_factory=asyncio.Event)
     # What each queued Organization was last reconciled from: a spec change is compared with
@@ -168,6 +167,7 @@ class Runtime:
             self._count_ready(body["metadata"]["name"], body)
         self.cluster = cluster
         metrics.initialise([k.kind for k in res.CHILD_KINDS])
+        metrics.STATE.read_from(self.metrics_state)
         if self.leadership is not None:
             self._spawn(self.leadership.run(), "tenantry leader election")
         else:
@@ -188,6 +188,7 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        metrics.STATE.release(self.metrics_state)
         for informer in self.informers:
             informer.stop()
         self.informers.clear()
@@ -318,7 +319,6 @@ class Runtime:
             self.cluster.organizations.pop(name, None)
             self.seen_significant.pop(name, None)
             self.cluster.inventory.forget_owner(name)
-            metrics.forget_organization(name)
         else:
             if not self.cluster.remember_organization(obj):
                 return  # older than what a write of ours already returned
@@ -405,17 +405,16 @@ class Runtime:
             log.error("invalid TenancyPolicy ignored", policy=name, problems=[str(p) for p in parsed])
 
     def _count_ready(self, name: str, body: dict[str, Any] | None) -> None:
-        """Keep the readiness gauges current, incrementally (no scan of all Organizations)."""
-        old = self.ready_of.pop(name, None)
-        if old is not None:
-            self.ready_counts[old] -= 1
-        if body is not None:
-            new = _ready_of(body)
-            self.ready_of[name] = new
-            self.ready_counts[new] += 1
-            metrics.ORGANIZATION_READY.labels(organization=name).set(1 if new == "True" else 0)
-        for value in ("True", "False", "Unknown"):
-            metrics.ORGANIZATIONS.labels(ready=value).set(self.ready_counts[value])
+        """Remember each Organization's Ready status, for the metrics read at scrape time."""
+        if body is None:
+            self.ready_of.pop(name, None)
+        else:
+            self.ready_of[name] = _ready_of(body)
+
+    def metrics_state(self) -> metrics.State:
+        if self.cluster is None:
+            return metrics.State()
+        return current_state(self.cluster.inventory, self.cluster.organizations, self.ready_of)
 
 
 def _ready_of(body: dict[str, Any]) -> str:

@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+from tenantry.kube.resources import CHILD_KINDS, child_kind
 from tenantry.render import ObjectKey, object_key
 from tenantry.render import labels as lbl
 
-_BODY_SECTIONS = ("spec", "rules", "roleRef", "subjects")
+_ALL_SECTIONS = tuple(sorted({section for kind in CHILD_KINDS for section in kind.sections}))
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -33,12 +34,14 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     if annotations:
         kept_meta["annotations"] = annotations
     out: dict[str, Any] = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": kept_meta}
-    for section in _BODY_SECTIONS:
+    row = child_kind(obj["apiVersion"], obj["kind"])
+    for section in row.sections if row is not None else _ALL_SECTIONS:
         if section in obj:
             out[section] = obj[section]
-    if obj["kind"] == "ResourceQuota" and "status" in obj:
+    keep_status = row.status if row is not None else "none"
+    if keep_status == "all" and "status" in obj:
         out["status"] = obj["status"]
-    if obj["kind"] == "Namespace" and "status" in obj:
+    elif keep_status == "phase" and "status" in obj:
         out["status"] = {"phase": obj["status"].get("phase")}
     return out
 

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from tenantry import API_VERSION
+
+Purpose = Literal["namespace", "guardrail", "access"]
 
 
 @dataclass(frozen=True)
 class Kind:
+    """A kind Tenantry reads or writes. For the kinds an Organization renders to (CHILD_KINDS)
+    the rest of the row says, in one place, how the operator treats them: what the inventory
+    keeps and drift compares, which status condition reports them, and what happens to them when
+    they are no longer rendered or their Organization lets them go (reconcile/deletion.py)."""
+
     api_version: str
     kind: str
     plural: str
     namespaced: bool
+    # Top-level body sections that are ours: kept in the inventory and compared for drift.
+    sections: tuple[str, ...] = ("spec",)
+    # How much of `status` the inventory keeps ("phase": only status.phase).
+    status: Literal["none", "phase", "all"] = "none"
+    # The Organization status condition that reports objects of this kind.
+    area: str | None = None
+    # namespace: the tenant namespace itself; guardrail: quota, limits, network policy (stay with
+    # a retained namespace); access: what gives tenants access (goes when access is withdrawn).
+    purpose: Purpose | None = None
+    # Deleted when no longer rendered; False: only ever removed together with its namespace.
+    pruned_alone: bool = True
+    # Exists only where another product is installed (Argo CD); skipped while not served.
+    optional: bool = False
+    # Namespaced objects live in the tenant's namespaces, except those of another product
+    # (an AppProject lives in Argo CD's namespace and belongs to the Organization as a whole).
+    in_tenant_namespace: bool = True
 
     def path(
         self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
@@ -28,16 +52,50 @@ class Kind:
         return base
 
 
-NAMESPACE = Kind("v1", "Namespace", "namespaces", namespaced=False)
-RESOURCE_QUOTA = Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True)
-LIMIT_RANGE = Kind("v1", "LimitRange", "limitranges", namespaced=True)
-NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True)
-ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", namespaced=True)
-CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
-CLUSTER_ROLE_BINDING = Kind(
-    "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
+NAMESPACE = Kind(
+    "v1", "Namespace", "namespaces", False, status="phase", area="NamespacesReady", purpose="namespace"
 )
-APP_PROJECT = Kind("argoproj.io/v1alpha1", "AppProject", "appprojects", namespaced=True)
+RESOURCE_QUOTA = Kind(
+    "v1",
+    "ResourceQuota",
+    "resourcequotas",
+    True,
+    status="all",
+    area="QuotaReady",
+    purpose="guardrail",
+    pruned_alone=False,
+)
+LIMIT_RANGE = Kind(
+    "v1", "LimitRange", "limitranges", True, area="QuotaReady", purpose="guardrail", pruned_alone=False
+)
+NETWORK_POLICY = Kind(
+    "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, area="NetworkReady", purpose="guardrail"
+)
+_RBAC = "rbac.authorization.k8s.io/v1"
+ROLE_BINDING = Kind(
+    _RBAC, "RoleBinding", "rolebindings", True, ("roleRef", "subjects"), area="RBACReady", purpose="access"
+)
+CLUSTER_ROLE = Kind(
+    _RBAC, "ClusterRole", "clusterroles", False, ("rules",), area="RBACReady", purpose="access"
+)
+CLUSTER_ROLE_BINDING = Kind(
+    _RBAC,
+    "ClusterRoleBinding",
+    "clusterrolebindings",
+    False,
+    ("roleRef", "subjects"),
+    area="RBACReady",
+    purpose="access",
+)
+APP_PROJECT = Kind(
+    "argoproj.io/v1alpha1",
+    "AppProject",
+    "appprojects",
+    True,
+    area="RBACReady",
+    purpose="access",
+    optional=True,
+)
 CRD = Kind(
     "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
 )
@@ -58,8 +116,6 @@ CHILD_KINDS: tuple[Kind, ...] = (
     CLUSTER_ROLE_BINDING,
     APP_PROJECT,
 )
-# Kinds that exist only where another product is installed (Argo CD); skipped when absent.
-OPTIONAL_KINDS: tuple[Kind, ...] = (APP_PROJECT,)
 _BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, ORGANIZATION, TENANCY_POLICY, CRD)}
 
 
@@ -68,3 +124,9 @@ def kind_of(api_version: str, kind: str) -> Kind:
         return _BY_KIND[(api_version, kind)]
     except KeyError:
         raise ValueError(f"Tenantry does not manage {api_version} {kind}") from None
+
+
+def child_kind(api_version: str, kind: str) -> Kind | None:
+    """The CHILD_KINDS row of a managed object's kind, or None for any other kind."""
+    found = _BY_KIND.get((api_version, kind))
+    return found if found is not None and found in CHILD_KINDS else None

@@ -22,23 +22,13 @@ from tenantry.kube.inventory import Inventory
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
+from tenantry.reconcile.deletion import when_not_rendered, when_released
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
 
 FINALIZER = "tenantry.dev/finalizer"
 log = get_logger("tenantry.reconcile")
-
-_AREA_OF_KIND = {
-    "Namespace": "NamespacesReady",
-    "ResourceQuota": "QuotaReady",
-    "LimitRange": "QuotaReady",
-    "NetworkPolicy": "NetworkReady",
-    "RoleBinding": "RBACReady",
-    "ClusterRole": "RBACReady",
-    "ClusterRoleBinding": "RBACReady",
-    "AppProject": "RBACReady",
-}
 
 
 class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an error
@@ -272,7 +262,7 @@ class OrganizationReconciler:
                 )
             applied = await self.client.apply(obj)
         except ApiError as exc:
-            area = _AREA_OF_KIND.get(obj["kind"], "NamespacesReady")
+            area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {exc}"
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
             outcome.fail(reasons.APPLY_FAILED, message, stalled=False)
@@ -311,15 +301,20 @@ class OrganizationReconciler:
         dropped_namespaces = {
             o["metadata"]["name"] for o in owned if o["kind"] == "Namespace" and object_key(o) not in desired
         }
+        policy = org.spec.deletion_policy
         for obj in owned:
-            key = object_key(obj)
-            if key in desired:
+            if object_key(obj) in desired:
                 continue
+            kind = res.kind_of(obj["apiVersion"], obj["kind"])
             namespace = obj["metadata"].get("namespace")
-            if obj["kind"] in ("ResourceQuota", "LimitRange"):
-                continue  # guardrails go only with their namespace
-            if obj["kind"] == "Namespace":
-                if org.spec.deletion_policy == "Delete" and await self._delete(obj):
+            if kind.purpose == "namespace" or namespace in dropped_namespaces:
+                action = when_released(kind, policy)  # its environment was removed
+            elif namespace in blocked:
+                action = "keep"
+            else:
+                action = when_not_rendered(kind)
+            if action == "delete":
+                if await self._delete(obj) and kind.purpose == "namespace":
                     await self.event(
                         body,
                         "Normal",
@@ -327,14 +322,8 @@ class OrganizationReconciler:
                         f"environment removed: namespace {obj['metadata']['name']} deleted "
                         "(deletionPolicy: Delete)",
                     )
-                elif org.spec.deletion_policy != "Delete":
-                    await self._orphan(body, obj)
-            elif namespace in dropped_namespaces:
-                # Retained namespaces keep their guardrails (quota, deny-all); tenant access goes.
-                if org.spec.deletion_policy != "Delete" and obj["kind"] == "RoleBinding":
-                    await self._delete(obj)
-            elif namespace not in blocked:
-                await self._delete(obj)
+            elif action == "orphan":
+                await self._orphan(body, obj)
 
     def _owned(self, org: str) -> list[dict[str, Any]]:
         """What we created for `org`: our labels AND a name we generate.
@@ -431,18 +420,15 @@ class OrganizationReconciler:
                 organization=name,
                 namespaces=len(namespaces),
             )
-        elif policy == "Delete":
-            for obj in owned:
-                if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding", "AppProject"):
-                    await self._delete(obj)
-            if namespaces:
-                raise Requeue(1.0, "waiting for namespaces to be deleted")
         else:
             for obj in owned:
-                if obj["kind"] in ("RoleBinding", "ClusterRole", "ClusterRoleBinding", "AppProject"):
+                action = when_released(res.kind_of(obj["apiVersion"], obj["kind"]), policy)
+                if action == "delete":
                     await self._delete(obj)
-                elif obj["kind"] == "Namespace":
+                elif action == "orphan":
                     await self._orphan(body, obj)
+            if policy == "Delete" and namespaces:
+                raise Requeue(1.0, "waiting for namespaces to be deleted")
         finalizers = [f for f in body["metadata"].get("finalizers", []) if f != FINALIZER]
         await self.client.merge_patch(
             res.ORGANIZATION,

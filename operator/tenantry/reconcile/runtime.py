@@ -122,7 +122,7 @@ class Runtime:
                 kind,
                 OWNED,
                 self._deliver(self.on_child),
-                on_served=self._optional_kind_served(cluster, kind) if kind in res.OPTIONAL_KINDS else None,
+                on_served=self._optional_kind_served(cluster, kind) if kind.optional else None,
             )
             for kind in res.CHILD_KINDS
         ]

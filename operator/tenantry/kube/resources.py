@@ -95,6 +95,7 @@ APP_PROJECT = Kind(
     area="RBACReady",
     purpose="access",
     optional=True,
+    in_tenant_namespace=False,
 )
 CRD = Kind(
     "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False

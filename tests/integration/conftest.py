@@ -15,6 +15,7 @@ import kopf
 import pytest_asyncio
 
 from tenantry.kube.client import Connection, Retry
+from tenantry.observe import metrics
 from tenantry.reconcile.runtime import Config, Runtime, register
 from tests.conftest import minimal_org
 from tests.integration.kmock_fixture import TenantryKube, eventually, kube, run_operator  # noqa: F401
@@ -44,8 +45,19 @@ class Api:
             return data
 
     async def get(self, path: str) -> Any:
+        """The object, or None when the API server says it does not exist (a JSON 404 Status).
+
+        A plain-text 404 means the path is not served at all (a typo in the group or plural, or
+        an undeclared resource): that is a broken test, not an absent object, so it fails."""
         async with self.session.get(self.base + path, headers=TEST_CLIENT) as response:
-            return None if response.status == 404 else await response.json(content_type=None)
+            if response.status == 404:
+                if "json" not in (response.content_type or ""):
+                    raise AssertionError(f"GET {path}: not served ({await response.text()!r})")
+                return None
+            data = await response.json(content_type=None)
+            if response.status >= 400:
+                raise AssertionError(f"GET {path}: {response.status} {data}")
+            return data
 
     async def create(self, path: str, body: dict[str, Any]) -> Any:
         return await self.request("POST", path, body)
@@ -57,12 +69,60 @@ class Api:
         return await self.request("DELETE", path)
 
     def writes(self) -> list[tuple[str, str]]:
-        """Every write request kmock has served so far (method, path)."""
+        """Every write request the operator has sent so far, as (method, path), oldest first.
+
+        The test's own requests (TEST_CLIENT header) are not counted. kmock's `request.method`
+        is a str enum whose str() is "method.PATCH": compare its value, never str() of it.
+        """
         return [
-            (str(r.method), r.url.path)
+            (method, r.url.path)
             for r in self.kube
-            if str(r.method).upper() in {"POST", "PUT", "PATCH", "DELETE"}
+            if not r.headers.get(TEST_CLIENT_HEADER) and (method := _method(r)) in WRITE_METHODS
         ]
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TEST_CLIENT_HEADER = next(iter(TEST_CLIENT))
+
+
+def _method(request: kmock.Request) -> str:
+    method = request.method
+    return str(getattr(method, "value", method)).upper()
+
+
+def metric_total(name: str, **labels: str) -> float:
+    """Sum of every sample of the counter `name` (e.g. "tenantry_drift_corrections_total")
+    whose labels include `labels`, read from the operator's registry as a scrape would."""
+    total = 0.0
+    for family in metrics.REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def reconciles(result: str | None = None) -> float:
+    """Organization reconciles finished so far in this process (all results, or one)."""
+    return metric_total("tenantry_reconcile_total", **({"result": result} if result else {}))
+
+
+async def settled(operator: Operator, *, reconciled_more_than: float | None = None) -> None:
+    """Wait until the operator has nothing left to do: no watch event waiting to be handled,
+    nothing queued, no reconcile running (and, if given, more reconciles finished than that)."""
+    runtime = operator.runtime
+    assert runtime is not None and runtime.queue is not None
+    queue = runtime.queue
+
+    def idle() -> bool:
+        events = runtime._events
+        return (
+            (events is None or events.empty())
+            and len(queue) == 0
+            and not queue._active
+            and (reconciled_more_than is None or reconciles() > reconciled_more_than)
+        )
+
+    await eventually(idle, timeout=10.0)
 
 
 def org_body(name: str = "acme", **spec: Any) -> dict[str, Any]:

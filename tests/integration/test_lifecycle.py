@@ -12,7 +12,17 @@ import kmock
 
 from tenantry.kube.client import Connection
 from tenantry.observe.metrics import DRIFT, REGISTRY
-from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
+from tests.integration.conftest import (
+    ORG,
+    POLICY,
+    Api,
+    Operator,
+    declare_argocd,
+    org_body,
+    policy_body,
+    reconciles,
+    settled,
+)
 from tests.integration.test_onboarding import condition, ready, until
 from tests.unit.helpers import TODAY
 
@@ -169,10 +179,14 @@ async def test_restart_converges_with_zero_writes(api: Api, operator: Operator) 
         await api.create(ORG, org_body(name=name))
     for name in ("acme", "beta", "gamma"):
         await ready(api, name)
-    await asyncio.sleep(0.3)
-    await operator.restart()
+    await settled(operator)
+    await operator.stop()
     before = len(api.writes())
-    await asyncio.sleep(1.0)
+    assert before > 0, "the onboarding writes are seen (else this test could not fail)"
+    done = reconciles()
+    await operator.start()
+    # Every Organization is reconciled once after the start (and nothing is written).
+    await settled(operator, reconciled_more_than=done + 2)
     assert api.writes()[before:] == []
 
 

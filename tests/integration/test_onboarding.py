@@ -6,8 +6,7 @@ import asyncio
 from typing import Any
 
 from tenantry.reconcile.queue import Priority
-from tests.integration.conftest import ORG, Api, Operator, org_body
-from tests.integration.kmock_fixture import eventually
+from tests.integration.conftest import ORG, Api, Operator, org_body, reconciles, settled
 
 
 def condition(org: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -74,16 +73,11 @@ async def test_onboarding_creates_every_rendered_object(api: Api, operator: Oper
 async def test_a_no_op_resync_makes_zero_writes(api: Api, operator: Operator) -> None:
     await api.create(ORG, org_body())
     await ready(api)
-    await eventually(
-        lambda: (
-            operator.runtime is not None
-            and operator.runtime.queue is not None
-            and len(operator.runtime.queue) == 0
-        )
-    )
-    await asyncio.sleep(0.3)
+    await settled(operator)
     before = len(api.writes())
+    assert before > 0, "the onboarding writes are seen (else this test could not fail)"
     assert operator.runtime is not None and operator.runtime.queue is not None
+    done = reconciles()
     await operator.runtime.queue.put("acme", Priority.RESYNC)
-    await asyncio.sleep(0.5)
+    await settled(operator, reconciled_more_than=done)  # the resync really ran
     assert api.writes()[before:] == []

@@ -480,3 +480,15 @@ def test_parse_object_refuses_what_json_cannot_hold() -> None:
     looped = copy.deepcopy(base)
     looped["spec"]["members"]["self"] = looped
     assert isinstance(parse_object(looped), list)
+
+
+def test_parse_object_reports_a_bounded_number_of_problems() -> None:
+    """The operator writes them into a status condition, whose message is bounded (32 KiB)."""
+    doc = copy.deepcopy(EXAMPLE_DOCS[0])
+    doc["spec"]["network"]["egress"] = [
+        {"cidr": "x" * 40, "ports": [{"port": 0}] * 32, "reason": ""} for _ in range(64)
+    ]
+    problems = parse_object(doc)
+    assert isinstance(problems, list)
+    assert len(problems) == 21 and "more problem(s); `tenantry validate` lists them all" in str(problems[-1])
+    assert len("; ".join(str(p) for p in problems)) < 32768

@@ -77,6 +77,8 @@ def describe(doc: Any, index: int) -> str:
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+# Problems `parse_object` returns at most (plus one line saying how many more there are).
+MAX_OBJECT_PROBLEMS = 20
 
 
 def _json_problem(doc: Any) -> Problem | None:
@@ -137,7 +139,16 @@ def parse_object(doc: Any) -> Organization | TenancyPolicy | list[Problem]:
     problem = _json_problem(doc)
     if problem is not None:
         return [problem]
-    return _validate(doc)
+    parsed = _validate(doc)
+    if isinstance(parsed, list) and len(parsed) > MAX_OBJECT_PROBLEMS:
+        # The operator writes these into a status condition, whose message the API server
+        # bounds (32 KiB): the first ones, and how many more `tenantry validate` would list.
+        more = len(parsed) - MAX_OBJECT_PROBLEMS
+        parsed = [
+            *parsed[:MAX_OBJECT_PROBLEMS],
+            Problem("", f"... and {more} more problem(s); `tenantry validate` lists them all"),
+        ]
+    return parsed
 
 
 def decode(data: bytes) -> str | Problem:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,9 +85,12 @@ class Cluster:
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
-    """Short, stable digest of which objects an Organization renders to (not their content)."""
-    keys = "\n".join("/".join(object_key(o)) for o in objects)
-    return hashlib.sha256(keys.encode()).hexdigest()[:16]
+    """Short, stable digest of everything an Organization renders to, content included: when
+    status says this very rendering was applied in full, any difference found later is drift;
+    when the rendering changed (a spec or policy change, an exception expiring), differences
+    are the update being made, not drift."""
+    canonical = json.dumps(objects, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class OrganizationReconciler:
@@ -246,9 +250,9 @@ class OrganizationReconciler:
             obj["metadata"]["name"] if obj["kind"] == "Namespace" else None
         )
         drift: str | None = None
-        if live is not None:
+        if live is not None and applied_before:
             drift = "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
-        elif applied_before or self.cluster.inventory.was_deleted(key):
+        elif live is None and (applied_before or self.cluster.inventory.was_deleted(key)):
             drift = "deleted"
         try:
             stale = stale_keys(obj, live)
@@ -380,18 +384,12 @@ class OrganizationReconciler:
         labels = namespace_obj["metadata"].get("labels") or {}
         if labels.get(lbl.ORPHANED) == "true":
             return
-        ours = {k: v for k, v in labels.items() if k != lbl.METADATA_NAME}
-        ours[lbl.ORPHANED] = "true"
-        patch = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": namespace_obj["metadata"]["name"],
-                "labels": ours,
-                "annotations": namespace_obj["metadata"].get("annotations") or {},
-            },
-        }
-        self.cluster.inventory.upsert(await self.client.apply(patch))
+        # A merge patch of the one label: a server-side apply would have to name every label
+        # (fields our manager applied before and omits now are removed), and force-applying
+        # labels another manager set would take them over.
+        patch = {"metadata": {"labels": {lbl.ORPHANED: "true"}}}
+        name = namespace_obj["metadata"]["name"]
+        self.cluster.inventory.upsert(await self.client.merge_patch(res.NAMESPACE, name, patch))
         await self.event(
             body,
             "Normal",

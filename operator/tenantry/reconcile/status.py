@@ -30,10 +30,21 @@ class Outcome:
     applied_objects: str | None = None
 
     def fail(self, reason: str, message: str, *, stalled: bool) -> None:
-        self.ready_reason, self.message, self.stalled = reason, message, stalled
+        """Record a failure; every one is kept in the message. The first decides the Ready
+        reason, except that a stalled failure (it needs a person: an invalid spec, a namespace
+        conflict) outranks transient ones (an apply that will be retried): a later transient
+        failure never clears Stalled or hides the reason a person must act on."""
+        if self.ready_reason == reasons.RECONCILED:
+            self.ready_reason, self.message, self.stalled = reason, message, stalled
+        elif stalled and not self.stalled:
+            self.message = f"{message}; also {self.ready_reason}: {self.message}"
+            self.ready_reason, self.stalled = reason, True
+        elif message not in self.message:
+            self.message = f"{self.message}; also {reason}: {message}"
 
 
 AREAS = ("NamespacesReady", "QuotaReady", "NetworkReady", "RBACReady")
+MESSAGE_MAX = 32768
 
 
 def utc_now() -> str:
@@ -51,6 +62,8 @@ def condition(
 ) -> dict[str, Any]:
     """A condition whose lastTransitionTime moves only when its status does."""
     value = "True" if status else "False"
+    if len(message) > MESSAGE_MAX:  # the CRD bounds it (metav1.Condition's limit)
+        message = message[: MESSAGE_MAX - 1] + "…"
     old = next((c for c in (current or {}).get("conditions", []) if c.get("type") == type_), None)
     since = old.get("lastTransitionTime") if old and old.get("status") == value else now
     cond = {"type": type_, "status": value, "reason": reason, "message": message, "lastTransitionTime": since}

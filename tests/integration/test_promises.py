@@ -1,0 +1,158 @@
+"""Promises whose code was guarded by no test: each test here fails when that code is removed
+(tests/mutation/run.py removes it and checks)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kmock
+
+from tests.integration.conftest import (
+    ORG,
+    Api,
+    Operator,
+    metric_total,
+    org_body,
+    reconciles,
+    settled,
+)
+from tests.integration.kmock_fixture import TenantryKube, end_watches
+from tests.integration.test_lifecycle import NETPOL, _gone, events
+from tests.integration.test_onboarding import ready, until
+
+DRIFT = "tenantry_drift_corrections_total"
+DEV = "/api/v1/namespaces/acme-dev"
+DEV_BINDING = (
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/acme-dev/rolebindings/tenantry:organization-admins"
+)
+NETPOLS = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
+
+
+async def test_drift_while_the_operator_was_down_is_reported_in_events_and_metrics(
+    api: Api, operator: Operator
+) -> None:
+    await api.create(ORG, org_body())
+    org = await ready(api)
+    assert org["status"]["appliedObjects"], "what was applied is kept in status, for the next process"
+    await settled(operator)
+    await operator.stop()
+    await api.delete(NETPOL)  # nobody watching: a new process has no tombstone for it
+    before = metric_total(DRIFT, kind="NetworkPolicy", change="deleted")
+    await operator.start()
+    await until(lambda: api.get(NETPOL))
+    drift = await until(lambda: events(api, "DriftCorrected"))
+    assert [e["message"] for e in drift] == [
+        "NetworkPolicy acme-prod/tenantry-default-deny was deleted; restored to the desired state"
+    ]
+    assert metric_total(DRIFT, kind="NetworkPolicy", change="deleted") == before + 1
+
+
+async def test_our_own_prune_is_not_reported_as_drift(api: Api, operator: Operator) -> None:
+    # Delete: we delete the namespace; Retain: we delete the tenant RoleBinding. Neither is
+    # drift, neither now nor when the environment comes back and they are created again.
+    await api.create(ORG, org_body(deletionPolicy="Delete"))
+    await api.create(ORG, org_body("beta"))
+    await ready(api)
+    await ready(api, "beta")
+    drift_before = metric_total(DRIFT)
+    for name in ("acme", "beta"):
+        await api.patch(f"{ORG}/{name}", {"spec": {"environments": ["prod"]}})
+    await until(lambda: _gone(api, DEV))
+    await until(lambda: _gone(api, DEV_BINDING.replace("acme", "beta")))
+    await ready(api)
+    await ready(api, "beta")
+    await settled(operator)
+    assert await events(api, "NamespaceDeleted"), "the prune happened"
+
+    for name in ("acme", "beta"):
+        await api.patch(f"{ORG}/{name}", {"spec": {"environments": ["prod", "dev"]}})
+    await until(lambda: api.get(DEV))
+    await until(lambda: api.get(DEV_BINDING.replace("acme", "beta")))
+    await ready(api)
+    await ready(api, "beta")
+    await settled(operator)
+    assert await api.get(DEV_BINDING)
+    assert [e["message"] for e in await events(api, "DriftCorrected")] == []
+    assert metric_total(DRIFT) == drift_before
+
+
+async def test_a_spec_change_is_not_reported_as_drift(api: Api, operator: Operator) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    # The member ClusterRole lists the namespaces; the retained namespace is re-adopted: both
+    # change because the spec did, and neither is drift.
+    drift_before = metric_total(DRIFT)
+    for environments in (["prod"], ["prod", "dev"]):  # removed (retained), then back
+        await api.patch(f"{ORG}/acme", {"spec": {"environments": environments}})
+        await ready(api)
+        await settled(operator)
+    assert await api.get(DEV_BINDING)
+    assert [e["message"] for e in await events(api, "DriftCorrected")] == []
+    assert metric_total(DRIFT) == drift_before
+
+
+async def test_a_terminating_namespace_is_requeued_and_re_created_once_gone(
+    api: Api, operator: Operator
+) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    # Another controller's finalizer keeps the namespace terminating after someone deletes it.
+    await api.patch(DEV, {"metadata": {"finalizers": ["example.com/hold"]}})
+    await settled(operator)
+    uid = (await api.get(DEV))["metadata"]["uid"]
+    requeued = reconciles("requeue")
+    await api.delete(DEV)
+    # One watch event (the deletionTimestamp), then no event at all while it terminates: the
+    # second pass can only come from the Requeue.
+    await until(lambda: _async(reconciles("requeue") >= requeued + 2), timeout=15.0)
+    org = await api.get(f"{ORG}/acme")
+    assert {n["name"]: n["phase"] for n in org["status"]["namespaces"]}["acme-dev"] == "Terminating"
+    assert (await api.get(DEV))["metadata"]["uid"] == uid, "not re-created while terminating"
+
+    await api.patch(DEV, {"metadata": {"finalizers": []}})  # the other controller is done
+
+    async def recreated() -> Any:
+        ns = await api.get(DEV)
+        return ns if ns and ns["metadata"]["uid"] != uid else None
+
+    ns = await until(recreated)
+    assert not ns["metadata"].get("deletionTimestamp")
+    org = await ready(api)
+    assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def delete_without_an_event(
+    kube: TenantryKube, resource: kmock.resource, namespace: str, name: str
+) -> None:
+    """The object goes, and no watch hears of it: what a client whose watch was broken misses
+    when the API server's watch cache no longer holds the deletion (it answers 410 Gone)."""
+    async with kube._lock:
+        kube._objects[(resource, namespace, name)].delete()
+
+
+async def test_a_deletion_missed_while_the_watch_was_broken_is_healed_after_410(
+    api: Api, operator: Operator, kube: TenantryKube
+) -> None:
+    await api.create(ORG, org_body())
+    await ready(api)
+    await settled(operator)
+    status = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    gone = {"type": "ERROR", "object": status}
+    # kmock slices count every request the filter ever matched: the next watch is number n.
+    n = len(list(kube[kmock.action.WATCH, NETPOLS]))
+    expired = kube[kmock.action.WATCH, NETPOLS][n : n + 1] << (json.dumps(gone) + "\n").encode()
+    await delete_without_an_event(kube, NETPOLS, "acme-prod", "tenantry-default-deny")
+    assert await api.get(NETPOL) is None
+    await end_watches(kube, "networking.k8s.io/v1/networkpolicies")  # the watch breaks
+    # It reconnects from its resourceVersion, is told 410 Gone, lists again: the policy is not
+    # in the list, so the informer reports it deleted, and it is restored.
+    restored = await until(lambda: api.get(NETPOL), timeout=10.0)
+    assert restored["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert len(expired) == 1, "the reconnect was told 410 Gone"
+    drift = await until(lambda: events(api, "DriftCorrected"))
+    assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]

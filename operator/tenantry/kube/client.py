@@ -1,10 +1,19 @@
-"""The Kubernetes API client: server-side apply, reads, deletes, status patches, Events.
+"""The Kubernetes API client: server-side apply, reads, lists, watches, deletes, status
+patches, Events; every request of the operator goes through here.
 
-Built on the official `kubernetes` client (its REST layer; it is synchronous, so every call
-runs in a worker thread and never blocks the operator's event loop). Credentials come from
-Kopf's login (pykube-ng reads kubeconfig or in-cluster service-account files), so Kopf's
-watches and our writes use one identity. Transient failures (429, 5xx, connection errors,
-timeouts) are retried here with exponential backoff; anything else is raised as `ApiError`.
+Built on the official client's asyncio flavour (`kubernetes.aio`): its `Configuration` holds
+the identity and TLS, its `ApiClient` serialises the request and authenticates it
+(`param_serialize`, which runs the token refresh hook) and sends it (`call_api`, on one shared
+aiohttp session); nothing runs in a worker thread. The typed API classes are not used for our
+objects: they deserialise into models, where the inventory wants the raw JSON of ~40,000
+objects, and they know nothing of the kinds we apply generically. The Lease election uses the
+same `ApiClient` (kube/lease.py), so there is one identity and one connection pool.
+
+Transient failures (429, 5xx, connection errors, timeouts) are retried here with jittered
+exponential backoff; anything else is raised as `ApiError`. The library's own retry
+(aiohttp-retry) is left off: it retries only idempotent methods (server-side apply is a PATCH
+and is idempotent), reports nothing per attempt (we count every attempt), and raises the
+library's exception types instead of one error type with the API server's reason.
 """
 
 from __future__ import annotations
@@ -14,14 +23,12 @@ import datetime as dt
 import json
 import random
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
-import urllib3
-from kubernetes import client as k8s
+import aiohttp
+from kubernetes.aio import client as aio_client
 
 from tenantry import __version__
 from tenantry.kube.resources import EVENT, Kind, kind_of
@@ -64,6 +71,11 @@ def error_from_response(status: int, content_type: str | None, raw: bytes) -> Ap
     if status == 404:
         return ApiError(404, NOT_SERVED, text.strip()[:200] or "404 page not found")
     return ApiError(status, "Error", text.strip()[:200])
+
+
+# Connection-level failures: the request may not have reached the API server, or its answer
+# did not reach us; retried like a 503.
+CONNECTION_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 @dataclass(frozen=True)
@@ -119,74 +131,108 @@ class Retry:
     max_delay: float = 5.0
 
 
+def _configuration(connection: Connection) -> aio_client.Configuration:
+    conf = aio_client.Configuration(host=connection.server.rstrip("/"))
+    conf.verify_ssl = not connection.insecure
+    if connection.ca_data is not None:
+        conf.ca_cert_data = connection.ca_data.decode()
+    else:
+        conf.ssl_ca_cert = connection.ca_path
+    # ssl.load_cert_chain only reads files.
+    conf.cert_file = as_file(connection.certificate_path, connection.certificate_data)
+    conf.key_file = as_file(connection.private_key_path, connection.private_key_data)
+    if connection.token:
+        conf.api_key = {"BearerToken": connection.token}
+        conf.api_key_prefix = {"BearerToken": "Bearer"}
+    conf.retries = None  # we retry ourselves (see the module docstring)
+    return conf
+
+
+def _same_transport(a: Connection, b: Connection) -> bool:
+    """Do two connections need the same TLS set-up (everything but the token)?"""
+    return (a.server, a.ca_path, a.ca_data, a.insecure, a.certificate_path, a.certificate_data) == (
+        b.server,
+        b.ca_path,
+        b.ca_data,
+        b.insecure,
+        b.certificate_path,
+        b.certificate_data,
+    ) and (a.private_key_path, a.private_key_data) == (b.private_key_path, b.private_key_data)
+
+
 @dataclass
 class KubeClient:
     connection: Connection
     retry: Retry = field(default_factory=Retry)
     timeout: float = 30.0
+    # Fresh credentials after a 401 (service-account tokens rotate); None: keep the first.
     reload: Callable[[], Connection] | None = None
     # Shows in the API server's audit log which replica made a request.
     user_agent: str = f"tenantry/{__version__}"
-    _api: k8s.ApiClient = field(init=False)
+    api_client: aio_client.ApiClient = field(init=False)
+    _reload_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _retired: list[aio_client.ApiClient] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self._configure()
+        self.api_client = self._new_api_client()
 
-    def _configure(self) -> None:
-        conf = k8s.Configuration(host=self.connection.server.rstrip("/"))
-        conf.verify_ssl = not self.connection.insecure
-        conf.ssl_ca_cert = as_file(self.connection.ca_path, self.connection.ca_data)
-        conf.cert_file = as_file(self.connection.certificate_path, self.connection.certificate_data)
-        conf.key_file = as_file(self.connection.private_key_path, self.connection.private_key_data)
-        if self.connection.token:
-            conf.api_key = {"authorization": f"Bearer {self.connection.token}"}
-        conf.retries = False  # we retry ourselves, with metrics and backoff we control
-        conf.connection_pool_maxsize = 16
-        self._api = k8s.ApiClient(conf)
+    def _new_api_client(self) -> aio_client.ApiClient:
+        api = aio_client.ApiClient(_configuration(self.connection))
+        api.user_agent = self.user_agent
+        return api
 
-    def _reload_credentials(self) -> None:
-        """Service-account tokens rotate: read the credentials again and rebuild the client."""
-        assert self.reload is not None
-        self.connection = self.reload()
-        self._api.close()  # type: ignore[no-untyped-call]
-        self._configure()
+    async def close(self) -> None:
+        for api in (*self._retired, self.api_client):
+            await api.close()  # type: ignore[no-untyped-call]
+        self._retired.clear()
 
-    def close(self) -> None:
-        self._api.close()  # type: ignore[no-untyped-call]
+    async def _reload_credentials(self, failed: Connection) -> None:
+        """A 401: read the credentials again (once, however many requests failed with the same
+        credentials at the same time). A new token is set in place, so requests in flight, open
+        watches and the Lease election all use it next; new certificates need a new session."""
+        if self.reload is None:
+            return
+        async with self._reload_lock:
+            if self.connection is not failed:
+                return  # another request reloaded them already
+            fresh = self.reload()
+            if _same_transport(fresh, self.connection):
+                conf = self.api_client.configuration
+                conf.api_key = {"BearerToken": fresh.token} if fresh.token else {}
+                conf.api_key_prefix = {"BearerToken": "Bearer"} if fresh.token else {}
+                self.connection = fresh
+                return
+            self.connection = fresh
+            # Requests in flight finish (or fail and retry) on the old session; closed at exit.
+            self._retired.append(self.api_client)
+            self.api_client = self._new_api_client()
 
     # -- the one HTTP primitive ---------------------------------------------------------------
-    def _request_once(
+    async def _send(
         self,
-        verb: str,
         method: str,
         path: str,
         query: dict[str, str] | None,
         body: Any,
         content_type: str | None,
+        limits: aiohttp.ClientTimeout,
     ) -> Any:
-        url = self._api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        auth = self._api.configuration.api_key.get("authorization")
-        if auth:
-            headers["Authorization"] = auth
+        headers = {"Accept": "application/json"}
         if body is not None:
-            # The REST layer serialises dict bodies as JSON for JSON and +yaml content types
-            # (JSON is YAML), so server-side apply bodies go out as JSON too.
+            # JSON is YAML: server-side apply bodies go out as JSON with the apply content type.
             headers["Content-Type"] = content_type or "application/json"
-        response = self._api.rest_client.request(  # type: ignore[no-untyped-call]
-            method, url, headers=headers, body=body, _request_timeout=self.timeout
+        api = self.api_client
+        method, url, headers, body, _ = await api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
-        raw = response.read() if hasattr(response, "read") else response.data
-        status = int(response.status)
-        metrics.API_REQUESTS.labels(verb=verb, code=str(status)).inc()
-        if status >= 400:
-            raise error_from_response(status, response.headers.get("Content-Type"), raw or b"")
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError as exc:
-            raise ApiError(status, "InvalidResponse", f"not JSON: {raw[:200]!r}") from exc
+        return await api.call_api(method, url, header_params=headers, body=body, _request_timeout=limits)
 
-    def _request(
+    async def _request(
         self,
         verb: str,
         method: str,
@@ -198,41 +244,53 @@ class KubeClient:
     ) -> Any:
         """One API call with retries. `expected` statuses (404 for a lookup) are answers, not errors."""
         delay = self.retry.first_delay
+        limits = aiohttp.ClientTimeout(total=self.timeout)
         for attempt in range(1, self.retry.attempts + 1):
+            connection = self.connection
             try:
-                return self._request_once(verb, method, path, query, body, content_type)
-            except ApiError as exc:
-                if exc.status == 401 and self.reload is not None and attempt == 1:
-                    self._reload_credentials()  # then retry once with them
-                    continue
-                if exc.status not in RETRYABLE or attempt == self.retry.attempts:
-                    if exc.status not in expected:
-                        metrics.API_ERRORS.labels(verb=verb, code=str(exc.status)).inc()
-                    raise
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                response = await self._send(method, path, query, body, content_type, limits)
+                raw = await response.read()
+            except CONNECTION_ERRORS as exc:
                 metrics.API_REQUESTS.labels(verb=verb, code="connection").inc()
                 if attempt == self.retry.attempts:
                     metrics.API_ERRORS.labels(verb=verb, code="connection").inc()
-                    raise ApiError(0, "ConnectionError", str(exc)) from exc
+                    raise ApiError(0, "ConnectionError", str(exc) or type(exc).__name__) from exc
+            else:
+                status = int(response.status)
+                metrics.API_REQUESTS.labels(verb=verb, code=str(status)).inc()
+                if status < 400:
+                    try:
+                        return json.loads(raw) if raw else None
+                    except ValueError as exc:
+                        raise ApiError(status, "InvalidResponse", f"not JSON: {raw[:200]!r}") from exc
+                error = error_from_response(status, response.headers.get("Content-Type"), raw)
+                if status == 401 and self.reload is not None and attempt == 1:
+                    await self._reload_credentials(connection)
+                    continue  # once more, with the fresh credentials
+                if status not in RETRYABLE or attempt == self.retry.attempts:
+                    if status not in expected:
+                        metrics.API_ERRORS.labels(verb=verb, code=str(status)).inc()
+                    raise error
             # Full jitter: replicas and workers that failed together do not retry together.
-            time.sleep(random.uniform(0, delay))
+            await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, self.retry.max_delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- typed operations (sync; the async wrappers below run them in threads) ------------------
-    def apply_sync(self, obj: dict[str, Any]) -> dict[str, Any]:
+    # -- operations ------------------------------------------------------------------------------
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply with our one field manager, taking over only the fields we send."""
         kind = kind_of(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"])
         query = {"fieldManager": FIELD_MANAGER, "force": "true"}
-        result: dict[str, Any] = self._request(
+        result: dict[str, Any] = await self._request(
             "apply", "PATCH", path, query, obj, "application/apply-patch+yaml"
         )
         return result
 
-    def get_sync(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._request(
+            result: dict[str, Any] = await self._request(
                 "get", "GET", kind.path(namespace, name), expected=NOT_FOUND
             )
         except ApiError as exc:
@@ -241,12 +299,10 @@ class KubeClient:
             raise
         return result
 
-    def list_sync(
-        self, kind: Kind, label_selector: str | None = None, page: int = 500
-    ) -> list[dict[str, Any]]:
-        return self.list_with_version_sync(kind, label_selector, page)[0]
+    async def list_all(self, kind: Kind, label_selector: str | None = None) -> list[dict[str, Any]]:
+        return (await self.list_with_version(kind, label_selector))[0]
 
-    def list_with_version_sync(
+    async def list_with_version(
         self,
         kind: Kind,
         label_selector: str | None = None,
@@ -263,7 +319,7 @@ class KubeClient:
         if label_selector:
             query["labelSelector"] = label_selector
         while True:
-            data = self._request("list", "GET", kind.path(), query)
+            data = await self._request("list", "GET", kind.path(), query)
             for item in data.get("items", []):
                 item.setdefault("apiVersion", kind.api_version)
                 item.setdefault("kind", kind.kind)
@@ -273,30 +329,29 @@ class KubeClient:
                 return items, str(meta.get("resourceVersion") or "")
             query["continue"] = meta["continue"]
 
-    def stream_sync(self, verb: str, path: str, query: dict[str, str], read_timeout: float) -> Any:
-        """Open a streaming GET (a watch); the caller reads its lines and releases it."""
-        url = self._api.configuration.host + path + f"?{urlencode(query)}"
-        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        auth = self._api.configuration.api_key.get("authorization")
-        if auth:
-            headers["Authorization"] = auth
-        response = self._api.rest_client.pool_manager.request(
-            "GET",
-            url,
-            headers=headers,
-            preload_content=False,
-            timeout=urllib3.Timeout(connect=10, read=read_timeout),
-        )
-        metrics.API_REQUESTS.labels(verb=verb, code=str(response.status)).inc()
-        if response.status >= 400:
-            data = response.read()
-            response.release_conn()
-            if response.status == 401 and self.reload is not None:
-                self._reload_credentials()  # the informer reconnects after its backoff
-            raise error_from_response(int(response.status), response.headers.get("Content-Type"), data)
-        return response
+    async def watch(
+        self, kind: Kind, query: dict[str, str], read_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request, decoded, until the API server ends the stream."""
+        connection = self.connection
+        limits = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+        response = await self._send("GET", kind.path(), {**query, "watch": "true"}, None, None, limits)
+        try:
+            metrics.API_REQUESTS.labels(verb="watch", code=str(response.status)).inc()
+            if response.status >= 400:
+                raw = await response.read()
+                if response.status == 401:
+                    await self._reload_credentials(connection)  # the informer reconnects after its backoff
+                raise error_from_response(int(response.status), response.headers.get("Content-Type"), raw)
+            # One JSON event per line (aiohttp splits lines; the library sizes its buffer for
+            # large objects).
+            async for line in response.response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.response.release()
 
-    def delete_sync(
+    async def delete(
         self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None
     ) -> bool:
         """Delete; `uid` is a precondition so we never delete a same-named object we did not see."""
@@ -308,14 +363,14 @@ class KubeClient:
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            self._request("delete", "DELETE", kind.path(namespace, name), body=body, expected=NOT_FOUND)
+            await self._request("delete", "DELETE", kind.path(namespace, name), body=body, expected=NOT_FOUND)
         except ApiError as exc:
             if exc.status == 404:
                 return False
             raise
         return True
 
-    def merge_patch_sync(
+    async def merge_patch(
         self,
         kind: Kind,
         name: str,
@@ -324,12 +379,12 @@ class KubeClient:
         namespace: str | None = None,
     ) -> dict[str, Any]:
         path = kind.path(namespace, name, subresource)
-        result: dict[str, Any] = self._request(
+        result: dict[str, Any] = await self._request(
             "patch", "PATCH", path, body=patch, content_type="application/merge-patch+json"
         )
         return result
 
-    def event_sync(
+    async def event(
         self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str
     ) -> None:
         meta = regarding["metadata"]
@@ -355,34 +410,4 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._request("event", "POST", EVENT.path(namespace), body=event)
-
-    # -- async surface ---------------------------------------------------------------------------
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(self.apply_sync, obj)
-
-    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.get_sync, kind, name, namespace)
-
-    async def list(self, kind: Kind, label_selector: str | None = None) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.list_sync, kind, label_selector)
-
-    async def delete(
-        self, kind: Kind, name: str, namespace: str | None = None, uid: str | None = None
-    ) -> bool:
-        return await asyncio.to_thread(self.delete_sync, kind, name, namespace, uid)
-
-    async def merge_patch(
-        self,
-        kind: Kind,
-        name: str,
-        patch: dict[str, Any],
-        subresource: str | None = None,
-        namespace: str | None = None,
-    ) -> dict[str, Any]:
-        return await asyncio.to_thread(self.merge_patch_sync, kind, name, patch, subresource, namespace)
-
-    async def event(
-        self, regarding: dict[str, Any], type_: str, reason: str, message: str, namespace: str
-    ) -> None:
-        await asyncio.to_thread(self.event_sync, regarding, type_, reason, message, namespace)
+        await self._request("event", "POST", EVENT.path(namespace), body=event)

@@ -1,11 +1,10 @@
-"""List-then-watch of one managed kind: the inventory's feed.
+"""List-then-watch of one kind: the feed of the inventory, and of the Organizations and policies.
 
 Why not Kopf for the children: Kopf creates a worker task and an event queue per watched
 object, which for ~40,000 children at start-up costs hundreds of MB and seconds before any
 handler runs. Here a LIST fills the inventory page by page, and one watch stream per kind,
 started at the LIST's resourceVersion, keeps it current, so the inventory is consistent with
-the API server at every moment (no window where a deletion is missed). Kopf still watches the
-Organizations and TenancyPolicies, where per-object handling is what we want.
+the API server at every moment (no window where a deletion is missed).
 
 The same informer feeds the Organizations and TenancyPolicies (full bodies, no selector).
 Kopf's own watcher treats a 404 on a watched resource as fatal and stops the whole operator
@@ -13,22 +12,22 @@ Kopf's own watcher treats a 404 on a watched resource as fatal and stops the who
 instead reports the resource as not served, keeps the process (and the healing of the other
 kinds) running, and lists again once the resource is served again.
 
-The stream runs in a thread (the `kubernetes` client is synchronous) and hands each event to
-the event loop. It reconnects with backoff; on 410 Gone, and after the resource was not
-served, it lists again and reports the differences as events.
+Why not the official client's `kubernetes.aio.watch.Watch`: it deserialises every event into
+a model (we keep slim JSON), and on 410 Gone it reconnects from the same, expired
+resourceVersion instead of listing again and reporting what changed meanwhile.
+
+One asyncio task per kind; events are handed to `deliver` in stream order. It reconnects with
+backoff; on 410 Gone, and after the resource was not served, it lists again and reports the
+differences as events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import random
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
-
-from kubernetes.watch.watch import iter_resp_lines
 
 from tenantry.kube.client import ApiError, KubeClient
 from tenantry.kube.inventory import entry
@@ -55,38 +54,40 @@ class Informer:
         on_served: Callable[[bool], None] | None = None,
     ) -> None:
         self.client, self.kind, self.selector = client, kind, selector
-        self._deliver = deliver  # called on the event loop, in stream order
+        self._deliver = deliver  # called in stream order
         self._transform = transform  # what start() returns per listed object
-        self._on_served = on_served  # called on the event loop when served/not served changes
+        self._on_served = on_served  # called when served/not served changes
         self.served = True
         self.not_served_poll = NOT_SERVED_POLL_SECONDS
         metrics.RESOURCE_SERVED.labels(resource=kind.plural).set(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._resource_version = ""
         self._known: set[tuple[str, str]] = set()
-        self._stopped = threading.Event()
-        self._response: Any = None
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
         self._read_timeout = read_timeout
 
     async def start(self) -> list[Any]:
-        """LIST now (each object through `transform`, page by page), then watch in a thread.
+        """LIST now (each object through `transform`, page by page), then watch in a task.
 
-        A resource that is not served (its CRD is not installed) lists as empty; the thread
+        A resource that is not served (its CRD is not installed) lists as empty; the task
         then waits for it to be served and lists it then."""
-        self._loop = asyncio.get_running_loop()
         listed: list[Any] = []
         try:
-            listed, self._resource_version = await asyncio.to_thread(
-                self.client.list_with_version_sync, self.kind, self.selector, 500, self._listed
+            listed, self._resource_version = await self.client.list_with_version(
+                self.kind, self.selector, 500, self._listed
             )
         except ApiError as exc:
             if not _not_served(exc):
                 raise
             self._set_served(False)
-        self._thread = threading.Thread(target=self._run, name=f"watch {self.kind.plural}", daemon=True)
-        self._thread.start()
+        self._task = asyncio.create_task(self._run(), name=f"tenantry watch {self.kind.plural}")
         return listed
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     def _listed(self, obj: dict[str, Any]) -> Any:
         self._known.add(_ident(obj))
@@ -107,31 +108,13 @@ class Informer:
                 kind=self.kind.kind,
                 resource=self.kind.plural,
             )
-        if self._on_served is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_served, served)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        response = self._response
-        if response is not None:  # unblock the thread's read
-            shutdown = getattr(response, "shutdown", None)
-            (shutdown or response.release_conn)()
-
-    def _list(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]]
-        items, self._resource_version = self.client.list_with_version_sync(self.kind, self.selector)
-        self._known = {_ident(i) for i in items}
-        return items
-
-    def _emit(self, event: Event) -> None:
-        assert self._loop is not None
-        if not self._stopped.is_set():
-            self._loop.call_soon_threadsafe(self._deliver, event)
+        if self._on_served is not None:
+            self._on_served(served)
 
     def _emit_deleted(self, idents: set[tuple[str, str]]) -> None:
         for namespace, name in sorted(idents):
             meta = {"name": name, **({"namespace": namespace} if namespace else {})}
-            self._emit(
+            self._deliver(
                 {
                     "type": "DELETED",
                     "object": {"apiVersion": self.kind.api_version, "kind": self.kind.kind, "metadata": meta},
@@ -144,94 +127,80 @@ class Informer:
         self._known, self._resource_version = set(), ""
         self._set_served(False)
 
-    def _relist(self) -> None:
+    async def _relist(self) -> None:
         """After 410 Gone, or once a resource is served again: list again and report what
         changed meanwhile as events (a not-served resource has no objects)."""
         before = self._known
+        items: list[dict[str, Any]]
         try:
-            items = self._list()
+            items, self._resource_version = await self.client.list_with_version(self.kind, self.selector)
         except ApiError as exc:
             if not _not_served(exc):
                 raise
             self._gone()
             return
+        self._known = {_ident(i) for i in items}
         self._set_served(True)
         self._emit_deleted(before - self._known)
         for item in items:
-            self._emit({"type": "MODIFIED", "object": item})
+            self._deliver({"type": "MODIFIED", "object": item})
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         delay = 0.2
-        while not self._stopped.is_set():
+        while True:
             try:
                 if not self.served:
                     # Nothing to watch; a watch started later from "" would miss what exists by
                     # then, so look with a LIST until the resource is served.
-                    self._stopped.wait(self.not_served_poll)
-                    if not self._stopped.is_set():
-                        self._relist()
+                    await asyncio.sleep(self.not_served_poll)
+                    await self._relist()
                     continue
-                self._watch_once()
+                await self._watch_once()
                 delay = 0.2
             except _GoneError:
                 log.info("watch expired; listing again", kind=self.kind.kind)
                 try:
-                    self._relist()
-                except (ApiError, OSError) as exc:
+                    await self._relist()
+                except ApiError as exc:
                     log.warning("relist failed", kind=self.kind.kind, error=str(exc))
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 if isinstance(exc, ApiError) and _not_served(exc):
                     # The resource went away under the watch (its CRD was deleted): every object
                     # of it is gone too. Report them as deleted and wait for it to come back.
                     self._gone()
                     continue
-                if self._stopped.is_set():
-                    return
                 log.warning("watch failed; reconnecting", kind=self.kind.kind, error=str(exc), retry_in=delay)
-                time.sleep(random.uniform(0, delay))
+                await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 10.0)
 
-    def _watch_once(self) -> None:
+    async def _watch_once(self) -> None:
         query = {
-            "watch": "true",
             "allowWatchBookmarks": "true",
             "resourceVersion": self._resource_version,
-            "labelSelector": self.selector,
             "timeoutSeconds": str(int(self._read_timeout)),
         }
-        response = self.client.stream_sync(
-            "watch", self.kind.path(), query, read_timeout=self._read_timeout + 30
-        )
-        self._response = response
-        try:
-            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                if self._stopped.is_set():
-                    return
-                if not line:
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _GoneError()
-                    raise ApiError(
-                        int(obj.get("code") or 0), obj.get("reason", "Error"), obj.get("message", "")
-                    )
-                version = (obj.get("metadata") or {}).get("resourceVersion")
-                if version:
-                    self._resource_version = version
-                if event.get("type") == "BOOKMARK":
-                    continue
-                obj.setdefault("apiVersion", self.kind.api_version)
-                obj.setdefault("kind", self.kind.kind)
-                if event.get("type") == "DELETED":
-                    self._known.discard(_ident(obj))
-                else:
-                    self._known.add(_ident(obj))
-                self._emit(event)
-        finally:
-            self._response = None
-            response.release_conn()
+        if self.selector:
+            query["labelSelector"] = self.selector
+        async for event in self.client.watch(self.kind, query, read_timeout=self._read_timeout + 30):
+            obj = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                if obj.get("code") == 410:
+                    raise _GoneError()
+                raise ApiError(int(obj.get("code") or 0), obj.get("reason", "Error"), obj.get("message", ""))
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self._resource_version = version
+            if event.get("type") == "BOOKMARK":
+                continue
+            obj.setdefault("apiVersion", self.kind.api_version)
+            obj.setdefault("kind", self.kind.kind)
+            if event.get("type") == "DELETED":
+                self._known.discard(_ident(obj))
+            else:
+                self._known.add(_ident(obj))
+            self._deliver(event)
 
 
 class _GoneError(Exception):

@@ -2,9 +2,9 @@
 
 The official client's asyncio flavour (`kubernetes.aio.leaderelection`) does the election
 (client-go's algorithm: acquire when the holder has not renewed for a lease duration, renew
-every retry period, step down when renewing fails for the renew deadline). This module only
-builds its client from the operator's one identity and turns its callbacks into an
-`asyncio.Event` the workers wait on. Leases exist on every cluster: unlike Kopf's peering, no
+every retry period, step down when renewing fails for the renew deadline), on the operator's
+own `ApiClient`. This module turns its callbacks into an `asyncio.Event` the workers wait on.
+Leases exist on every cluster: unlike Kopf's peering, no
 extra CRD is needed, and there is one decision instead of Kopf's plus a copy of its rule.
 """
 
@@ -21,7 +21,7 @@ from kubernetes.aio import client as aio_client
 from kubernetes.aio.leaderelection import electionconfig, leaderelection
 from kubernetes.aio.leaderelection.resourcelock.leaselock import LeaseLock
 
-from tenantry.kube.client import Connection, KubeClient, as_file
+from tenantry.kube.client import KubeClient
 from tenantry.kube.resources import NAMESPACE
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
@@ -61,27 +61,6 @@ class _LeaseLock(LeaseLock):
         return True
 
 
-def _aio_configuration(client: KubeClient) -> aio_client.Configuration:
-    """The aio client's configuration, reading the token from our client at every request, so a
-    token reloaded after a 401 (rotation) is the one every request uses: one identity."""
-    connection: Connection = client.connection
-    conf = aio_client.Configuration(host=connection.server.rstrip("/"))
-    conf.verify_ssl = not connection.insecure
-    conf.ssl_ca_cert = as_file(connection.ca_path, connection.ca_data)
-    conf.cert_file = as_file(connection.certificate_path, connection.certificate_data)
-    conf.key_file = as_file(connection.private_key_path, connection.private_key_data)
-
-    def current_token(configuration: aio_client.Configuration) -> None:
-        token = client.connection.token
-        if token:
-            configuration.api_key["BearerToken"] = token
-            configuration.api_key_prefix["BearerToken"] = "Bearer"
-
-    current_token(conf)
-    conf.refresh_api_key_hook = current_token  # type: ignore[assignment]  # typed as None upstream
-    return conf
-
-
 class Leadership:
     """Runs the election forever; `active` is set exactly while this replica holds the Lease."""
 
@@ -114,27 +93,28 @@ class Leadership:
             )
 
     async def run(self) -> None:
-        async with aio_client.ApiClient(_aio_configuration(self.client)) as api:
-            api.user_agent = self.client.user_agent
-            lock = _LeaseLock(self.name, self.namespace, self.identity, api)
-            config = electionconfig.Config(
-                lock,
-                lease_duration=self.timings.duration,
-                renew_deadline=self.timings.renew_deadline,
-                retry_period=self.timings.retry,
-                onstarted_leading=self._lead,
-                onstopped_leading=self._stop_leading,
-            )
-            try:
-                while True:
-                    # run() returns when leadership is lost; stand again as a candidate.
-                    await leaderelection.LeaderElection(config).run()
-            finally:
-                # The library does not cancel its leading task when run() itself is cancelled.
-                if self._leading is not None:
-                    self._leading.cancel()
-                self.active.clear()
-                metrics.LEADER.set(0)
+        try:
+            while True:
+                # The client's own ApiClient: the same identity (its token refreshed in place
+                # after a 401) and connection pool as every other request of the operator. A
+                # new lock per round, as certificates rotated meanwhile mean a new ApiClient.
+                lock = _LeaseLock(self.name, self.namespace, self.identity, self.client.api_client)
+                config = electionconfig.Config(
+                    lock,
+                    lease_duration=self.timings.duration,
+                    renew_deadline=self.timings.renew_deadline,
+                    retry_period=self.timings.retry,
+                    onstarted_leading=self._lead,
+                    onstopped_leading=self._stop_leading,
+                )
+                # run() returns when leadership is lost; stand again as a candidate.
+                await leaderelection.LeaderElection(config).run()
+        finally:
+            # The library does not cancel its leading task when run() itself is cancelled.
+            if self._leading is not None:
+                self._leading.cancel()
+            self.active.clear()
+            metrics.LEADER.set(0)
 
     async def _lead(self) -> None:
         self._leading = asyncio.current_task()

@@ -148,8 +148,8 @@ class Runtime:
         results = await asyncio.gather(*(i.start() for i in informers), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            for informer in informers:
-                informer.stop()
+            await asyncio.gather(*(informer.stop() for informer in informers))
+            await client.close()
             raise failed[0]
         self.informers = informers
         for informer, listed in zip(children, results[: len(children)], strict=True):
@@ -189,15 +189,14 @@ class Runtime:
 
     async def stop(self) -> None:
         metrics.STATE.release(self.metrics_state)
-        for informer in self.informers:
-            informer.stop()
+        await asyncio.gather(*(informer.stop() for informer in self.informers))
         self.informers.clear()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
         if self.cluster:
-            self.cluster.client.close()
+            await self.cluster.client.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -93,6 +93,50 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# Server-side apply, for one applier at a time: each manager owns the leaf fields it applied
+# (lists count as one field, like the atomic lists we send); fields it applied before and omits
+# now are removed; a plain update (merge-patch, PUT) of a field takes it away from the appliers.
+# Not modelled: conflicts without force, list-map merge keys, shared ownership.
+_NOT_OWNED_META = {"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp"}
+FieldPath = tuple[str, ...]
+
+
+def field_paths(body: Any, prefix: FieldPath = ()) -> set[FieldPath]:
+    if not isinstance(body, Mapping) or (body == {} and prefix):
+        return {prefix} if prefix else set()
+    out: set[FieldPath] = set()
+    for key, value in body.items():
+        if not prefix and key in ("apiVersion", "kind", "status"):
+            continue
+        if prefix == ("metadata",) and key in _NOT_OWNED_META:
+            continue
+        out |= field_paths(value, (*prefix, key))
+    return out
+
+
+def _value_at(obj: Any, path: FieldPath) -> Any:
+    for part in path:
+        if not isinstance(obj, Mapping) or part not in obj:
+            return _ABSENT
+        obj = obj[part]
+    return obj
+
+
+_ABSENT = object()
+
+
+def _remove_at(obj: dict[str, Any], path: FieldPath) -> None:
+    parents = []
+    node: Any = obj
+    for part in path[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return
+        parents.append((node, part))
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+
+
 def _error(status: int, reason: str, message: str) -> kmock.KubernetesError:
     # Rendered by kmock as a proper v1 Status with this HTTP code (and recorded in kube.errors).
     return kmock.KubernetesError(status=status, reason=reason, message=message, details={})
@@ -169,12 +213,17 @@ class TenantryKube(kmock.KubernetesEmulator):
       real API server answers for a group/version it does not serve (plain kmock answers JSON
       for reads and stores writes to ANY resource).
 
-    Not emulated (test these on a real cluster): field ownership/conflicts of SSA, list-type
+    - server-side apply field ownership for one applier (``field_paths``): fields a manager
+      applied before and omits now are removed, an update takes a field away from its appliers;
+
+    Not emulated (test these on a real cluster): SSA conflicts and shared ownership, list-type
     merge strategies, garbage collection (ownerReferences, namespace contents), admission,
     RBAC, schema validation/pruning, bookmarks, watch ``timeoutSeconds``.
     """
 
     _revision: int = attrs.field(default=0, init=False)
+    # Per object: field manager -> the leaf fields it owns through server-side apply.
+    _applied: dict[Any, dict[str, set[FieldPath]]] = attrs.field(factory=dict, init=False)
     _write_results: dict[Any, Any] = attrs.field(factory=dict, init=False)
     # Recent deletions, so a watch from an older resourceVersion replays them, as an API server's
     # watch cache does (kmock only replays objects that still exist). Bounded, like the cache.
@@ -319,8 +368,21 @@ class TenantryKube(kmock.KubernetesEmulator):
                 new = jsonpatch.apply_patch(old, body, in_place=False)
             except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
                 raise _error(422, "Invalid", f"the server rejected our request: {e}")
-        else:  # merge-patch, strategic-merge-patch (no strategies here), apply (≈ merge)
+        else:  # merge-patch, strategic-merge-patch (no strategies here), apply (see field_paths)
             new = merge_patch(old, body or {})
+            owners = self._applied.setdefault(key, {})
+            if is_apply:
+                manager = request.params["fieldManager"]
+                sent = field_paths(body or {})
+                for path in owners.get(manager, set()) - sent:
+                    _remove_at(new, path)  # applied before, omitted now: removed
+                owners[manager] = sent
+            else:
+                changed = {
+                    p for p in field_paths(new) | field_paths(old) if _value_at(new, p) != _value_at(old, p)
+                }
+                for fields in owners.values():
+                    fields.difference_update(changed)  # an update takes the field from its appliers
         if not isinstance(new, dict):
             raise _error(400, "BadRequest", "the body must be an object")
         if content_type != "application/json-patch+json" and isinstance(body, Mapping):
@@ -422,6 +484,10 @@ class TenantryKube(kmock.KubernetesEmulator):
             self._objects[key].create(new)  # re-creation after a soft-deletion keeps the history
         else:
             self._objects[key] = new
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        manager = request.params.get("fieldManager")
+        applied = content_type == "application/apply-patch+yaml" and manager
+        self._applied[key] = {manager: field_paths(body)} if applied else {}
         return new, [{"type": "ADDED", "object": new}]
 
     # ---- the read path: selectors, list resourceVersion, lossless watch ------------------------

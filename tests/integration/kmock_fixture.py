@@ -218,7 +218,8 @@ class TenantryKube(kmock.KubernetesEmulator):
 
     Not emulated (test these on a real cluster): SSA conflicts and shared ownership, list-type
     merge strategies, garbage collection (ownerReferences, namespace contents), admission,
-    RBAC, schema validation/pruning, bookmarks, watch ``timeoutSeconds``.
+    RBAC, schema validation/pruning, periodic bookmarks (one is sent after the replay), watch
+    ``timeoutSeconds``.
     """
 
     _revision: int = attrs.field(default=0, init=False)
@@ -518,6 +519,7 @@ class TenantryKube(kmock.KubernetesEmulator):
         bus = self._buses[request.resource]
         async with self._lock:  # writes take this lock too: snapshot + subscription are atomic
             marker = await bus.mark()
+            snapshot_rv = str(self._revision)
             snapshot = [
                 obj.raw
                 for key, obj in self._objects.items()
@@ -540,6 +542,16 @@ class TenantryKube(kmock.KubernetesEmulator):
                         and selector(raw)
                     ):
                         yield event
+            if request.params.get("allowWatchBookmarks") == "true":
+                # A bookmark, as the API server sends them (about once a minute on a real one):
+                # a resourceVersion to resume from, never ahead of the events sent before it.
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        **self._type_meta(request.resource),
+                        "metadata": {"resourceVersion": snapshot_rv},
+                    },
+                }
             async for event in bus.stream(since=marker):
                 if event.get("type") == END_OF_WATCH:
                     return  # the API server closes the watches of a resource it stops serving

@@ -588,6 +588,7 @@ def declare_tenantry_resources(kube: TenantryKube) -> None:
     kube.resources["v1/limitranges"] = R(
         kind="LimitRange", singular="limitrange", namespaced=True, verbs=VERBS
     )
+    kube.resources["v1/configmaps"] = R(kind="ConfigMap", singular="configmap", namespaced=True, verbs=VERBS)
     kube.resources["v1/events"] = R(kind="Event", singular="event", namespaced=True, verbs=VERBS)
     kube.resources["events.k8s.io/v1/events"] = R(
         kind="Event", singular="event", namespaced=True, verbs=VERBS

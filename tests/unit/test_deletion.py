@@ -12,6 +12,7 @@ RELEASED = {
     res.NAMESPACE: ("orphan", "delete"),
     res.RESOURCE_QUOTA: ("keep", "keep"),  # Retain: the guardrail stays; Delete: goes with the namespace
     res.LIMIT_RANGE: ("keep", "keep"),
+    res.GUARDRAILS: ("keep", "keep"),  # the admission guardrails keep holding on retained data
     res.NETWORK_POLICY: ("keep", "keep"),  # deny-all stays on retained data
     res.ROLE_BINDING: ("delete", "keep"),  # Retain withdraws tenant access
     res.CLUSTER_ROLE: ("delete", "delete"),
@@ -31,7 +32,7 @@ def test_what_a_released_object_becomes(kind: res.Kind) -> None:
 
 @pytest.mark.parametrize("kind", res.CHILD_KINDS, ids=lambda k: k.kind)
 def test_quotas_and_limits_only_go_with_their_namespace(kind: res.Kind) -> None:
-    expected = "keep" if kind in (res.RESOURCE_QUOTA, res.LIMIT_RANGE) else "delete"
+    expected = "keep" if kind in (res.RESOURCE_QUOTA, res.LIMIT_RANGE, res.GUARDRAILS) else "delete"
     assert when_not_rendered(kind) == expected
 
 

@@ -27,6 +27,7 @@ from tenantry.api.base import (
     cel,
 )
 from tenantry.api.common import Port, Subject
+from tenantry.api.guardrails import OrganizationGuardrails
 
 # Reserved namespace prefixes that no policy can lift: Kubernetes' and OpenShift's own.
 ALWAYS_RESERVED_PREFIXES: tuple[str, ...] = ("kube-", "openshift-")
@@ -207,6 +208,8 @@ class OrganizationSpec(Model):
     quota: dict[DNSLabel, ResourceList] = Field(default_factory=dict, max_length=MAX_ENVIRONMENTS)
     quota_approval: QuotaApproval | None = None
     network: Network = Field(default_factory=Network)
+    # Narrows the policy's guardrails; widening needs quotaApproval (docs/admission.md).
+    guardrails: OrganizationGuardrails = Field(default_factory=OrganizationGuardrails)
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
 
     @model_validator(mode="after")

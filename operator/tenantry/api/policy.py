@@ -29,6 +29,7 @@ from tenantry.api.base import (
     cel,
 )
 from tenantry.api.common import Port, Subject
+from tenantry.api.guardrails import Guardrails
 from tenantry.api.organization import ALWAYS_RESERVED_NAMES, ALWAYS_RESERVED_PREFIXES, CIDR, ObjectMeta
 from tenantry.api.quantity import parse_quantity
 
@@ -85,6 +86,8 @@ class EnvironmentPolicy(Model):
     limit_range: LimitRangeDefaults = Field(default_factory=LimitRangeDefaults)
     pod_security: PodSecurityLevel = "restricted"
     developer_exec: bool = False
+    # Replaces spec.guardrails field by field for this environment (a field left out: the policy's).
+    guardrails: Guardrails | None = None
 
 
 class ClusterDNS(Model):
@@ -218,6 +221,9 @@ class TenancyPolicySpec(Model):
     managed_by: ManagedByPolicy = Field(default_factory=ManagedByPolicy)
     gitops: GitOpsPolicy = Field(default_factory=GitOpsPolicy)
     namespace_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    # Policy-wide guardrails (docs/admission.md); NodePort and LoadBalancer Services are off by
+    # default, as the default quotas (services.nodeports, services.loadbalancers: 0) already say.
+    guardrails: Guardrails = Field(default_factory=lambda: Guardrails(node_ports=False, load_balancers=False))
 
     @model_validator(mode="after")
     def _check(self) -> TenancyPolicySpec:

@@ -58,6 +58,20 @@ class QuotaUsage(Model):
     used: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
+GUARDRAIL_LINES = 8  # one line per guardrail admission policy (5 today)
+GUARDRAIL_LINE_MAX = 512
+
+
+class GuardrailStatus(Model):
+    """What the guardrail admission policies allow in one environment (render/guardrails.py)."""
+
+    environment: str = Field(max_length=DNS_LABEL_MAX)
+    namespace: str = Field(max_length=DNS_LABEL_MAX)
+    applied: list[Annotated[str, Field(max_length=GUARDRAIL_LINE_MAX)]] = Field(
+        default_factory=list, max_length=GUARDRAIL_LINES
+    )
+
+
 class OrganizationStatus(Model):
     observed_generation: int | None = Field(default=None, ge=0)
     # Fingerprint of the set of objects last applied in full: an object of that set found
@@ -66,6 +80,7 @@ class OrganizationStatus(Model):
     conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     namespaces: list[NamespaceStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     quota: list[QuotaUsage] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
+    guardrails: list[GuardrailStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
 
 
 class TenancyPolicyStatus(Model):

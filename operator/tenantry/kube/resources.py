@@ -68,6 +68,18 @@ RESOURCE_QUOTA = Kind(
 LIMIT_RANGE = Kind(
     "v1", "LimitRange", "limitranges", True, area="QuotaReady", purpose="guardrail", pruned_alone=False
 )
+# The guardrail admission policies' parameter (render/guardrails.py): stays with a retained
+# namespace, so its guardrails keep holding there.
+GUARDRAILS = Kind(
+    "v1",
+    "ConfigMap",
+    "configmaps",
+    True,
+    ("data",),
+    area="QuotaReady",
+    purpose="guardrail",
+    pruned_alone=False,
+)
 NETWORK_POLICY = Kind(
     "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, area="NetworkReady", purpose="guardrail"
 )
@@ -111,6 +123,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
     NAMESPACE,
     RESOURCE_QUOTA,
     LIMIT_RANGE,
+    GUARDRAILS,
     NETWORK_POLICY,
     ROLE_BINDING,
     CLUSTER_ROLE,

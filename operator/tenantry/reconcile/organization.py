@@ -164,6 +164,7 @@ class OrganizationReconciler:
         inventory = self.cluster.inventory
         fingerprint = _fingerprint(rendering.objects)
         outcome.applied_objects = fingerprint
+        outcome.guardrails = rendering.guardrails
         # Everything of this very object set was applied before (status says so, and survives a
         # restart): whatever of it is missing now was deleted by someone.
         applied_before = (body.get("status") or {}).get("appliedObjects") == fingerprint

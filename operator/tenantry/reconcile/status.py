@@ -24,6 +24,8 @@ class Outcome:
     progressing: bool = False
     namespaces: list[dict[str, str]] = field(default_factory=list)
     quota: list[dict[str, Any]] = field(default_factory=list)
+    # Per environment, the guardrails that apply (render/guardrails.py, guardrail_status).
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
     # Per area (Namespaces, Quota, Network, RBAC): None = fine, else (reason, message).
     areas: dict[str, tuple[str, str] | None] = field(default_factory=dict)
     # Fingerprint of the desired object set, kept in status once all of it is applied.
@@ -111,6 +113,7 @@ def build_status(
         "conditions": conditions,
         "namespaces": outcome.namespaces,
         "quota": outcome.quota,
+        "guardrails": outcome.guardrails,
     }
     # Kept from the last time everything was applied, so drift is recognised after a restart.
     applied = outcome.applied_objects if ready else (current or {}).get("appliedObjects")

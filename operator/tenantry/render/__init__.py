@@ -16,6 +16,7 @@ from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import InvalidObjectError, Problem
 from tenantry.render.checks import check_organization, defaulted_note, errors_only, with_policy_environments
 from tenantry.render.gitops import render_app_project
+from tenantry.render.guardrails import GUARDRAILS_NAME, guardrail_status, render_guardrails
 from tenantry.render.namespaces import render_namespace
 from tenantry.render.network import render_network_policies
 from tenantry.render.quota import LIMIT_RANGE_NAME, QUOTA_NAME, render_limit_range, render_quota
@@ -45,6 +46,9 @@ class Rendering:
     objects: list[dict[str, Any]]
     namespaces: dict[str, str]
     warnings: list[Problem] = field(default_factory=list)
+    # Per environment, the guardrails that apply (status.guardrails; `tenantry render` shows the
+    # ConfigMaps they come from).
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
 
 
 def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date) -> Rendering:
@@ -62,6 +66,9 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
     namespaces = org.namespaces()
     for env, namespace in namespaces.items():
         objects.append(render_namespace(org, policy, env, namespace))
+        # Right after its namespace: the guardrail admission policies refuse new pods, claims,
+        # ingresses... in a tenant namespace until its parameter exists (docs/admission.md).
+        objects.append(render_guardrails(org, policy, env, namespace))
         objects.append(render_quota(org, policy, env, namespace))
         objects.append(render_limit_range(org, policy, env, namespace))
         objects += render_network_policies(org, policy, env, namespace, today)
@@ -73,6 +80,7 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
         objects=objects,
         namespaces=namespaces,
         warnings=([note] if note else []) + [p for p in problems if p.severity == "warning"],
+        guardrails=guardrail_status(org, policy),
     )
 
 
@@ -88,6 +96,8 @@ def is_managed_name(kind: str, name: str, org: str) -> bool:
         return name == QUOTA_NAME
     if kind == "LimitRange":
         return name == LIMIT_RANGE_NAME
+    if kind == "ConfigMap":
+        return name == GUARDRAILS_NAME
     if kind == "NetworkPolicy":
         return name.startswith("tenantry-")
     if kind == "RoleBinding":

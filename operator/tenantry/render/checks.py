@@ -17,6 +17,7 @@ from tenantry.api.organization import Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.api.quantity import parse_quantity
+from tenantry.render.guardrails import guardrail_problems
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -245,6 +246,8 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                         "no pod could use the full request, raise the limit too",
                     )
                 )
+
+    problems += guardrail_problems(org, policy, spec.environments)
 
     for role in ("admins", "developers", "viewers"):
         for i, subject in enumerate(getattr(spec.members, role)):

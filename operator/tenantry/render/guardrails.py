@@ -1,0 +1,256 @@
+"""The guardrails of one tenant namespace: policy ∩ Organization, rendered once, as a ConfigMap.
+
+The admission policies in manifests/admission/guardrail-*.yaml take the ConfigMap
+`tenantry-guardrails` of the request's namespace as their parameter (a namespaced paramRef
+resolves in the request's namespace), so the API server enforces the guardrails with no webhook
+and without the operator: the lists are computed here, by the pure renderer, and `tenantry render`
+shows them. See docs/admission.md, "Guardrails".
+
+Data format (every value a string, lists comma-separated; no value can contain a comma):
+class lists and `registries`: `*` allows anything, the empty string nothing; `nodePorts`,
+`loadBalancers`: `true`/`false`; `deniedLabelKeys`: keys, or prefixes ending in `/`;
+`nodeSelector`: `key=value,...`; `tolerations`: `key=value:Effect` (operator Equal) or
+`key:Effect` (operator Exists), the effect empty for all effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry import GROUP
+from tenantry.api.guardrails import CLASS_FIELDS, Guardrails, NodePlacement, Toleration
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
+from tenantry.api.problems import Problem
+from tenantry.render import labels as lbl
+
+GUARDRAILS_NAME = "tenantry-guardrails"
+ANY = "*"
+# Keys no tenant may set on its objects, whatever the policy says.
+ALWAYS_DENIED_KEYS: tuple[str, ...] = (f"{GROUP}/",)
+STATUS_ENTRY_MAX = 512
+
+# The admission policies, in the order `tenantry render` and the status list them.
+POLICIES = {
+    "classes": "tenantry-guardrail-classes",
+    "workloads": "tenantry-guardrail-workloads",
+    "services": "tenantry-guardrail-services",
+    "labels": "tenantry-guardrail-labels",
+    "placement": "tenantry-guardrail-placement",
+}
+
+_DATA_KEYS = {
+    "ingress_classes": "ingressClasses",
+    "gateway_classes": "gatewayClasses",
+    "storage_classes": "storageClasses",
+    "priority_classes": "priorityClasses",
+    "runtime_classes": "runtimeClasses",
+    "registries": "registries",
+}
+
+
+@dataclass(frozen=True)
+class Effective:
+    """The guardrails of one environment of one Organization. None: anything is allowed."""
+
+    lists: dict[str, tuple[str, ...] | None]
+    node_ports: bool
+    load_balancers: bool
+    denied_label_keys: tuple[str, ...]
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+
+
+def _policy_guardrails(policy: TenancyPolicy, env: str) -> tuple[Guardrails, Guardrails | None]:
+    env_policy = policy.spec.environment(env)
+    return policy.spec.guardrails, env_policy.guardrails if env_policy else None
+
+
+def _pick(name: str, base: Guardrails, override: Guardrails | None) -> Any:
+    value = getattr(override, name) if override is not None else None
+    return value if value is not None else getattr(base, name)
+
+
+def policy_guardrails(policy: TenancyPolicy, env: str) -> Effective:
+    """What the policy alone allows in `env`: the environment's field, else the policy-wide one."""
+    base, override = _policy_guardrails(policy, env)
+    lists = {}
+    for name in CLASS_FIELDS:
+        value = _pick(name, base, override)
+        lists[name] = None if value is None else tuple(value)
+    placement: NodePlacement | None = _pick("placement", base, override)
+    denied = _pick("denied_label_keys", base, override) or []
+    return Effective(
+        lists=lists,
+        node_ports=bool(_pick("node_ports", base, override)),
+        load_balancers=bool(_pick("load_balancers", base, override)),
+        denied_label_keys=tuple(dict.fromkeys([*ALWAYS_DENIED_KEYS, *denied])),
+        node_selector=dict(placement.node_selector) if placement else {},
+        tolerations=tuple(placement.tolerations) if placement else (),
+    )
+
+
+def _inside(name: str, value: str, allowed: tuple[str, ...]) -> bool:
+    if name == "registries":
+        return any(value.startswith(prefix) for prefix in allowed)
+    return value in allowed
+
+
+def _camel(name: str) -> str:
+    return _DATA_KEYS[name]
+
+
+def guardrail_problems(org: Organization, policy: TenancyPolicy, environments: list[str]) -> list[Problem]:
+    """Where the Organization widens its policy's guardrails without spec.quotaApproval."""
+    if org.spec.quota_approval is not None:
+        return []
+    wanted = org.spec.guardrails
+    problems: list[Problem] = []
+    for env in environments:
+        if policy.spec.environment(env) is None:
+            continue
+        allowed = policy_guardrails(policy, env)
+        for name in CLASS_FIELDS:
+            values = getattr(wanted, name)
+            limit = allowed.lists[name]
+            if values is None or limit is None:
+                continue
+            for i, value in enumerate(values):
+                if not _inside(name, value, limit):
+                    shown = ", ".join(limit) or "none"
+                    problems.append(
+                        Problem(
+                            f"spec.guardrails.{_camel(name)}[{i}]",
+                            f"{value!r} is not allowed by policy {policy.name!r} in environment {env!r} "
+                            f"(allowed: {shown}); an Organization may only narrow its policy's guardrails, "
+                            "widening them requires spec.quotaApproval",
+                        )
+                    )
+        if wanted.placement is None:
+            continue
+        for key, value in wanted.placement.node_selector.items():
+            pool = allowed.node_selector.get(key)
+            if pool is not None and pool != value:
+                problems.append(
+                    Problem(
+                        f'spec.guardrails.placement.nodeSelector["{key}"]',
+                        f"{value!r} moves the pods of environment {env!r} off the node pool policy "
+                        f"{policy.name!r} sets ({key}={pool}); that requires spec.quotaApproval",
+                    )
+                )
+        for i, toleration in enumerate(wanted.placement.tolerations):
+            if toleration not in allowed.tolerations:
+                problems.append(
+                    Problem(
+                        f"spec.guardrails.placement.tolerations[{i}]",
+                        f"a toleration of taint {toleration.key!r} lets the pods of environment {env!r} "
+                        f"onto nodes policy {policy.name!r} keeps them off; that requires spec.quotaApproval",
+                    )
+                )
+    # One problem per field and value (the first environment that refuses it), not per environment.
+    first: dict[str, Problem] = {}
+    for problem in problems:
+        first.setdefault(problem.path, problem)
+    return list(first.values())
+
+
+def effective_guardrails(org: Organization, policy: TenancyPolicy, env: str) -> Effective:
+    """The policy's guardrails for `env`, narrowed (or, with approval, widened) by `org`."""
+    allowed = policy_guardrails(policy, env)
+    wanted = org.spec.guardrails
+    lists = dict(allowed.lists)
+    for name in CLASS_FIELDS:
+        values = getattr(wanted, name)
+        if values is not None:
+            lists[name] = tuple(values)
+    selector = dict(allowed.node_selector)
+    tolerations = list(allowed.tolerations)
+    if wanted.placement is not None:
+        selector.update(wanted.placement.node_selector)
+        tolerations += [t for t in wanted.placement.tolerations if t not in tolerations]
+    return Effective(
+        lists=lists,
+        node_ports=allowed.node_ports,
+        load_balancers=allowed.load_balancers,
+        denied_label_keys=allowed.denied_label_keys,
+        node_selector=dict(sorted(selector.items())),
+        tolerations=tuple(tolerations),
+    )
+
+
+def _list(values: tuple[str, ...] | None) -> str:
+    return ANY if values is None else ",".join(values)
+
+
+def _toleration(t: Toleration) -> str:
+    head = t.key if t.operator == "Exists" else f"{t.key}={t.value}"
+    return f"{head}:{t.effect or ''}"
+
+
+def guardrail_data(org: Organization, policy: TenancyPolicy, env: str) -> dict[str, str]:
+    g = effective_guardrails(org, policy, env)
+    data = {"organization": org.name, "environment": env, "policy": policy.name}
+    for name in CLASS_FIELDS:
+        data[_camel(name)] = _list(g.lists[name])
+    data["nodePorts"] = "true" if g.node_ports else "false"
+    data["loadBalancers"] = "true" if g.load_balancers else "false"
+    data["deniedLabelKeys"] = ",".join(g.denied_label_keys)
+    data["nodeSelector"] = ",".join(f"{k}={v}" for k, v in g.node_selector.items())
+    data["tolerations"] = ",".join(_toleration(t) for t in g.tolerations)
+    return data
+
+
+def render_guardrails(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> dict[str, Any]:
+    """The ConfigMap the guardrail admission policies read in `namespace`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": GUARDRAILS_NAME,
+            "namespace": namespace,
+            "labels": lbl.ownership_labels(org.name, env),
+            "annotations": {lbl.POLICY: policy.name},
+        },
+        "data": guardrail_data(org, policy, env),
+    }
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= STATUS_ENTRY_MAX else text[: STATUS_ENTRY_MAX - 1] + "…"
+
+
+def describe(org: Organization, policy: TenancyPolicy, env: str) -> list[str]:
+    """One line per guardrail policy: what applies in `env` (status and `tenantry render`)."""
+    g = effective_guardrails(org, policy, env)
+
+    def allowed(name: str) -> str:
+        values = g.lists[name]
+        return "any" if values is None else (", ".join(values) or "none")
+
+    services = [
+        f"NodePort {'allowed' if g.node_ports else 'refused'}",
+        f"LoadBalancer {'allowed' if g.load_balancers else 'refused'}",
+        "externalIPs refused",
+    ]
+    denied = [k + "*" if k.endswith("/") else k for k in g.denied_label_keys]
+    placement = ", ".join(f"{k}={v}" for k, v in g.node_selector.items()) or "none"
+    tolerations = ", ".join(_toleration(t) for t in g.tolerations) or "none"
+    lines = [
+        f"{POLICIES['classes']}: ingressClasses {allowed('ingress_classes')}; gatewayClasses "
+        f"{allowed('gateway_classes')}; storageClasses {allowed('storage_classes')}",
+        f"{POLICIES['workloads']}: registries {allowed('registries')}; priorityClasses "
+        f"{allowed('priority_classes')}; runtimeClasses {allowed('runtime_classes')}",
+        f"{POLICIES['services']}: {', '.join(services)}",
+        f"{POLICIES['labels']}: keys refused: {', '.join(denied)}",
+        f"{POLICIES['placement']}: nodeSelector {placement}; tolerations {tolerations}",
+    ]
+    return [_bounded(line) for line in lines]
+
+
+def guardrail_status(org: Organization, policy: TenancyPolicy) -> list[dict[str, Any]]:
+    """status.guardrails: per environment, the guardrails that apply (`org` with its environments)."""
+    return [
+        {"environment": env, "namespace": namespace, "applied": describe(org, policy, env)}
+        for env, namespace in org.namespaces().items()
+    ]

@@ -213,11 +213,13 @@ class TenantryKube(kmock.KubernetesEmulator):
       real API server answers for a group/version it does not serve (plain kmock answers JSON
       for reads and stores writes to ANY resource).
 
+    - a namespace that goes takes everything in it (DELETED events first), as the namespace
+      controller does;
     - server-side apply field ownership for one applier (``field_paths``): fields a manager
       applied before and omits now are removed, an update takes a field away from its appliers;
 
     Not emulated (test these on a real cluster): SSA conflicts and shared ownership, list-type
-    merge strategies, garbage collection (ownerReferences, namespace contents), admission,
+    merge strategies, garbage collection by ownerReferences, admission,
     RBAC, schema validation/pruning, periodic bookmarks (one is sent after the replay), watch
     ``timeoutSeconds``.
     """
@@ -303,14 +305,32 @@ class TenantryKube(kmock.KubernetesEmulator):
         try:
             async with self._lock:
                 result, events = self._write(request)
-                for event in events:
+                routed = [(request.resource, event) for event in events]
+                if request.resource == NAMESPACES:
+                    for event in events:
+                        if event["type"] == "DELETED":  # its contents went first
+                            routed[:0] = self._delete_contents(event["object"]["metadata"]["name"])
+                for resource, event in routed:
                     if event["type"] == "DELETED":
-                        self._deletions.append((request.resource, event))
-                    await self._buses[request.resource].put(event)
+                        self._deletions.append((resource, event))
+                    await self._buses[resource].put(event)
             self._write_results[request] = result
             return await respond(request)  # user reactions first, then _serve_create/update/delete
         finally:
             self._write_results.pop(request, None)
+
+    def _delete_contents(self, namespace: str) -> list[tuple[Any, dict[str, Any]]]:
+        """What the namespace controller does before a namespace goes: delete everything in it."""
+        out = []
+        for key, obj in list(self._objects.items()):
+            if key[1] != namespace or obj.deleted:
+                continue
+            gone = copy.deepcopy(obj.raw)
+            gone.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+            obj.delete()
+            self._applied.pop(key, None)
+            out.append((key[0], {"type": "DELETED", "object": gone}))
+        return out
 
     async def _serve_create(self, request: kmock.Request) -> Any:
         return self._write_results[request]

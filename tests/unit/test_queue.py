@@ -135,3 +135,15 @@ async def test_put_later_cancelled_queues_nothing() -> None:
     with pytest.raises(asyncio.CancelledError):
         await later
     assert len(queue) == 0
+
+
+async def test_a_name_given_back_unworked_keeps_its_priority() -> None:
+    # A replica that stops leading while a worker holds a drifted name gives it back: when it
+    # (or another) leads again, the drift still goes first.
+    queue = WorkQueue()
+    await queue.put("drifted", Priority.DRIFT)
+    await queue.put("resync", Priority.RESYNC)
+    taken = await queue.get()
+    assert taken == "drifted"
+    await queue.give_back(taken)
+    assert await queue.get() == "drifted"

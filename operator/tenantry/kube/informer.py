@@ -183,24 +183,32 @@ class Informer:
         }
         if self.selector:
             query["labelSelector"] = self.selector
-        async for event in self.client.watch(self.kind, query, read_timeout=self._read_timeout + 30):
-            obj = event.get("object") or {}
-            if event.get("type") == "ERROR":
-                if obj.get("code") == 410:
-                    raise _GoneError()
-                raise ApiError(int(obj.get("code") or 0), obj.get("reason", "Error"), obj.get("message", ""))
-            version = (obj.get("metadata") or {}).get("resourceVersion")
-            if version:
-                self._resource_version = version
-            if event.get("type") == "BOOKMARK":
-                continue
-            obj.setdefault("apiVersion", self.kind.api_version)
-            obj.setdefault("kind", self.kind.kind)
-            if event.get("type") == "DELETED":
-                self._known.discard(_ident(obj))
-            else:
-                self._known.add(_ident(obj))
-            self._deliver(event)
+        try:
+            async for event in self.client.watch(self.kind, query, read_timeout=self._read_timeout + 30):
+                self._on_event(event)
+        except ApiError as exc:
+            if exc.status == 410:  # the same expiry, answered as an HTTP status
+                raise _GoneError() from exc
+            raise
+
+    def _on_event(self, event: Event) -> None:
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            if obj.get("code") == 410:
+                raise _GoneError()
+            raise ApiError(int(obj.get("code") or 0), obj.get("reason", "Error"), obj.get("message", ""))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._resource_version = version
+        if event.get("type") == "BOOKMARK":
+            return
+        obj.setdefault("apiVersion", self.kind.api_version)
+        obj.setdefault("kind", self.kind.kind)
+        if event.get("type") == "DELETED":
+            self._known.discard(_ident(obj))
+        else:
+            self._known.add(_ident(obj))
+        self._deliver(event)
 
 
 class _GoneError(Exception):

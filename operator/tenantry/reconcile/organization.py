@@ -358,6 +358,9 @@ class OrganizationReconciler:
             return False
         kind = res.kind_of(obj["apiVersion"], obj["kind"])
         self.cluster.expected_deletions.add(key)
+        inside = self._inside(obj) if kind.purpose == "namespace" else []
+        # The namespace controller deletes what is inside a namespace we delete: not drift.
+        self.cluster.expected_deletions.update(inside)
         try:
             deleted = await self.client.delete(
                 kind,
@@ -366,12 +369,12 @@ class OrganizationReconciler:
                 uid=obj["metadata"].get("uid"),
             )
         except ApiError as exc:
-            self.cluster.expected_deletions.discard(key)
+            self.cluster.expected_deletions.difference_update({key, *inside})
             if exc.status != 409:  # 409: the uid precondition failed, it is not the object we saw
                 raise
             return False
         if not deleted:  # already gone: no DELETED event will come for us to expect
-            self.cluster.expected_deletions.discard(key)
+            self.cluster.expected_deletions.difference_update({key, *inside})
             return False
         log.info(
             "deleted",
@@ -380,6 +383,16 @@ class OrganizationReconciler:
             name=obj["metadata"]["name"],
         )
         return True
+
+    def _inside(self, namespace_obj: dict[str, Any]) -> list[ObjectKey]:
+        """Keys of what we own inside a namespace."""
+        name = namespace_obj["metadata"]["name"]
+        owner = lbl.owner_of(namespace_obj["metadata"].get("labels")) or ""
+        return [
+            object_key(o)
+            for o in self.cluster.inventory.owned_by(owner)
+            if o["metadata"].get("namespace") == name
+        ]
 
     async def _orphan(self, body: dict[str, Any], namespace_obj: dict[str, Any]) -> None:
         labels = namespace_obj["metadata"].get("labels") or {}

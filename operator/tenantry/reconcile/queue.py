@@ -29,6 +29,7 @@ class WorkQueue:
         self._pending: dict[str, int] = {}
         self._active: set[str] = set()
         self._dirty: dict[str, int] = {}
+        self._taken: dict[str, int] = {}  # name being worked on -> the priority it was taken at
         self._counter = itertools.count()
         self._ready = asyncio.Condition()
 
@@ -63,12 +64,24 @@ class WorkQueue:
                     if self._pending.get(name) == priority:  # skip superseded entries
                         del self._pending[name]
                         self._active.add(name)
+                        self._taken[name] = priority
                         metrics.QUEUE_DEPTH.set(len(self._pending))
                         return name
                 await self._ready.wait()
 
+    async def give_back(self, name: str) -> None:
+        """A name taken but not worked on (this replica stopped leading meanwhile): pending
+        again, at the priority it was taken at (a drift stays a drift)."""
+        async with self._ready:
+            priority = self._taken.pop(name, int(Priority.RESYNC))
+            self._active.discard(name)
+            again = self._dirty.pop(name, None)
+            self._put_locked(name, priority if again is None else min(priority, again))
+            self._ready.notify()
+
     async def done(self, name: str) -> None:
         async with self._ready:
+            self._taken.pop(name, None)
             self._active.discard(name)
             again = self._dirty.pop(name, None)
             if again is not None:

@@ -268,9 +268,8 @@ class Runtime:
         while True:
             await self.active.wait()
             name = await self.queue.get()
-            if not self.active.is_set():  # paused while waiting: leave it for after the pause
-                await self.queue.done(name)
-                await self.queue.put(name, Priority.RESYNC)
+            if not self.active.is_set():  # stopped leading while waiting: leave it for later
+                await self.queue.give_back(name)
                 continue
             try:
                 if name.startswith(POLICY_KEY_PREFIX):

@@ -252,7 +252,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from tenantry.kube.credentials import CredentialsError, load_connection
     from tenantry.observe.logging import configure
-    from tenantry.reconcile.runtime import Config, Runtime, register
+    from tenantry.reconcile.config import Config
+    from tenantry.reconcile.frame import register
+    from tenantry.reconcile.runtime import Runtime
 
     configure(args.log_level, json_logs=None if args.log_format == "auto" else args.log_format == "json")
     try:

@@ -16,7 +16,9 @@ import pytest_asyncio
 
 from tenantry.kube.client import Connection, Retry
 from tenantry.observe import metrics
-from tenantry.reconcile.runtime import Config, Runtime, register
+from tenantry.reconcile.config import Config
+from tenantry.reconcile.frame import register
+from tenantry.reconcile.runtime import Runtime
 from tests.conftest import minimal_org
 from tests.integration.kmock_fixture import TenantryKube, eventually, kube, run_operator  # noqa: F401
 from tests.unit.helpers import TODAY

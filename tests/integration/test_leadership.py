@@ -14,7 +14,8 @@ import pytest
 
 from tenantry.kube.client import Connection, Retry
 from tenantry.kube.lease import LeaseNamespaceMissingError, LeaseTimings
-from tenantry.reconcile.runtime import Config, Runtime
+from tenantry.reconcile.config import Config
+from tenantry.reconcile.runtime import Runtime
 from tests.integration.conftest import ORG, Api, org_body
 from tests.integration.test_onboarding import ready, until
 from tests.unit.helpers import TODAY

@@ -1,14 +1,13 @@
-"""How watch events become queue entries (reconcile/runtime.py), with the real queue and
+"""How watch events become queue entries (reconcile/events.py), with the real queue and
 inventory and no API server: the handlers only touch the cluster state and the queue."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tenantry.kube.client import Connection
-from tenantry.reconcile.organization import Cluster
+from tenantry.reconcile.cluster import Cluster
+from tenantry.reconcile.events import Events
 from tenantry.reconcile.queue import Priority, WorkQueue
-from tenantry.reconcile.runtime import Runtime
 from tenantry.render import labels as lbl
 from tenantry.render import object_key
 
@@ -32,15 +31,11 @@ def netpol(org: str) -> dict[str, Any]:
     }
 
 
-def runtime() -> Runtime:
-    rt = Runtime(Connection(server="http://127.0.0.1:9"))  # never contacted
-    rt.cluster = Cluster(client=None)  # type: ignore[arg-type]
-    rt.queue = WorkQueue()
-    rt.started.set()
-    return rt
+def runtime() -> Events:
+    return Events(Cluster(client=None), WorkQueue())  # type: ignore[arg-type]  # never contacted
 
 
-async def order(rt: Runtime) -> list[str]:
+async def order(rt: Events) -> list[str]:
     assert rt.queue is not None
     out = []
     while len(rt.queue):

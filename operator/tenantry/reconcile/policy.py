@@ -15,7 +15,7 @@ from tenantry.kube.client import ApiError
 from tenantry.kube.compare import in_sync
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
-from tenantry.reconcile.organization import Cluster
+from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.status import condition, same_status, utc_now
 from tenantry.render import render_policy_objects
 from tenantry.render.rbac import PLATFORM_ADMINS_BINDING_PREFIX

@@ -1,0 +1,62 @@
+"""The operator process's shared state: the API client, the inventory of what we own, the latest
+Organizations and TenancyPolicies, and what we are deleting ourselves."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry.api.policy import TenancyPolicy
+from tenantry.kube import resources as res
+from tenantry.kube.client import ApiError, KubeClient
+from tenantry.kube.inventory import Inventory
+from tenantry.observe.logging import get_logger
+from tenantry.render import ObjectKey
+
+log = get_logger("tenantry.reconcile")
+
+
+@dataclass
+class Cluster:
+    """Shared state of the operator process, filled by watch events."""
+
+    client: KubeClient
+    inventory: Inventory = field(default_factory=Inventory)
+    organizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[str, TenancyPolicy] = field(default_factory=dict)
+    reserved_namespaces: tuple[str, ...] = ("tenantry-system",)
+    event_namespace: str = "default"
+    today: Callable[[], dt.date] = dt.date.today
+    # Optional kinds (Argo CD's AppProject) whose CRDs this cluster does not have.
+    missing_kinds: set[str] = field(default_factory=set)
+    # Keys we are deleting ourselves: their DELETED events are not drift.
+    expected_deletions: set[ObjectKey] = field(default_factory=set)
+
+    def remember_organization(self, body: dict[str, Any]) -> bool:
+        """Keep the newest body seen of an Organization (from a watch event or from the response
+        to one of our writes); False, and nothing changes, when `body` is older than the cached
+        one. resourceVersions are etcd revisions on every real API server: compared as numbers
+        only when both are, as the API conventions allow no other ordering."""
+        name = body["metadata"]["name"]
+        cached = self.organizations.get(name)
+        if cached is not None:
+            old = str(cached["metadata"].get("resourceVersion") or "")
+            new = str(body["metadata"].get("resourceVersion") or "")
+            if old.isdigit() and new.isdigit() and int(new) < int(old):
+                return False
+        self.organizations[name] = body
+        return True
+
+    async def crd_going_away(self, crd: str) -> bool:
+        """Is this CRD being deleted (or gone)? Then the API server is deleting every object of
+        it: that is an uninstall or a re-install, not a tenant leaving."""
+        try:
+            found = await self.client.get(res.CRD, crd)
+        except ApiError as exc:
+            if exc.status == 403 or exc.not_served:
+                log.warning("cannot read the CRD; assuming it stays", crd=crd, error=str(exc))
+                return False
+            raise
+        return found is None or bool(found["metadata"].get("deletionTimestamp"))

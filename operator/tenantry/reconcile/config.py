@@ -1,0 +1,30 @@
+"""What `tenantry run` can be told: the operator's settings, in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tenantry.kube.client import Connection, Retry
+from tenantry.kube.lease import LeaseTimings
+
+
+@dataclass
+class Config:
+    workers: int = 4
+    resync_seconds: float = 300.0
+    operator_namespace: str = "tenantry-system"
+    event_namespace: str = "default"
+    max_backoff: float = 60.0
+    # Leader election on a Lease in the operator's namespace; False: this replica always writes.
+    leader_election: bool = False
+    lease_name: str = "tenantry"
+    lease_timings: LeaseTimings = field(default_factory=LeaseTimings)
+    identity: str = "tenantry"
+    retry: Retry = field(default_factory=Retry)
+    today: Callable[[], dt.date] = dt.date.today
+    # Fresh credentials after a 401 (rotated service-account tokens); None: keep the first.
+    reload_credentials: Callable[[], Connection] | None = None
+    # How often a resource that is not served (CRD missing) is looked for again.
+    not_served_poll_seconds: float = 5.0

@@ -1,0 +1,76 @@
+"""The workers that drain the queue, with backoff for failures, and the periodic resync.
+
+A worker reconciles only while this replica may write (`active`: it holds the Lease, or runs
+standalone); a name taken just as the replica stopped leading is given back at its priority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry.kube.client import ApiError
+from tenantry.observe.logging import get_logger
+from tenantry.reconcile.cluster import Cluster
+from tenantry.reconcile.events import Events
+from tenantry.reconcile.organization import OrganizationReconciler, Requeue
+from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
+from tenantry.reconcile.queue import Priority
+
+log = get_logger("tenantry.operator")
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+
+
+@dataclass
+class Workers:
+    cluster: Cluster
+    events: Events
+    active: asyncio.Event
+    spawn: Spawn
+    max_backoff: float = 60.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    async def work(self) -> None:
+        queue = self.events.queue
+        reconciler = OrganizationReconciler(self.cluster)
+        while True:
+            await self.active.wait()
+            name = await queue.get()
+            if not self.active.is_set():  # stopped leading while waiting: leave it for later
+                await queue.give_back(name)
+                continue
+            try:
+                if name.startswith(POLICY_KEY_PREFIX):
+                    body = self.events.policy_bodies.get(name.removeprefix(POLICY_KEY_PREFIX))
+                    if body is not None:
+                        await reconcile_policy(self.cluster, body)
+                else:
+                    await reconciler.reconcile(name)
+                self.failures.pop(name, None)
+            except Requeue as again:
+                self.spawn(queue.put_later(name, Priority.RETRY, again.delay), f"requeue {name}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one Organization stop the worker
+                count = self.failures[name] = self.failures.get(name, 0) + 1
+                delay = min(0.5 * 2 ** (count - 1), self.max_backoff)
+                level = "warning" if isinstance(exc, ApiError) else "error"
+                getattr(log, level)(
+                    "reconcile failed",
+                    organization=name,
+                    error=str(exc),
+                    retry_in=delay,
+                    exc_info=not isinstance(exc, ApiError),
+                )
+                self.spawn(queue.put_later(name, Priority.RETRY, delay), f"retry {name}")
+            finally:
+                await queue.done(name)
+
+    async def resync(self, every: float) -> None:
+        """Periodic resync: covers lost watch events and expiring exceptions. Costs no request
+        per Organization when nothing changed (the inventory answers)."""
+        while True:
+            await asyncio.sleep(every)
+            await self.events.enqueue_all(Priority.RESYNC)

@@ -32,6 +32,14 @@ one expression does not compile. This module replays that compilation with cel-p
   comprehensions (1.32) from 1.33. Our floor is Kubernetes 1.30, so the allowed set is everything
   introduced at 1.29 or earlier.
 
+MutatingAdmissionPolicies (manifests/admission/placement/) compile the same way
+(.../policy/mutating/compilation.go, compilePolicy: HasParams = spec.paramKind set, HasAuthorizer =
+true, variables through CompileAndStoreVariables, matchConditions through CompileCondition), and
+each mutation with HasPatchTypes, which compile.go's createEnvForOpts turns into the patch types
+(`JSONPatch{op, path, from, value}` and `Object...` initialisers, mutation.DynamicTypeResolver) and
+the JSONPatch library (`jsonpatch.escapeKey`). Only mutations see them. A JSONPatch expression
+must give a list of JSONPatch, an ApplyConfiguration expression an `Object{...}`.
+
 What this does not replay: the estimated cost (the API server checks none for policies, only the
 runtime limits), and `status.typeChecking` (schema-typed checking after the policy is stored, which
 only produces warnings). See docs/admission.md, "How the API server compiles these policies".
@@ -393,7 +401,12 @@ NAMESPACE = Obj(
     },
 )
 AUTHORIZER = Obj("kubernetes.authorization.Authorizer")
+# mutation/common and mutation/unstructured: the JSONPatch type, and Object initialisers.
+JSONPATCH = Obj("JSONPatch", {"op": "string", "path": "string", "from": "string", "value": DYN})
+OBJECT = Obj("Object")
+PATCH_FUNCTION = Obj("jsonpatch.escapeKey")
 RESOURCE_CHECK = Obj("kubernetes.authorization.ResourceCheck")
+RESULTS["split"] = ListOf("string")
 NUMERIC = {"int", "uint", "double"}
 PRIMITIVE = {"string", "bool", "bytes", "timestamp", "duration"} | NUMERIC
 
@@ -433,6 +446,7 @@ class Env:
     params: bool
     authorizer: bool
     variables: Mapping[str, Any] | None  # None: `variables` is not declared at all
+    patch_types: bool = False  # a mutation: JSONPatch, Object types and jsonpatch.escapeKey
 
     def declared(self) -> dict[str, Any]:
         names: dict[str, Any] = {
@@ -448,6 +462,8 @@ class Env:
             names["authorizer.requestResource"] = RESOURCE_CHECK
         if self.variables is not None:
             names["variables"] = Obj("kubernetes.variables", dict(self.variables))
+        if self.patch_types:
+            names["jsonpatch.escapeKey"] = PATCH_FUNCTION
         return names
 
 
@@ -518,7 +534,7 @@ class Checker:
         if rule == "member_index":
             return self._index(self.infer(kids[0], scope), self.infer(kids[1], scope))
         if rule == "member_object":
-            raise CompileError("message construction: no message types are declared")
+            return self._construct(kids, scope)
         if rule == "ident":
             return self._ident(str(kids[0]), scope)
         if rule == "dot_ident":
@@ -540,6 +556,25 @@ class Checker:
         if rule == "literal":
             return self._literal(kids[0])
         raise CompileError(f"unexpected syntax {rule}")
+
+    def _construct(self, kids: list[Any], scope: dict[str, Any]) -> Any:
+        """`JSONPatch{...}` or `Object.spec{...}`: declared only where patch types are."""
+        name = self._qualified(kids[0])
+        if "jsonpatch.escapeKey" not in self.root or name is None:
+            raise CompileError("message construction: no message types are declared")
+        inits = kids[1].children if len(kids) > 1 else []
+        fields = [(str(inits[i]), self.infer(inits[i + 1], scope)) for i in range(0, len(inits), 2)]
+        if name == "JSONPatch":
+            for field_name, got in fields:
+                if field_name not in JSONPATCH.fields:
+                    raise CompileError(f"undefined field '{field_name}'")
+                wanted = JSONPATCH.fields[field_name]
+                if wanted != DYN and got not in (wanted, DYN):
+                    raise CompileError(f"expected type '{wanted}' but found '{got}' (JSONPatch.{field_name})")
+            return JSONPATCH
+        if name == "Object" or name.startswith("Object."):
+            return OBJECT if name == "Object" else DYN
+        raise CompileError(f"undeclared reference to '{name}'")
 
     # -- names
 
@@ -638,6 +673,10 @@ class Checker:
         if head is not None and head not in scope and head not in self.root:
             # Not a value: a qualified function name such as sets.contains or optional.of.
             full = f"{qualified}.{name}"
+            if full in self.root and self.root[full] is PATCH_FUNCTION:
+                for arg in args:
+                    self.infer(arg, scope)
+                return "string"
             if full not in ALLOWED_GLOBALS:
                 unknown = full if head in NAMESPACES else head
                 raise CompileError(f"undeclared reference to '{unknown}'{_too_new(full)}")
@@ -813,6 +852,22 @@ def compile_policy(policy: Json) -> Iterator[Finding]:
                 no_authorizer,
                 "string",
             )
+    for i, mutation in enumerate(spec.get("mutations", [])):
+        patch_env = Env(params=params, authorizer=True, variables=variables, patch_types=True)
+        if mutation["patchType"] == "JSONPatch":
+            where = f"spec.mutations[{i}].jsonPatch.expression"
+            expression = mutation["jsonPatch"]["expression"]
+            got = compile_one(where, expression, patch_env, None)
+            if got != DYN and got != ListOf(JSONPATCH):
+                findings.append(
+                    Finding(name, where, expression, f"must evaluate to list(JSONPatch) but got {got}")
+                )
+        else:
+            where = f"spec.mutations[{i}].applyConfiguration.expression"
+            expression = mutation["applyConfiguration"]["expression"]
+            got = compile_one(where, expression, patch_env, None)
+            if got is not OBJECT:
+                findings.append(Finding(name, where, expression, f"must evaluate to Object but got {got}"))
     for i, annotation in enumerate(spec.get("auditAnnotations", [])):
         where = f"spec.auditAnnotations[{i}].valueExpression"
         got = compile_one(where, annotation["valueExpression"], full, None)
@@ -823,12 +878,16 @@ def compile_policy(policy: Json) -> Iterator[Finding]:
     yield from findings
 
 
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "MutatingAdmissionPolicy")
+
+
 def policies_in(text: str) -> list[Json]:
-    return [d for d in yaml.safe_load_all(text) if d and d.get("kind") == "ValidatingAdmissionPolicy"]
+    return [d for d in yaml.safe_load_all(text) if d and d.get("kind") in POLICY_KINDS]
 
 
 def _current() -> list[Json]:
-    return [p for path in sorted(ADMISSION.glob("*.yaml")) for p in policies_in(path.read_text())]
+    """Every policy under manifests/admission/, the guardrails and the placement mutation included."""
+    return [p for path in sorted(ADMISSION.rglob("*.yaml")) for p in policies_in(path.read_text())]
 
 
 POLICIES = _current()
@@ -843,11 +902,23 @@ def test_every_expression_compiles_in_its_own_environment(policy: Json) -> None:
     assert not findings, "the API server would refuse this policy:\n" + "\n".join(map(str, findings))
 
 
-def test_all_three_policies_are_checked() -> None:
-    assert len(POLICIES) == 3
+def test_every_policy_is_checked() -> None:
+    names = {p["metadata"]["name"] for p in POLICIES}
+    assert {
+        "tenantry-protect-managed-objects",
+        "tenantry-protect-namespace-labels",
+        "tenantry-quota-approval",
+        "tenantry-guardrail-classes",
+        "tenantry-guardrail-workloads",
+        "tenantry-guardrail-services",
+        "tenantry-guardrail-labels",
+        "tenantry-guardrail-parameter",
+        "tenantry-guardrail-placement",
+        "tenantry-placement",
+    } == names
     for policy in POLICIES:
         spec = policy["spec"]
-        assert spec["matchConditions"] and spec["variables"] and spec["validations"]
+        assert spec["variables"] and (spec.get("validations") or spec.get("mutations"))
 
 
 # === the regression: what 1.36.2 refused =====================================================
@@ -922,7 +993,10 @@ def test_the_old_manifests_are_refused_like_the_real_api_server_refused_them() -
     """All three policies of the old manifests, from git: each one has a matchCondition that
     reads `variables`, the exact error 1.36.2 gave."""
     old = _old_manifests()
-    assert {p["metadata"]["name"] for p in old} == {p["metadata"]["name"] for p in POLICIES}
+    guardrails = ("tenantry-guardrail-", "tenantry-placement")
+    assert {p["metadata"]["name"] for p in old} == {
+        p["metadata"]["name"] for p in POLICIES if not p["metadata"]["name"].startswith(guardrails)
+    }
     for policy in old:
         errors = {(f.where, f.error) for f in compile_policy(policy)}
         assert (
@@ -1040,4 +1114,54 @@ def test_comprehension_variables_are_scoped_to_their_macro() -> None:
     ]
     assert _errors(validations=validations) == [
         "spec.validations[0].expression: compilation failed: undeclared reference to 'i'",
+    ]
+
+
+# === MutatingAdmissionPolicy: the patch types exist in mutations only =========================
+
+
+def _mutating(**spec: Any) -> Json:
+    base: Json = {
+        "failurePolicy": "Fail",
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "reinvocationPolicy": "IfNeeded",
+    }
+    base.update(spec)
+    return {"kind": "MutatingAdmissionPolicy", "metadata": {"name": "m"}, "spec": base}
+
+
+def _jsonpatch(expression: str) -> Json:
+    return {"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}
+
+
+def test_mutations_see_the_patch_types_and_nothing_else_does() -> None:
+    good = "[JSONPatch{op: 'add', path: '/spec/x/' + jsonpatch.escapeKey('a/b'), value: {'k': 'v'}}]"
+    policy = _mutating(
+        variables=[{"name": "p", "expression": "JSONPatch{op: 'add', path: '/x'}"}],
+        matchConditions=[{"name": "c", "expression": "jsonpatch.escapeKey('a') == 'a'"}],
+        mutations=[_jsonpatch(good), _jsonpatch("JSONPatch{op: 'add', path: '/x'}")],
+    )
+    assert [(f.where, f.error) for f in compile_policy(policy)] == [
+        ("spec.matchConditions[0].expression", "compilation failed: undeclared reference to 'jsonpatch'"),
+        (
+            "spec.variables[0].expression (p)",
+            "compilation failed: message construction: no message types are declared",
+        ),
+        ("spec.mutations[1].jsonPatch.expression", "must evaluate to list(JSONPatch) but got JSONPatch"),
+    ]
+
+
+def test_a_jsonpatch_has_four_fields_and_string_paths() -> None:
+    policy = _mutating(
+        mutations=[
+            _jsonpatch("[JSONPatch{op: 'add', pth: '/x'}]"),
+            _jsonpatch("[JSONPatch{op: 'add', path: 1}]"),
+            {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": "Object{}"}},
+            {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": "'x'"}},
+        ]
+    )
+    assert [f.error for f in compile_policy(policy)] == [
+        "compilation failed: undefined field 'pth'",
+        "compilation failed: expected type 'string' but found 'int' (JSONPatch.path)",
+        "must evaluate to Object but got string",
     ]

@@ -386,6 +386,7 @@ RESOURCES = {
     "Namespace": ("", "v1", "namespaces"),
     "ResourceQuota": ("", "v1", "resourcequotas"),
     "LimitRange": ("", "v1", "limitranges"),
+    "ConfigMap": ("", "v1", "configmaps"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "Organization": ("tenantry.dev", "v1alpha1", "organizations"),
@@ -432,6 +433,7 @@ def managed(kind: str) -> Json:
     names = {
         "ResourceQuota": "tenantry-quota",
         "LimitRange": "tenantry-limits",
+        "ConfigMap": "tenantry-guardrails",
         "NetworkPolicy": "tenantry-default-deny",
         "RoleBinding": "tenantry:organization-admins",
     }
@@ -461,7 +463,7 @@ def spec_changed(obj: Json, **spec: Any) -> Json:
     return out
 
 
-GUARDED_KINDS = ["ResourceQuota", "LimitRange", "NetworkPolicy", "RoleBinding"]
+GUARDED_KINDS = ["ResourceQuota", "LimitRange", "ConfigMap", "NetworkPolicy", "RoleBinding"]
 DELETED_AT = "2026-11-26T10:00:00Z"
 
 
@@ -471,7 +473,14 @@ DELETED_AT = "2026-11-26T10:00:00Z"
 def test_the_kustomization_lists_every_manifest() -> None:
     kustomization = load_yaml(ADMISSION / "kustomization.yaml")
     files = sorted(p.name for p in ADMISSION.glob("*.yaml") if p.name != "kustomization.yaml")
-    assert sorted(kustomization["resources"]) == files
+    # The guardrails (Kubernetes >= 1.30) are included; the placement mutation (>= 1.36) is not.
+    assert sorted(kustomization["resources"]) == sorted([*files, "guardrails"])
+    for directory in ("guardrails", "placement"):
+        inner = load_yaml(ADMISSION / directory / "kustomization.yaml")
+        listed = sorted(
+            p.name for p in (ADMISSION / directory).glob("*.yaml") if p.name != "kustomization.yaml"
+        )
+        assert sorted(inner["resources"]) == listed, directory
 
 
 def test_there_are_three_policies_each_with_a_denying_binding() -> None:

@@ -1,0 +1,850 @@
+"""The guardrail admission policies (manifests/admission/guardrails/, manifests/admission/placement/),
+evaluated with cel-python on the real YAML, in the API server's order.
+
+`submit()` replays one request through every guardrail the way the API server does
+(k8s.io/apiserver .../admission/plugin/policy/{generic,validating,mutating}, .../cel):
+
+1. mutating admission first, then validating: the MutatingAdmissionPolicy's JSON patch is applied
+   to the object before any ValidatingAdmissionPolicy sees it;
+2. per policy, matchConstraints: resource rules (`*`, subresources, resourceNames, scope) and the
+   namespaceSelector, matched against the labels of the request's namespace;
+3. per binding of the policy, its matchResources (resource rules and excludeResourceRules), then
+   its parameter: paramRef names ConfigMap `tenantry-guardrails` without a namespace, and a
+   namespaced paramKind resolves it in the request's namespace; none found means
+   parameterNotFoundAction decides, before any expression runs;
+4. matchConditions (no `variables`), then validations with lazy `variables`, as in
+   tests/unit/test_admission_policies.py (whose evaluator, with cel-go's has(), is reused).
+
+cel-python has no strings extension: `split`, `join` and `replace` are added with cel-go's
+semantics (Go's strings.Split, strings.Join, strings.ReplaceAll), and `JSONPatch{...}` builds the
+patch operation a mutation returns. The parameter is what the renderer writes
+(render/guardrails.py) for an Organization under a policy, so the lists under test are the lists
+the operator would apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import celpy
+import kubernetes_validate
+import pytest
+import yaml
+from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
+
+from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
+from tenantry.kube import resources as res
+from tenantry.reconcile.deletion import when_released
+from tenantry.render import render_organization
+from tenantry.render.guardrails import GUARDRAILS_NAME
+from tests.conftest import ROOT
+from tests.unit.test_admission_policies import (
+    OPERATOR,
+    TENANT,
+    EvaluationError,
+    Who,
+    _CelGoRunner,
+    service_account,
+)
+
+Json = dict[str, Any]
+ADMISSION = ROOT / "manifests" / "admission"
+TODAY = dt.date(2026, 11, 26)
+
+
+# --- the manifests -------------------------------------------------------------------------
+
+
+def _docs(*dirs: str) -> list[Json]:
+    out: list[Json] = []
+    for name in dirs:
+        for path in sorted((ADMISSION / name).glob("*.yaml")):
+            if path.name != "kustomization.yaml":
+                out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
+DOCS = _docs("guardrails", "placement")
+VALIDATING = [d for d in DOCS if d["kind"] == "ValidatingAdmissionPolicy"]
+MUTATING = [d for d in DOCS if d["kind"] == "MutatingAdmissionPolicy"]
+BINDINGS = [d for d in DOCS if d["kind"].endswith("AdmissionPolicyBinding")]
+
+
+def _bindings(policy: Json) -> list[Json]:
+    return [b for b in BINDINGS if b["spec"]["policyName"] == policy["metadata"]["name"]]
+
+
+# --- cel-python with the functions these policies use ---------------------------------------
+
+
+def _split(text: Any, sep: Any) -> Any:
+    return celtypes.ListType([celtypes.StringType(part) for part in str(text).split(str(sep))])
+
+
+def _join(items: Any, sep: Any = "") -> Any:
+    return celtypes.StringType(str(sep).join(str(i) for i in items))
+
+
+def _replace(text: Any, old: Any, new: Any) -> Any:
+    return celtypes.StringType(str(text).replace(str(old), str(new)))
+
+
+FUNCTIONS = {"split": _split, "join": _join, "replace": _replace}
+_ENV = celpy.Environment(runner_class=_CelGoRunner)
+_PROGRAMS: dict[str, Any] = {}
+
+
+def _jsonpatch(fields: Any) -> Any:
+    return celtypes.MapType({celtypes.StringType("_jsonpatch"): celtypes.BoolType(True), **dict(fields)})
+
+
+def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
+    if expression not in _PROGRAMS:
+        _PROGRAMS[expression] = _ENV.program(_ENV.compile(expression), functions=FUNCTIONS)
+    try:
+        return _PROGRAMS[expression].evaluate({**activation, "JSONPatch": _jsonpatch})
+    except CELEvalError as exc:
+        detail = str(exc.args[0]).split(" (in activation")[0][:300]
+        raise EvaluationError(f"expression '{expression.strip()}' resulted in error: {detail}") from exc
+
+
+def _condition(expression: str, activation: Mapping[str, Any]) -> bool:
+    result = _evaluate(expression, activation)
+    if not isinstance(result, celtypes.BoolType):
+        raise EvaluationError(f"expression '{expression.strip()}' gave {result!r}, not a bool")
+    return bool(result)
+
+
+class _Variables(celtypes.MapType):
+    """Lazily evaluated, memoised `variables` (composition.go)."""
+
+    def __init__(self, expressions: Mapping[str, str], activation: dict[str, Any]) -> None:
+        super().__init__()
+        self._expressions = expressions
+        self._activation = activation
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._expressions
+
+    def __getitem__(self, key: Any) -> Any:
+        name = str(key)
+        if name not in self._expressions:
+            raise KeyError(name)
+        if not super().__contains__(key):
+            try:
+                value = _evaluate(self._expressions[name], self._activation)
+            except EvaluationError as exc:
+                value = CELEvalError(f'composited variable "{name}" fails to evaluate: {exc}', KeyError, None)
+            super().__setitem__(celtypes.StringType(name), value)
+        return super().__getitem__(celtypes.StringType(name))
+
+
+# --- the cluster and the request -----------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """Namespaces (name -> labels) and ConfigMaps (namespace -> the tenantry-guardrails one)."""
+
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    params: dict[str, Json] = field(default_factory=dict)
+
+
+RESOURCES = {
+    "Pod": ("", "v1", "pods"),
+    "Deployment": ("apps", "v1", "deployments"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "DaemonSet": ("apps", "v1", "daemonsets"),
+    "ReplicaSet": ("apps", "v1", "replicasets"),
+    "Job": ("batch", "v1", "jobs"),
+    "CronJob": ("batch", "v1", "cronjobs"),
+    "Service": ("", "v1", "services"),
+    "Ingress": ("networking.k8s.io", "v1", "ingresses"),
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways"),
+    "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
+    "ConfigMap": ("", "v1", "configmaps"),
+    "ResourceQuota": ("", "v1", "resourcequotas"),
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    operation: str
+    who: Who
+    object: Json | None
+    old_object: Json | None = None
+    sub_resource: str = ""
+
+    @property
+    def body(self) -> Json:
+        body = self.object if self.object is not None else self.old_object
+        assert body is not None
+        return body
+
+    def admission_request(self) -> Json:
+        group, version, resource = RESOURCES[self.body["kind"]]
+        meta = self.body["metadata"]
+        request: Json = {
+            "kind": {"group": group, "version": version, "kind": self.body["kind"]},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": self.body["kind"]},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "operation": self.operation,
+            "userInfo": {"username": self.who.username, "groups": list(self.who.groups)},
+            "dryRun": False,
+        }
+        if self.sub_resource:
+            request["subResource"] = request["requestSubResource"] = self.sub_resource
+        return request
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    why: str
+    policy: str = ""
+    object: Json | None = None
+
+
+def _rule_matches(rule: Json, request: Json, name: str) -> bool:
+    resource = request["resource"]["resource"] + (
+        f"/{request['subResource']}" if request.get("subResource") else ""
+    )
+    ops = rule["operations"]
+    resources = rule["resources"]
+    return (
+        ("*" in ops or request["operation"] in ops)
+        and ("*" in rule["apiGroups"] or request["resource"]["group"] in rule["apiGroups"])
+        and ("*" in rule["apiVersions"] or request["resource"]["version"] in rule["apiVersions"])
+        and (resource in resources or ("*" in resources and "/" not in resource))
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
+        and rule.get("scope", "*") in ("*", "Namespaced")  # every kind here is namespaced
+    )
+
+
+def _selector_matches(selector: Json, labels: Mapping[str, str]) -> bool:
+    assert set(selector) <= {"matchExpressions", "matchLabels"}, "replica does not model this"
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, op = expression["key"], expression["operator"]
+        if op == "In" and labels.get(key) not in expression["values"]:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        assert op in ("In", "Exists"), "replica does not model this"
+    return True
+
+
+def _matches(resources: Json, request: Json, namespace_labels: Mapping[str, str], *, required: bool) -> bool:
+    name = request["name"]
+    rules = resources.get("resourceRules")
+    matched = not required if rules is None else any(_rule_matches(r, request, name) for r in rules)
+    excluded = any(_rule_matches(r, request, name) for r in resources.get("excludeResourceRules", []))
+    selector = resources.get("namespaceSelector")
+    in_namespace = selector is None or _selector_matches(selector, namespace_labels)
+    return matched and not excluded and in_namespace
+
+
+def _activation(req: Request, obj: Json | None, param: Json | None, namespace: Json) -> dict[str, Any]:
+    return {
+        "request": json_to_cel(req.admission_request()),
+        "object": json_to_cel(obj),
+        "oldObject": json_to_cel(req.old_object),
+        "params": json_to_cel(param),
+        "namespaceObject": json_to_cel(namespace),
+    }
+
+
+def _message(validation: Json, activation: Mapping[str, Any]) -> str:
+    try:
+        result = _evaluate(validation["messageExpression"], activation)
+    except EvaluationError:
+        result = None
+    if isinstance(result, str) and result.strip() and "\n" not in result.strip():
+        return result.strip()
+    return validation["message"].strip()
+
+
+def _evaluations(
+    policy: Json, req: Request, obj: Json | None, cluster: Cluster
+) -> list[Json | None] | Decision:
+    """The parameters the policy is evaluated with (one per matching binding), or a decision."""
+    request = req.admission_request()
+    namespace = request["namespace"]
+    labels = cluster.namespaces.get(namespace, {})
+    if not _matches(policy["spec"]["matchConstraints"], request, labels, required=True):
+        return []
+    params: list[Json | None] = []
+    for binding in _bindings(policy):
+        spec = binding["spec"]
+        if not _matches(spec.get("matchResources", {}), request, labels, required=False):
+            continue
+        ref = spec.get("paramRef")
+        if ref is None:
+            params.append(None)
+            continue
+        assert set(ref) == {"name", "parameterNotFoundAction"}, (
+            "replica models a named, per-namespace paramRef"
+        )
+        found = cluster.params.get(namespace) if ref["name"] == GUARDRAILS_NAME else None
+        if found is not None:
+            params.append(found)
+        elif ref["parameterNotFoundAction"] == "Deny":
+            return Decision(
+                False,
+                "failed to configure binding: no params found for policy binding with `Deny` "
+                "parameterNotFoundAction",
+                policy["metadata"]["name"],
+            )
+    return params
+
+
+def _conditions_hold(policy: Json, activation: Mapping[str, Any]) -> bool:
+    results: list[bool | EvaluationError] = []
+    for condition in policy["spec"].get("matchConditions", []):
+        try:
+            results.append(_condition(condition["expression"], activation))
+        except EvaluationError as exc:
+            results.append(exc)
+    if False in results:
+        return False
+    for result in results:
+        if isinstance(result, EvaluationError):
+            raise result
+    return True
+
+
+def _with_variables(policy: Json, activation: dict[str, Any]) -> dict[str, Any]:
+    expressions = {v["name"]: v["expression"] for v in policy["spec"].get("variables", [])}
+    full = dict(activation)
+    full["variables"] = _Variables(expressions, full)
+    return full
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, celtypes.MapType | dict):
+        return {str(k): _to_json(v) for k, v in value.items() if str(k) != "_jsonpatch"}
+    if isinstance(value, celtypes.ListType | list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, celtypes.IntType):
+        return int(value)
+    if isinstance(value, celtypes.StringType):
+        return str(value)
+    return value
+
+
+def _pointer(path: str) -> list[str]:
+    assert path.startswith("/")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _apply_patch(obj: Json, operations: list[Json]) -> Json:
+    """RFC 6902 `add`, the only operation the placement mutation uses."""
+    out = copy.deepcopy(obj)
+    for op in operations:
+        assert op["op"] == "add", "replica models add only"
+        *parents, last = _pointer(op["path"])
+        target: Any = out
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]  # missing: patch fails
+        if isinstance(target, list):
+            target.append(op["value"]) if last == "-" else target.insert(int(last), op["value"])
+        else:
+            target[last] = op["value"]
+    return out
+
+
+def _mutate(req: Request, cluster: Cluster) -> Json | None:
+    obj = req.object
+    for policy in MUTATING:
+        evaluations = _evaluations(policy, req, obj, cluster)
+        assert not isinstance(evaluations, Decision), "the placement binding allows a missing parameter"
+        for param in evaluations:
+            namespace = {"metadata": {"name": req.body["metadata"]["namespace"]}}
+            activation = _activation(req, obj, param, namespace)
+            if not _conditions_hold(policy, activation):
+                continue
+            full = _with_variables(policy, activation)
+            for mutation in policy["spec"]["mutations"]:
+                patch = _to_json(_evaluate(mutation["jsonPatch"]["expression"], full))
+                assert obj is not None
+                obj = _apply_patch(obj, patch)
+                full = _with_variables(policy, _activation(req, obj, param, namespace))
+    return obj
+
+
+def submit(req: Request, cluster: Cluster) -> Decision:
+    """Would the API server admit `req`? Mutating policies first, then every validating one."""
+    obj = _mutate(req, cluster)
+    for policy in VALIDATING:
+        evaluations = _evaluations(policy, req, obj, cluster)
+        if isinstance(evaluations, Decision):
+            return evaluations
+        for param in evaluations:
+            namespace = {"metadata": {"name": req.body["metadata"]["namespace"]}}
+            activation = _activation(req, obj, param, namespace)
+            if not _conditions_hold(policy, activation):
+                continue
+            full = _with_variables(policy, activation)
+            for validation in policy["spec"]["validations"]:
+                if not _condition(validation["expression"], full):
+                    return Decision(False, _message(validation, full), policy["metadata"]["name"], obj)
+    return Decision(True, "admitted", object=obj)
+
+
+# --- what the operator renders ---------------------------------------------------------------
+
+POLICY = TenancyPolicy.model_validate(
+    {
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "TenancyPolicy",
+        "metadata": {"name": "default"},
+        "spec": {
+            "environments": [
+                {"name": "prod", "quota": {"pods": "10"}},
+                {
+                    "name": "dev",
+                    "quota": {"pods": "10"},
+                    "guardrails": {"nodePorts": True, "storageClasses": ["standard", "scratch"]},
+                },
+            ],
+            "guardrails": {
+                "ingressClasses": ["nginx", "internal"],
+                "gatewayClasses": ["shared"],
+                "storageClasses": ["standard", "fast"],
+                "priorityClasses": ["tenant-low", "tenant-high"],
+                "runtimeClasses": ["gvisor"],
+                "registries": ["ghcr.io/acme/", "registry.example.com/"],
+                "nodePorts": False,
+                "loadBalancers": False,
+                "deniedLabelKeys": ["example.com/billing", "security.example.com/"],
+                "placement": {
+                    "nodeSelector": {"pool": "tenants"},
+                    "tolerations": [{"key": "dedicated", "value": "tenants", "effect": "NoSchedule"}],
+                },
+            },
+        },
+    }
+)
+
+
+def organization(**guardrails: Any) -> Organization:
+    spec: Json = {"environments": ["prod", "dev"]}
+    if guardrails:
+        spec["guardrails"] = guardrails
+    return Organization.model_validate(
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "Organization",
+            "metadata": {"name": "acme"},
+            "spec": spec,
+        }
+    )
+
+
+def cluster_for(org: Organization, policy: TenancyPolicy = POLICY) -> Cluster:
+    rendering = render_organization(org, policy, TODAY)
+    cluster = Cluster(
+        namespaces={"kube-system": {}, "tenantry-system": {"app.kubernetes.io/name": "tenantry"}}
+    )
+    for obj in rendering.objects:
+        if obj["kind"] == "Namespace":
+            cluster.namespaces[obj["metadata"]["name"]] = obj["metadata"]["labels"]
+        elif obj["kind"] == "ConfigMap":
+            cluster.params[obj["metadata"]["namespace"]] = obj
+    return cluster
+
+
+ACME = cluster_for(organization())
+
+
+def pod(namespace: str = "acme-prod", **spec: Any) -> Json:
+    body: Json = {"containers": [{"name": "app", "image": "ghcr.io/acme/app:1"}]}
+    body.update(spec)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": namespace},
+        "spec": body,
+    }
+
+
+def placed(obj: Json) -> Json:
+    """A pod as the placement mutation leaves it."""
+    out = copy.deepcopy(obj)
+    out["spec"].setdefault("nodeSelector", {})["pool"] = "tenants"
+    out["spec"].setdefault("tolerations", []).append(
+        {"key": "dedicated", "operator": "Equal", "value": "tenants", "effect": "NoSchedule"}
+    )
+    return out
+
+
+def workload(kind: str, namespace: str = "acme-prod", **pod_spec: Any) -> Json:
+    template = {"metadata": {"labels": {"app": "x"}}, "spec": pod(namespace, **pod_spec)["spec"]}
+    group, version, _ = RESOURCES[kind]
+    api = f"{group}/{version}" if group else version
+    meta = {"name": "w", "namespace": namespace}
+    if kind == "CronJob":
+        spec: Json = {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}}
+    else:
+        spec = {"selector": {"matchLabels": {"app": "x"}}, "template": template}
+    return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec}
+
+
+def obj(kind: str, spec: Json, namespace: str = "acme-prod", **meta: Any) -> Json:
+    group, version, _ = RESOURCES[kind]
+    api = f"{group}/{version}" if group else version
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": namespace, **meta},
+        "spec": spec,
+    }
+
+
+def create(body: Json, who: Who = TENANT, cluster: Cluster = ACME) -> Decision:
+    return submit(Request("CREATE", who, body), cluster)
+
+
+def update(new: Json, old: Json, who: Who = TENANT, cluster: Cluster = ACME, sub: str = "") -> Decision:
+    return submit(Request("UPDATE", who, new, old, sub), cluster)
+
+
+REPLICASET_CONTROLLER = service_account("kube-system", "replicaset-controller")
+WORKLOAD_KINDS = ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"]
+
+
+# === the manifests ===========================================================================
+
+
+def test_every_guardrail_policy_has_a_fail_closed_binding_for_new_objects() -> None:
+    for policy in VALIDATING + MUTATING:
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        bindings = _bindings(policy)
+        assert bindings, policy["metadata"]["name"]
+        if "paramKind" in policy["spec"]:
+            assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+            for binding in bindings:
+                assert binding["spec"]["paramRef"]["name"] == GUARDRAILS_NAME
+                assert "namespace" not in binding["spec"]["paramRef"]  # the request's namespace
+
+
+@pytest.mark.parametrize("policy", VALIDATING + MUTATING, ids=lambda p: p["metadata"]["name"])
+def test_only_tenant_namespaces_are_matched(policy: Json) -> None:
+    assert policy["spec"]["matchConstraints"]["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/managed-by", "operator": "In", "values": ["tenantry"]},
+            {"key": "tenantry.dev/organization", "operator": "Exists"},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "doc", [d for d in DOCS if d["kind"].startswith("Validating")], ids=lambda d: d["metadata"]["name"]
+)
+def test_validating_manifests_are_valid_v1_at_1_30(doc: Json) -> None:
+    kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+@pytest.mark.parametrize("policy", VALIDATING, ids=lambda p: p["metadata"]["name"])
+def test_every_validation_names_its_guardrail_and_rule(policy: Json) -> None:
+    name = policy["metadata"]["name"]
+    for validation in policy["spec"]["validations"]:
+        assert validation["reason"] == "Forbidden"
+        assert name in validation["message"] and f"Guardrail {name}" in validation["messageExpression"]
+
+
+def test_kube_system_and_the_operators_namespace_are_never_affected() -> None:
+    for namespace in ("kube-system", "tenantry-system"):
+        anything = pod(namespace, nodeName="n1", containers=[{"name": "a", "image": "quay.io/x:1"}])
+        assert create(anything) == Decision(True, "admitted", object=anything)
+        service = obj("Service", {"type": "LoadBalancer", "externalIPs": ["1.2.3.4"]}, namespace)
+        assert create(service).allowed
+
+
+# === classes =================================================================================
+
+
+def test_ingress_classes() -> None:
+    assert create(obj("Ingress", {"ingressClassName": "nginx"})).allowed
+    refused = create(obj("Ingress", {"ingressClassName": "public"}))
+    assert not refused.allowed and refused.policy == "tenantry-guardrail-classes"
+    assert refused.why == (
+        "Ingress acme-prod/x: IngressClass public is not allowed in acme-prod (Organization acme, "
+        "environment "
+        "prod, TenancyPolicy default). Allowed: nginx, internal (spec.guardrails.ingressClasses). "
+        "Guardrail tenantry-guardrail-classes, rule ingress-class."
+    )
+    legacy = obj("Ingress", {}, annotations={"kubernetes.io/ingress.class": "public"})
+    assert "IngressClass public is not allowed" in create(legacy).why
+    assert create(obj("Ingress", {}, annotations={"kubernetes.io/ingress.class": "internal"})).allowed
+    classless = create(obj("Ingress", {}))
+    assert not classless.allowed and "no IngressClass" in classless.why
+
+
+def test_gateway_and_storage_classes() -> None:
+    assert create(obj("Gateway", {"gatewayClassName": "shared"})).allowed
+    assert "GatewayClass own is not allowed" in create(obj("Gateway", {"gatewayClassName": "own"})).why
+    assert create(obj("PersistentVolumeClaim", {"storageClassName": "fast"})).allowed
+    refused = create(obj("PersistentVolumeClaim", {"storageClassName": "premium"}))
+    assert "StorageClass premium (if you set none: the cluster default) is not allowed" in refused.why
+    assert "set spec.storageClassName to one of them" in refused.why
+    # No default StorageClass in the cluster (or ""), so the claim is still class-less: refused.
+    assert "no StorageClass" in create(obj("PersistentVolumeClaim", {})).why
+    # Per environment: dev has its own list.
+    assert create(obj("PersistentVolumeClaim", {"storageClassName": "scratch"}, "acme-dev")).allowed
+    assert not create(obj("PersistentVolumeClaim", {"storageClassName": "fast"}, "acme-dev")).allowed
+
+
+def test_a_class_removed_from_the_policy_keeps_working_for_existing_objects() -> None:
+    """Only what a write adds is checked: an Ingress on a class the policy no longer lists can
+    still be updated, as long as the update does not move it to another refused class."""
+    old = obj("Ingress", {"ingressClassName": "legacy", "rules": []})
+    new = obj("Ingress", {"ingressClassName": "legacy", "rules": [{"host": "a.example"}]})
+    assert update(new, old).allowed
+    assert not update(obj("Ingress", {"ingressClassName": "other"}), old).allowed
+    gateway = obj("Gateway", {"gatewayClassName": "legacy"})
+    assert update(gateway, gateway).allowed
+
+
+# === images, priority and runtime classes ======================================================
+
+
+def test_images_from_allowed_registries_only() -> None:
+    assert create(placed(pod())).allowed
+    bad = placed(pod(initContainers=[{"name": "i", "image": "docker.io/evil/x:1"}]))
+    refused = create(bad)
+    assert refused.policy == "tenantry-guardrail-workloads"
+    assert refused.why.startswith(
+        "Pod acme-prod/p: image docker.io/evil/x:1 is not from an allowed registry in acme-prod "
+        "(Organization acme"
+    )
+    assert "Allowed prefixes: ghcr.io/acme/, registry.example.com/" in refused.why
+    # A prefix is a prefix of the whole reference: ghcr.io/acme/ does not admit ghcr.io/acme-evil/.
+    assert not create(placed(pod(containers=[{"name": "a", "image": "ghcr.io/acme-evil/x:1"}]))).allowed
+    # Short names are compared as written.
+    assert not create(placed(pod(containers=[{"name": "a", "image": "nginx"}]))).allowed
+
+
+@pytest.mark.parametrize("kind", WORKLOAD_KINDS)
+def test_pod_templates_of_every_workload_are_checked(kind: str) -> None:
+    assert create(workload(kind)).allowed
+    refused = create(workload(kind, containers=[{"name": "a", "image": "quay.io/x:1"}]))
+    assert not refused.allowed and refused.why.startswith(f"{kind} acme-prod/w: image quay.io/x:1")
+
+
+def test_ephemeral_containers_are_checked() -> None:
+    running = placed(pod())
+    debug = copy.deepcopy(running)
+    debug["spec"]["ephemeralContainers"] = [{"name": "d", "image": "busybox"}]
+    refused = update(debug, running, sub="ephemeralcontainers")
+    assert not refused.allowed and "image busybox" in refused.why
+    debug["spec"]["ephemeralContainers"][0]["image"] = "ghcr.io/acme/debug:1"
+    assert update(debug, running, sub="ephemeralcontainers").allowed
+
+
+def test_a_registry_removed_from_the_policy_keeps_existing_workloads_running() -> None:
+    old = workload("Deployment", containers=[{"name": "a", "image": "old.example/x:1"}])
+    scaled = copy.deepcopy(old)
+    scaled["spec"]["replicas"] = 5
+    assert update(scaled, old).allowed
+    # Kubernetes' controllers create the pods of a template that was checked when it was written.
+    assert create(pod(containers=[{"name": "a", "image": "old.example/x:1"}]), REPLICASET_CONTROLLER).allowed
+    changed = workload("Deployment", containers=[{"name": "a", "image": "old.example/x:2"}])
+    assert not update(changed, old).allowed
+
+
+def test_priority_and_runtime_classes() -> None:
+    assert create(placed(pod(priorityClassName="tenant-low", runtimeClassName="gvisor"))).allowed
+    refused = create(placed(pod(priorityClassName="system-cluster-critical")))
+    assert "PriorityClass system-cluster-critical (if you set none: the cluster globalDefault)" in refused.why
+    assert "Allowed: tenant-low, tenant-high" in refused.why
+    assert (
+        "RuntimeClass runc-privileged is not allowed"
+        in create(placed(pod(runtimeClassName="runc-privileged"))).why
+    )
+    assert not create(workload("Job", priorityClassName="system-node-critical")).allowed
+
+
+# === services ===============================================================================
+
+
+def test_node_ports_and_load_balancers_per_environment() -> None:
+    assert create(obj("Service", {"ports": [{"port": 80}]})).allowed
+    refused = create(obj("Service", {"type": "NodePort"}))
+    assert refused.why.startswith("Service acme-prod/x: type NodePort is not allowed in acme-prod")
+    assert "rule node-port" in refused.why
+    assert create(obj("Service", {"type": "NodePort"}, "acme-dev")).allowed  # dev allows them
+    assert (
+        "type LoadBalancer is not allowed" in create(obj("Service", {"type": "LoadBalancer"}, "acme-dev")).why
+    )
+    existing = obj("Service", {"type": "NodePort", "ports": [{"port": 80}]})
+    assert update(obj("Service", {"type": "NodePort", "ports": [{"port": 81}]}), existing).allowed
+
+
+def test_external_ips_are_always_refused() -> None:
+    refused = create(obj("Service", {"externalIPs": ["10.0.0.1"]}, "acme-dev"))
+    assert "spec.externalIPs (10.0.0.1) is never allowed" in refused.why and "CVE-2020-8554" in refused.why
+    assert not update(obj("Service", {"externalIPs": ["10.0.0.1"]}), obj("Service", {})).allowed
+
+
+# === labels and annotations =================================================================
+
+
+def test_denied_label_and_annotation_keys() -> None:
+    ours = obj("Service", {}, labels={"tenantry.dev/organization": "beta"})
+    refused = create(ours)
+    assert refused.policy == "tenantry-guardrail-labels"
+    assert refused.why.startswith(
+        "Service acme-prod/x: key tenantry.dev/organization may not be set by tenants"
+    )
+    assert "Refused keys: tenantry.dev/*, example.com/billing, security.example.com/*" in refused.why
+    assert not create(obj("Service", {}, annotations={"security.example.com/exempt": "true"})).allowed
+    assert not create(obj("Service", {}, labels={"example.com/billing": "free"})).allowed
+    assert create(obj("Service", {}, labels={"example.com/team": "a", "app": "x"})).allowed
+    claimed = create(obj("Service", {}, labels={"app.kubernetes.io/managed-by": "tenantry"}))
+    assert "rule ownership" in claimed.why
+    assert create(obj("Service", {}, labels={"app.kubernetes.io/managed-by": "Helm"})).allowed
+
+
+def test_existing_keys_may_stay_and_the_operator_writes_its_own() -> None:
+    old = obj("Service", {}, labels={"example.com/billing": "legacy"})
+    assert update(obj("Service", {"ports": []}, labels={"example.com/billing": "legacy"}), old).allowed
+    quota = obj("ResourceQuota", {"hard": {}}, labels={"tenantry.dev/organization": "acme"})
+    assert create(quota, OPERATOR).allowed
+
+
+# === node placement ==========================================================================
+
+
+def test_the_mutation_puts_every_pod_on_its_pool() -> None:
+    decision = create(pod())
+    assert decision.allowed and decision.object is not None
+    assert decision.object["spec"]["nodeSelector"] == {"pool": "tenants"}
+    assert decision.object["spec"]["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "tenants", "effect": "NoSchedule"}
+    ]
+    own = pod(nodeSelector={"disk": "ssd"}, tolerations=[{"key": "x", "operator": "Exists"}])
+    mutated = create(own).object
+    assert mutated is not None
+    assert mutated["spec"]["nodeSelector"] == {"disk": "ssd", "pool": "tenants"}
+    assert len(mutated["spec"]["tolerations"]) == 2
+
+
+def test_pods_may_not_leave_their_pool() -> None:
+    other = create(pod(nodeSelector={"pool": "system"}))
+    assert not other.allowed and other.policy == "tenantry-guardrail-placement"
+    assert other.why.startswith("Pod acme-prod/p: nodeSelector pool=system leaves the node pool of acme-prod")
+    named = create(pod(nodeName="node-1"))
+    assert "spec.nodeName node-1 bypasses the scheduler" in named.why
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}
+                ]
+            }
+        }
+    }
+    assert "rule node-affinity" in create(pod(affinity=affinity)).why
+    same = copy.deepcopy(affinity)
+    same["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+        "matchExpressions"
+    ][0]["values"] = ["tenants", "gpu"]
+    assert create(pod(affinity=same)).allowed
+
+
+def test_without_the_mutation_a_pod_must_carry_its_pool_itself() -> None:
+    """Kubernetes 1.30 to 1.35 (no MutatingAdmissionPolicy v1): the validating rule alone."""
+    req = Request("CREATE", TENANT, pod())
+    for policy in VALIDATING:
+        if policy["metadata"]["name"] == "tenantry-guardrail-placement":
+            params = _evaluations(policy, req, req.object, ACME)
+            assert params and not isinstance(params, Decision)
+            full = _with_variables(policy, _activation(req, req.object, params[0], {}))
+            assert not _condition(policy["spec"]["validations"][0]["expression"], full)
+            assert "nodeSelector pool is missing from the node pool" in _message(
+                policy["spec"]["validations"][0], full
+            )
+
+
+def test_workload_templates_may_not_ask_for_another_pool() -> None:
+    assert create(workload("Deployment")).allowed
+    assert not create(workload("Deployment", nodeSelector={"pool": "gpu"})).allowed
+    assert not create(workload("CronJob", nodeName="n1")).allowed
+
+
+def test_an_organization_narrows_its_placement_and_classes() -> None:
+    narrowed = cluster_for(
+        organization(
+            ingressClasses=["internal"],
+            registries=["ghcr.io/acme/team/"],
+            placement={"nodeSelector": {"zone": "a"}},
+        )
+    )
+    assert "Allowed: internal" in create(obj("Ingress", {"ingressClassName": "nginx"}), cluster=narrowed).why
+    assert not create(placed(pod()), cluster=narrowed).allowed  # ghcr.io/acme/app is outside team/
+    mutated = create(pod(containers=[{"name": "a", "image": "ghcr.io/acme/team/x"}]), cluster=narrowed).object
+    assert mutated is not None and mutated["spec"]["nodeSelector"] == {"pool": "tenants", "zone": "a"}
+
+
+# === failure modes ===========================================================================
+
+
+def test_without_the_parameter_new_objects_are_refused_and_updates_pass() -> None:
+    """A namespace whose ConfigMap is missing (created an instant ago, or being deleted): new
+    objects are refused before any expression runs; updates pass, so the controllers emptying a
+    terminating namespace are never blocked."""
+    missing = Cluster(namespaces=dict(ACME.namespaces), params={})
+    refused = create(pod(), cluster=missing)
+    assert not refused.allowed and "no params found" in refused.why
+    assert not create(obj("Service", {}), cluster=missing).allowed
+    running = placed(pod())
+    finishing = copy.deepcopy(running)
+    finishing["metadata"]["finalizers"] = []
+    assert update(finishing, running, service_account("kube-system", "job-controller"), missing).allowed
+    assert update(obj("Ingress", {"ingressClassName": "x"}), obj("Ingress", {}), cluster=missing).allowed
+
+
+def test_only_the_operator_creates_the_parameter() -> None:
+    """Even while it is missing, nobody else can make a ConfigMap of that name the guardrails."""
+    missing = Cluster(namespaces=dict(ACME.namespaces), params={})
+    fake = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": GUARDRAILS_NAME, "namespace": "acme-prod"},
+        "data": {"registries": "*"},
+    }
+    for cluster in (missing, ACME):
+        refused = create(fake, cluster=cluster)
+        assert not refused.allowed and refused.policy == "tenantry-guardrail-parameter"
+    assert create(ACME.params["acme-prod"], OPERATOR, missing).allowed
+
+
+def test_an_organization_deleted_mid_flight_leaves_the_guardrails_in_force() -> None:
+    """Retain: the namespace and its ConfigMap stay (a guardrail, kind table), so nothing changes
+    for what runs there; Delete: the namespace goes, and a terminating namespace takes no new
+    objects anyway (covered above for updates)."""
+    assert when_released(res.GUARDRAILS, "Retain") == "keep"
+    assert not create(obj("Service", {"type": "NodePort"})).allowed
+
+
+def test_the_rendered_parameter_is_what_the_policies_read() -> None:
+    data = ACME.params["acme-prod"]["data"]
+    assert data["ingressClasses"] == "nginx,internal"
+    assert data["nodeSelector"] == "pool=tenants"
+    assert data["tolerations"] == "dedicated=tenants:NoSchedule"
+    assert data["deniedLabelKeys"] == "tenantry.dev/,example.com/billing,security.example.com/"
+    assert ACME.params["acme-dev"]["data"]["storageClasses"] == "standard,scratch"

@@ -1,0 +1,89 @@
+"""render/guardrails.py: policy ∩ Organization per environment, widening only with approval."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from tenantry.api.organization import Organization
+from tenantry.render import render_organization
+from tenantry.render.checks import check_organization, errors_only
+from tenantry.render.guardrails import effective_guardrails, guardrail_status
+from tests.unit.test_admission_guardrails import POLICY
+
+TODAY = dt.date(2026, 11, 26)
+
+
+def org(approval: bool = False, **guardrails: Any) -> Organization:
+    spec: dict[str, Any] = {"environments": ["prod", "dev"], "guardrails": guardrails}
+    if approval:
+        spec["quotaApproval"] = {"approvedBy": "finops", "justification": "dedicated GPU pool"}
+    return Organization.model_validate(
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "Organization",
+            "metadata": {"name": "acme"},
+            "spec": spec,
+        }
+    )
+
+
+def errors(o: Organization) -> list[str]:
+    return [str(p) for p in errors_only(check_organization(o, POLICY, TODAY))]
+
+
+def test_a_subset_narrows() -> None:
+    narrowed = org(storageClasses=["standard"], registries=["ghcr.io/acme/team/"])
+    assert errors(narrowed) == []
+    assert effective_guardrails(narrowed, POLICY, "prod").lists["storage_classes"] == ("standard",)
+
+
+def test_widening_is_an_error_without_approval_and_applies_with_it() -> None:
+    wide = {
+        "storageClasses": ["premium"],
+        "registries": ["quay.io/"],
+        "placement": {"nodeSelector": {"pool": "gpu"}},
+    }
+    assert errors(org(**wide)) == [
+        "spec.guardrails.placement.nodeSelector[\"pool\"]: 'gpu' moves the pods of environment 'prod' "
+        "off the "
+        "node pool policy 'default' sets (pool=tenants); that requires spec.quotaApproval",
+        "spec.guardrails.registries[0]: 'quay.io/' is not allowed by policy 'default' in environment 'prod' "
+        "(allowed: ghcr.io/acme/, registry.example.com/); an Organization may only narrow its policy's "
+        "guardrails, widening them requires spec.quotaApproval",
+        "spec.guardrails.storageClasses[0]: 'premium' is not allowed by policy 'default' in environment "
+        "'prod' "
+        "(allowed: standard, fast); an Organization may only narrow its policy's guardrails, widening them "
+        "requires spec.quotaApproval",
+    ]
+    approved = org(approval=True, **wide)
+    assert errors(approved) == []
+    assert effective_guardrails(approved, POLICY, "dev").node_selector == {"pool": "gpu"}
+
+
+def test_a_toleration_from_the_organization_needs_approval() -> None:
+    toleration = {"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+    assert len(errors(org(placement=toleration))) == 1
+    data = {
+        o["metadata"]["namespace"]: o["data"]
+        for o in render_organization(org(approval=True, placement=toleration), POLICY, TODAY).objects
+        if o["kind"] == "ConfigMap"
+    }
+    assert data["acme-prod"]["tolerations"] == "dedicated=tenants:NoSchedule,gpu:NoSchedule"
+
+
+def test_status_lists_every_guardrail_per_environment() -> None:
+    status = guardrail_status(org(storageClasses=["standard"]), POLICY)
+    assert [s["namespace"] for s in status] == ["acme-prod", "acme-dev"]
+    prod = status[0]["applied"]
+    assert prod == [
+        "tenantry-guardrail-classes: ingressClasses nginx, internal; gatewayClasses shared; "
+        "storageClasses standard",
+        "tenantry-guardrail-workloads: registries ghcr.io/acme/, registry.example.com/; priorityClasses "
+        "tenant-low, tenant-high; runtimeClasses gvisor",
+        "tenantry-guardrail-services: NodePort refused, LoadBalancer refused, externalIPs refused",
+        "tenantry-guardrail-labels: keys refused: tenantry.dev/*, example.com/billing, "
+        "security.example.com/*",
+        "tenantry-guardrail-placement: nodeSelector pool=tenants; tolerations dedicated=tenants:NoSchedule",
+    ]
+    assert "NodePort allowed" in status[1]["applied"][2]

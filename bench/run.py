@@ -30,8 +30,10 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import math
 import os
 import platform
+import random
 import resource
 import signal
 import socket
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import raw_apply  # bench/raw_apply.py (this script's directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = "tenantry-bench"  # the fake API server does not count requests with this User-Agent
@@ -52,6 +55,11 @@ ORGS = "/apis/tenantry.dev/v1alpha1/organizations"
 ENVIRONMENTS = ["prod", "staging", "dev"]
 DRIFT_NAME = "tenantry-default-deny"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/tenantry-system/leases"
+
+
+def say(what: str) -> None:
+    """Progress on stderr (the table and the JSON come at the end)."""
+    print(f"{time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
 
 
 # -- child processes ---------------------------------------------------------------------------
@@ -192,6 +200,7 @@ class Bench:
     window_name: str = "startup"
     rss: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     samplers: list[asyncio.Task[None]] = field(default_factory=list)
+    second: Any = None  # (process 2, its metrics port, when it was started)
 
     async def call(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         async with self.session.request(method, url, json=body) as response:
@@ -207,13 +216,14 @@ class Bench:
         await self.call("POST", f"{self.api}/_bench/window?name={name}")
         self.window_name = name
 
-    def start_operator(self, index: int) -> tuple[Child, int, int]:
+    def start_operator(self, index: int, extra: list[str] | None = None) -> tuple[Child, int, int]:
         live, metrics = free_port(), free_port()
         argv = [
             *(sys.executable, "-m", "tenantry", "run", "--kubeconfig", str(self.kubeconfig)),
             *(["--standalone"] if self.args.mode == "standalone" else []),
             *("--metrics-port", str(metrics), "--liveness", f"http://127.0.0.1:{live}/healthz"),
             *("--log-level", self.args.log_level, "--log-format", "json"),
+            *(extra or []),
         ]
         # The operator's source is imported from --operator-src (a snapshot keeps runs comparable).
         env = {**os.environ, "PYTHONPATH": str(self.args.operator_src)}
@@ -420,7 +430,9 @@ async def restart_with_drift(bench: Bench, n: int, previous: Child) -> dict[str,
     result: dict[str, Any] = {"stop_seconds": round(await previous.stop(), 2), "stop_killed": previous.killed}
     await bench.window("restart")
     restarted_at = time.time()
-    child, live_port, metrics_port = bench.start_operator(2)
+    child, live_port, metrics_port = bench.start_operator(
+        2, ["--resync-seconds", str(bench.args.resync_seconds)]
+    )
 
     async def resumed() -> bool:
         with contextlib.suppress(aiohttp.ClientError):
@@ -485,11 +497,173 @@ async def restart_with_drift(bench: Bench, n: int, previous: Child) -> dict[str,
     result["peering_writes"] = len(peering)
     result["other_writes"] = len(other) + max(0, window["writes"] - len(window["write_log"]))
     result["other_writes_sample"] = [f"{w['verb']} {w['path']}" for w in other[:20]]
-    result["stop_seconds_end"] = round(await child.stop(), 2)
-    result["cpu_seconds"] = round(child.cpu_seconds(), 2)
-    result["peak_rss_mb"] = round(child.memory_mb()["peak"], 1)
-    result["log"] = log_summary(bench.workdir / "operator-2.log")
+    result["cpu_seconds_at_observed"] = round(child.cpu_seconds(), 2)
+    result["peak_rss_mb_at_observed"] = round(child.memory_mb()["peak"], 1)
+    bench.second = (child, metrics_port, restarted_at)
     return result
+
+
+def reconciles(values: dict[str, float]) -> float:
+    return sum(v for k, v in values.items() if k.startswith("tenantry_reconcile_total."))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest rank (with 20 probes, p99 is the slowest one)."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+async def noop_resync(bench: Bench, n: int) -> dict[str, Any]:
+    """CPU of one full no-op resync of all N (process 2 runs with `--resync-seconds R`; its
+    first resync starts R seconds after its start). Idle CPU (Lease renewals, the informers'
+    reconnects) is measured just before and subtracted."""
+    child, port, started = bench.second
+    due = started + bench.args.resync_seconds
+    result: dict[str, Any] = {"resync_seconds": bench.args.resync_seconds}
+    await bench.window("resync")
+    idle_from, idle_cpu_from = time.time(), child.cpu_seconds()
+    if due - idle_from < 6:
+        result["error"] = f"resync was due {idle_from - due:.1f} s before this phase: raise --resync-seconds"
+        return result
+    await asyncio.sleep(due - 1 - time.time())
+    idle_to, idle_cpu_to = time.time(), child.cpu_seconds()
+    idle_rate = (idle_cpu_to - idle_cpu_from) / (idle_to - idle_from)
+    base = reconciles(await bench.metrics(port))
+    result["idle_cpu_per_second"] = round(idle_rate, 4)
+
+    async def done() -> bool:
+        values = await bench.metrics(port)
+        result["reconciles"] = reconciles(values) - base
+        return result["reconciles"] >= n and values.get("tenantry_queue_depth", 1) == 0
+
+    wall = await bench.until("no-op resync", done, bench.args.timeout, 0.1)
+    cpu = child.cpu_seconds() - idle_cpu_to
+    result["wall_seconds_from_due"] = round(time.time() - due, 2)
+    result["cpu_seconds_raw"] = round(cpu, 2)
+    result["cpu_seconds"] = round(cpu - idle_rate * (wall), 2)
+    result["cpu_ms_per_organization"] = round(1000 * result["cpu_seconds"] / n, 2)
+    window = (await bench.counters("resync"))["windows"]["resync"]
+    result["writes"] = window["writes"]
+    result["writes_not_lease"] = sum(1 for w in window["write_log"] if not w["path"].startswith(LEASES))
+    result["quota_status_writes"] = window["quota_status_writes"]
+    return result
+
+
+async def probe_heals(bench: Bench, n: int, label: str, count: int, avoid: set[str]) -> dict[str, Any]:
+    """`count` drift probes, one at a time: a managed NetworkPolicy deleted or modified (in turn)
+    in a random Organization and environment; heal = until the operator's re-apply reaches the
+    API server (the fake's timestamp of that PATCH)."""
+    rng = random.Random(f"{label}-{n}")
+    candidates = [f"org-{i:04d}" for i in range(n) if f"org-{i:04d}" not in avoid]
+    heals: list[float] = []
+    missed = 0
+    for index in range(count):
+        org = rng.choice(candidates)
+        env = rng.choice(ENVIRONMENTS)
+        path = f"/apis/networking.k8s.io/v1/namespaces/{org}-{env}/networkpolicies/{DRIFT_NAME}"
+        change = "deleted" if index % 2 == 0 else "modified"
+        at = time.time()
+        if change == "deleted":
+            status, _ = await bench.call("DELETE", bench.api + path)
+        else:
+            async with bench.session.patch(
+                bench.api + path,
+                json={"spec": {"policyTypes": ["Egress"]}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as response:
+                status = response.status
+        assert status == 200, f"{change} {path}: {status}"
+        healed: list[float] = []
+
+        async def applied(path: str = path, at: float = at, healed: list[float] = healed) -> bool:
+            _, data = await bench.call("GET", f"{bench.api}/_bench/writes?path={path}")
+            times = [w["at"] for w in data["writes"] if w["verb"] == "apply" and w["at"] >= at]
+            healed.extend(times[:1])
+            return bool(times)
+
+        try:
+            await bench.until(f"probe {path}", applied, bench.args.probe_timeout, 0.02)
+            heals.append(round(healed[0] - at, 3))
+        except TimeoutError:
+            missed += 1
+        await asyncio.sleep(0.3)
+    return {
+        "probes": count,
+        "not_healed": missed,
+        "heal_seconds": heals,
+        "p50": percentile(heals, 50),
+        "p99": percentile(heals, 99),
+        "max": max(heals, default=None),
+    }
+
+
+async def churn_phase(bench: Bench, n: int, avoid: set[str]) -> dict[str, Any]:
+    """Quota status churn on (a pod started or stopped in `--churn-count` random namespaces
+    every `--churn-every` s), then drift probes while it runs."""
+    child, port, _ = bench.second
+    await bench.window("churn")
+    await bench.call(
+        "POST", f"{bench.api}/_bench/churn?every={bench.args.churn_every}&count={bench.args.churn_count}"
+    )
+    started, cpu_before = time.time(), child.cpu_seconds()
+    reconciles_before = reconciles(await bench.metrics(port))
+    await asyncio.sleep(3)
+    probes = await probe_heals(bench, n, "churn", bench.args.probes, avoid)
+    elapsed, cpu = time.time() - started, child.cpu_seconds() - cpu_before
+    await bench.call("POST", f"{bench.api}/_bench/churn?every=0")
+    window = (await bench.counters("churn"))["windows"]["churn"]
+    org_status = window["by_resource"].get("organizations", {})
+    return {
+        "every": bench.args.churn_every,
+        "count": bench.args.churn_count,
+        "seconds": round(elapsed, 1),
+        "quota_status_events": window["quota_status_writes"],
+        "quota_events_per_second": round(window["quota_status_writes"] / elapsed, 1),
+        "operator_cpu_seconds": round(cpu, 2),
+        "operator_cpu_share": round(cpu / elapsed, 3),
+        "reconciles": reconciles(await bench.metrics(port)) - reconciles_before,
+        "operator_writes": window["writes"],
+        "organization_status_writes": org_status.get("patch", 0),
+        "drift": probes,
+    }
+
+
+async def raw_baseline(bench: Bench, n: int) -> dict[str, Any]:
+    """The same rendered objects, `kubectl apply --server-side` x4, on a fake API server of its
+    own (started the same way, quota controller included), before the operator's run."""
+    server = Child.start(
+        "fake-apiserver-raw",
+        [sys.executable, str(ROOT / "bench" / "fake_apiserver.py"), *fake_options(bench.args)],
+        bench.workdir / "fake-apiserver-raw.log",
+        stdout=subprocess.PIPE,
+    )
+    bench.children.append(server)
+    try:
+        assert server.popen.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(server.popen.stdout.readline), 60)
+        api = f"http://127.0.0.1:{int(line.split()[1])}"
+        orgs = [organization(f"org-{i:04d}") for i in range(n)]
+        result = await raw_apply.baseline(
+            api,
+            orgs,
+            operator_src=bench.args.operator_src,
+            workdir=bench.workdir,
+            client=bench.args.raw_baseline,
+            workers=4,
+        )
+        result["quota_status_done_after_apply_seconds"] = round(await raw_apply.quotas_settled(api), 2)
+        result["fake_apiserver_cpu_seconds"] = round(server.cpu_seconds(), 2)
+        return result
+    finally:
+        await server.stop(10)
+
+
+def fake_options(args: argparse.Namespace) -> list[str]:
+    if not args.quota_controller:
+        return ["--no-quota-controller"]
+    return ["--quota-delay", str(args.quota_delay)]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -511,10 +685,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 child.kill_now()
 
 
+async def after_restart(bench: Bench, n: int, result: dict[str, Any]) -> None:
+    """Process 2 once the restart is observed: a no-op resync, drift probes, quota churn."""
+    restart_orgs = {f"org-{n - i:04d}" for i in range(1, 5)}
+    result["resync"] = await noop_resync(bench, n)
+    say(f"resync: {result['resync']}; drift probes (settled)")
+    await bench.window("probes")
+    result["drift_settled"] = await probe_heals(bench, n, "settled", bench.args.probes, restart_orgs)
+    say(f"settled drift p50/p99 {result['drift_settled']['p50']}/{result['drift_settled']['p99']} s; churn")
+    result["churn"] = await churn_phase(bench, n, restart_orgs)
+    say("churn done; stopping")
+    second, _, _ = bench.second
+    result["restart"]["stop_seconds_end"] = round(await second.stop(), 2)
+    result["restart"]["cpu_seconds"] = round(second.cpu_seconds(), 2)
+    result["restart"]["peak_rss_mb"] = round(second.memory_mb()["peak"], 1)
+    result["restart"]["log"] = log_summary(bench.workdir / "operator-2.log")
+
+
 async def scenario(bench: Bench, n: int) -> dict[str, Any]:
+    say(f"raw baseline ({bench.args.raw_baseline})")
+    raw = await raw_baseline(bench, n) if bench.args.raw_baseline != "none" else None
+    say(f"raw baseline: {raw and raw['seconds']} s; onboarding {n} Organizations")
     server = Child.start(
         "fake-apiserver",
-        [sys.executable, str(ROOT / "bench" / "fake_apiserver.py")],
+        [sys.executable, str(ROOT / "bench" / "fake_apiserver.py"), *fake_options(bench.args)],
         bench.workdir / "fake-apiserver.log",
         stdout=subprocess.PIPE,
     )
@@ -543,16 +737,21 @@ async def scenario(bench: Bench, n: int) -> dict[str, Any]:
         "mode": bench.args.mode,
         "machine": machine(),
         "operator_source": fingerprint(bench.args.operator_src),
+        "quota_controller": bench.args.quota_controller,
+        "raw_apply_baseline": raw,
     }
 
     await bench.window("onboard")
     first, live_port, metrics_port = bench.start_operator(1)
     onboarding: dict[str, Any] = {"liveness_seconds": round(await bench.wait_live(first, live_port), 2)}
     cpu_before = first.cpu_seconds()
+    onboard_started = time.time()
     onboarding.update(await onboard(bench, n))
     onboarding["cpu_seconds_to_ready"] = round(first.cpu_seconds() - cpu_before, 2)
     onboarding["memory_mb_at_ready"] = first.memory_mb()
     onboarding["quiet_after_seconds"] = round(await bench.quiet(bench.args.quiet, bench.args.timeout), 1)
+    last = (await bench.counters("onboard"))["windows"]["onboard"]["last_object_request_at"]
+    onboarding["last_request_seconds"] = round(last - onboard_started, 2)  # quota status settled
     onboarding["memory_mb_settled"] = first.memory_mb()
     onboarding["operator_metrics"] = await bench.metrics(metrics_port)
     counters = await bench.counters()
@@ -561,7 +760,11 @@ async def scenario(bench: Bench, n: int) -> dict[str, Any]:
     onboarding["fake_apiserver_cpu_seconds"] = round(server.cpu_seconds(), 2)
     result["onboarding"] = onboarding
 
+    say(f"onboarded: all Ready after {onboarding['all_ready_seconds']} s; restart")
     result["restart"] = await restart_with_drift(bench, n, first)
+    say(f"restart observed: {result['restart']['other_writes']} writes besides heals and Lease; resync")
+    onboarding["quota_status_writes"] = counters["windows"]["onboard"]["quota_status_writes"]
+    await after_restart(bench, n, result)
     onboarding["cpu_seconds_total"] = round(first.cpu_seconds(), 2)
     onboarding["peak_rss_mb"] = round(first.memory_mb()["peak"], 1)
     onboarding["log"] = log_summary(bench.workdir / "operator-1.log")
@@ -626,14 +829,60 @@ def table(result: dict[str, Any]) -> str:
             )
         )
     rows += [
-        ("writes after restart (drift heal and peering excluded)", re_["other_writes"]),
+        ("writes after restart (drift heals and Lease renewals excluded)", re_["other_writes"]),
         ("writes of the drift heals", len(re_["heal_writes"])),
         ("Lease renewals after restart", re_["peering_writes"]),
         ("writes in the first minute after restart (all)", re_["writes_first_minute"]),
         ("requests per Organization, restart (reads / writes)", _rw(re_["requests"])),
-        ("operator CPU, process 2 total", f"{re_['cpu_seconds']} s"),
-        ("peak RSS, process 2 (resume)", f"{re_['peak_rss_mb']} MiB"),
+        ("operator CPU, process 2 to the end of the observation", f"{re_['cpu_seconds_at_observed']} s"),
+        ("operator CPU, process 2 total (incl. resync, probes, churn)", f"{re_['cpu_seconds']} s"),
+        ("peak RSS, process 2 (whole life)", f"{re_['peak_rss_mb']} MiB"),
         ("fake API server CPU, whole run", f"{result['fake_apiserver']['cpu_seconds']} s"),
+    ]
+    raw = result.get("raw_apply_baseline")
+    if raw:
+        rows.insert(
+            3,
+            (
+                f"raw baseline: {raw['objects']} objects, {raw['workers']} x {raw['client']} SSA",
+                f"{raw['seconds']} s (+{raw['quota_status_done_after_apply_seconds']} s: last quota status)",
+            ),
+        )
+    rows.insert(4, ("onboarding: first POST -> last operator request", f"{on['last_request_seconds']} s"))
+    rows.insert(5, ("quota status writes by the fake's controller, onboarding", on["quota_status_writes"]))
+    sync = result["resync"]
+    if "error" in sync:
+        rows.append(("no-op resync", sync["error"]))
+    else:
+        rows += [
+            (
+                f"no-op resync of all {result['orgs']}: operator CPU (idle subtracted)",
+                f"{sync['cpu_seconds']} s ({sync['cpu_ms_per_organization']} ms each)",
+            ),
+            ("no-op resync: wall time from due to queue empty", f"{sync['wall_seconds_from_due']} s"),
+            ("no-op resync: writes (Lease renewals excluded)", sync["writes_not_lease"]),
+        ]
+    for label, drift in (
+        ("settled", result["drift_settled"]),
+        ("during quota churn", result["churn"]["drift"]),
+    ):
+        rows.append(
+            (
+                f"drift heal {label}: p50 / p99 / max of {drift['probes']}",
+                f"{drift['p50']} / {drift['p99']} / {drift['max']} s"
+                + (f" ({drift['not_healed']} NOT HEALED)" if drift["not_healed"] else ""),
+            )
+        )
+    churn = result["churn"]
+    rows += [
+        (
+            "quota churn: status events/s; operator CPU share",
+            f"{churn['quota_events_per_second']}/s; {churn['operator_cpu_share'] * 100:.1f} % of a core",
+        ),
+        (
+            "quota churn: Organization status writes / quota events",
+            f"{churn['organization_status_writes']} / {churn['quota_status_events']}",
+        ),
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
@@ -660,6 +909,29 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound of every wait")
     parser.add_argument("--heal-timeout", type=float, default=120.0)
     parser.add_argument("--log-level", default="WARNING", help="the operator's log level")
+    parser.add_argument(
+        "--raw-baseline",
+        choices=["kubectl", "http", "none"],
+        default="kubectl",
+        help="first time 4 parallel `kubectl apply --server-side` of the rendered objects",
+    )
+    parser.add_argument(
+        "--no-quota-controller",
+        dest="quota_controller",
+        action="store_false",
+        help="the fake API server without its quota controller (as before)",
+    )
+    parser.add_argument("--quota-delay", type=float, default=0.5, help="quota write -> its status (s)")
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=90.0,
+        help="process 2's --resync-seconds: the first (measured) resync is this long after start",
+    )
+    parser.add_argument("--probes", type=int, default=20, help="drift probes per phase (settled, churn)")
+    parser.add_argument("--probe-timeout", type=float, default=10.0, help="one probe's heal bound")
+    parser.add_argument("--churn-every", type=float, default=1.0, help="quota churn: a round every S s")
+    parser.add_argument("--churn-count", type=int, default=20, help="quota churn: quotas per round")
     args = parser.parse_args()
     if args.orgs < 4:
         parser.error("--orgs must be at least 4 (four Organizations get a drift probe)")

@@ -120,7 +120,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "expected-deletion-tombstone-kept",
         "our own deletions leave no tombstone (re-creating the environment is not drift)",
-        "operator/tenantry/reconcile/runtime.py",
+        "operator/tenantry/reconcile/events.py",
         "                inventory.forget_tombstone(key)\n",
         "",
         (
@@ -131,10 +131,34 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "drifted_before_seen-ignored",
         "drift seen before its Organization (start-up) is healed first",
-        "operator/tenantry/reconcile/runtime.py",
+        "operator/tenantry/reconcile/events.py",
         "drifted = name in self.drifted_before_seen",
         "drifted = False",
         ("tests/unit/test_runtime_events.py",),
+    ),
+    Mutant(
+        "crd-deletion-carries-out-the-deletion-policy",
+        "an Organization deleted with its CRD leaves its namespaces untouched",
+        "operator/tenantry/reconcile/organization.py",
+        "        if await self.cluster.crd_going_away(res.ORGANIZATION_CRD):\n",
+        "        if False:\n",
+        ("tests/integration/test_crd_lifecycle.py",),
+    ),
+    Mutant(
+        "namespace-contents-deletion-is-drift",
+        "what the namespace controller deletes inside a namespace we deleted is not drift",
+        "operator/tenantry/reconcile/organization.py",
+        "        self.cluster.expected_deletions.update(inside)\n",
+        "",
+        (f"{PROMISES}::test_our_own_prune_is_not_reported_as_drift",),
+    ),
+    Mutant(
+        "standby-writes",
+        "a replica that does not hold the Lease writes nothing",
+        "operator/tenantry/reconcile/workers.py",
+        "            await self.active.wait()\n            name = await queue.get()\n            if not self.active.is_set():",
+        "            name = await queue.get()\n            if False:",
+        ("tests/integration/test_leadership.py",),
     ),
     Mutant(
         "terminating-namespace-not-requeued",

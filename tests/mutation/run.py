@@ -156,7 +156,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby-writes",
         "a replica that does not hold the Lease writes nothing",
         "operator/tenantry/reconcile/workers.py",
-        "            await self.active.wait()\n            name = await queue.get()\n            if not self.active.is_set():",
+        "            await self.active.wait()\n"
+        "            name = await queue.get()\n"
+        "            if not self.active.is_set():",
         "            name = await queue.get()\n            if False:",
         ("tests/integration/test_leadership.py",),
     ),

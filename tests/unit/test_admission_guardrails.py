@@ -30,13 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import celpy
 import kubernetes_validate
 import pytest
 import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
-from celpy.evaluation import CELEvalError
 
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
@@ -45,14 +43,10 @@ from tenantry.reconcile.deletion import when_released
 from tenantry.render import render_organization
 from tenantry.render.guardrails import GUARDRAILS_NAME
 from tests.conftest import ROOT
-from tests.unit.test_admission_policies import (
-    OPERATOR,
-    TENANT,
-    EvaluationError,
-    Who,
-    _CelGoRunner,
-    service_account,
-)
+from tests.unit.admission_cel import EvaluationError, LazyVariables
+from tests.unit.admission_cel import condition as _condition
+from tests.unit.admission_cel import evaluate as _evaluate
+from tests.unit.test_admission_policies import OPERATOR, TENANT, Who, service_account
 
 Json = dict[str, Any]
 ADMISSION = ROOT / "manifests" / "admission"
@@ -79,71 +73,6 @@ BINDINGS = [d for d in DOCS if d["kind"].endswith("AdmissionPolicyBinding")]
 
 def _bindings(policy: Json) -> list[Json]:
     return [b for b in BINDINGS if b["spec"]["policyName"] == policy["metadata"]["name"]]
-
-
-# --- cel-python with the functions these policies use ---------------------------------------
-
-
-def _split(text: Any, sep: Any) -> Any:
-    return celtypes.ListType([celtypes.StringType(part) for part in str(text).split(str(sep))])
-
-
-def _join(items: Any, sep: Any = "") -> Any:
-    return celtypes.StringType(str(sep).join(str(i) for i in items))
-
-
-def _replace(text: Any, old: Any, new: Any) -> Any:
-    return celtypes.StringType(str(text).replace(str(old), str(new)))
-
-
-FUNCTIONS = {"split": _split, "join": _join, "replace": _replace}
-_ENV = celpy.Environment(runner_class=_CelGoRunner)
-_PROGRAMS: dict[str, Any] = {}
-
-
-def _jsonpatch(fields: Any) -> Any:
-    return celtypes.MapType({celtypes.StringType("_jsonpatch"): celtypes.BoolType(True), **dict(fields)})
-
-
-def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
-    if expression not in _PROGRAMS:
-        _PROGRAMS[expression] = _ENV.program(_ENV.compile(expression), functions=FUNCTIONS)
-    try:
-        return _PROGRAMS[expression].evaluate({**activation, "JSONPatch": _jsonpatch})
-    except CELEvalError as exc:
-        detail = str(exc.args[0]).split(" (in activation")[0][:300]
-        raise EvaluationError(f"expression '{expression.strip()}' resulted in error: {detail}") from exc
-
-
-def _condition(expression: str, activation: Mapping[str, Any]) -> bool:
-    result = _evaluate(expression, activation)
-    if not isinstance(result, celtypes.BoolType):
-        raise EvaluationError(f"expression '{expression.strip()}' gave {result!r}, not a bool")
-    return bool(result)
-
-
-class _Variables(celtypes.MapType):
-    """Lazily evaluated, memoised `variables` (composition.go)."""
-
-    def __init__(self, expressions: Mapping[str, str], activation: dict[str, Any]) -> None:
-        super().__init__()
-        self._expressions = expressions
-        self._activation = activation
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._expressions
-
-    def __getitem__(self, key: Any) -> Any:
-        name = str(key)
-        if name not in self._expressions:
-            raise KeyError(name)
-        if not super().__contains__(key):
-            try:
-                value = _evaluate(self._expressions[name], self._activation)
-            except EvaluationError as exc:
-                value = CELEvalError(f'composited variable "{name}" fails to evaluate: {exc}', KeyError, None)
-            super().__setitem__(celtypes.StringType(name), value)
-        return super().__getitem__(celtypes.StringType(name))
 
 
 # --- the cluster and the request -----------------------------------------------------------
@@ -327,7 +256,7 @@ def _conditions_hold(policy: Json, activation: Mapping[str, Any]) -> bool:
 def _with_variables(policy: Json, activation: dict[str, Any]) -> dict[str, Any]:
     expressions = {v["name"]: v["expression"] for v in policy["spec"].get("variables", [])}
     full = dict(activation)
-    full["variables"] = _Variables(expressions, full)
+    full["variables"] = LazyVariables(expressions, full)
     return full
 
 

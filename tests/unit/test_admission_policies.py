@@ -28,25 +28,25 @@ labels under test are the labels the operator writes.
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import celpy
 import kubernetes_validate
-import lark
 import pytest
 import yaml
-from celpy import InterpretedRunner, celtypes
+from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError, Evaluator
 
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import labels as lbl
 from tests.conftest import EXAMPLES, ROOT, load_yaml, minimal_org
+from tests.unit.admission_cel import EvaluationError, LazyVariables
+from tests.unit.admission_cel import condition as _condition
+from tests.unit.admission_cel import evaluate as _evaluate
 from tests.unit.helpers import find, render
 
 Json = dict[str, Any]
@@ -85,86 +85,6 @@ def _expressions(policy: Json) -> list[tuple[str, str]]:
 
 
 # --- a small replica of the API server's dispatch ------------------------------------------
-
-
-class EvaluationError(AssertionError):
-    """An expression failed at runtime where the API server denies the request for it
-    (failurePolicy: Fail): the text is what the API server would answer."""
-
-
-class _CelGoEvaluator(Evaluator):
-    """cel-python's evaluator with cel-go's has(): the operand of the last field selection is
-    evaluated and its errors propagate; a missing field of a map is false, and so is any field of
-    null (interpreter/attributes.go, refQualify with presenceTest)."""
-
-    def macro_has_eval(self, exprlist: lark.Tree[Any]) -> Any:
-        node = exprlist.children[0]
-        while isinstance(node, lark.Tree) and node.data != "member_dot" and len(node.children) == 1:
-            node = node.children[0]
-        if not isinstance(node, lark.Tree) or node.data != "member_dot":
-            return CELEvalError("invalid argument to has() macro", ValueError, None)
-        target_tree, name = node.children
-        target = self.visit(target_tree)
-        if isinstance(target, CELEvalError):
-            return target
-        if target is None:
-            return celtypes.BoolType(False)
-        if isinstance(target, celtypes.MapType):
-            return celtypes.BoolType(celtypes.StringType(str(name)) in target)
-        return CELEvalError(f"no such key: {name}", KeyError, None)
-
-
-class _CelGoRunner(InterpretedRunner):
-    def evaluate(self, context: Any) -> Any:
-        return _CelGoEvaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
-
-
-_CEL = celpy.Environment(runner_class=_CelGoRunner)
-
-
-@functools.cache
-def _program(expression: str) -> Any:
-    return _CEL.program(_CEL.compile(expression))
-
-
-def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
-    try:
-        return _program(expression).evaluate(dict(activation))
-    except CELEvalError as exc:
-        detail = str(exc.args[0]).split(" (in activation")[0][:300]  # cel-python appends the activation
-        raise EvaluationError(f"expression '{expression.strip()}' resulted in error: {detail}") from exc
-
-
-def _condition(expression: str, activation: Mapping[str, Any]) -> bool:
-    result = _evaluate(expression, activation)
-    if not isinstance(result, celtypes.BoolType):  # the compiler only accepts bool expressions
-        raise EvaluationError(f"expression '{expression.strip()}' gave {result!r}, not a bool")
-    return bool(result)
-
-
-class _LazyVariables(celtypes.MapType):
-    """`variables` the way composition.go provides it: each one evaluated on first reference,
-    once per evaluation; an error reaches only the expressions that read it."""
-
-    def __init__(self, expressions: Mapping[str, str], activation: dict[str, Any]) -> None:
-        super().__init__()
-        self._expressions = expressions
-        self._activation = activation
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._expressions
-
-    def __getitem__(self, key: Any) -> Any:
-        name = str(key)
-        if name not in self._expressions:
-            raise KeyError(name)
-        if not super().__contains__(key):
-            try:
-                value = _evaluate(self._expressions[name], self._activation)
-            except EvaluationError as exc:
-                value = CELEvalError(f'composited variable "{name}" fails to evaluate: {exc}', KeyError, None)
-            super().__setitem__(celtypes.StringType(name), value)
-        return super().__getitem__(celtypes.StringType(name))
 
 
 @dataclass(frozen=True)
@@ -244,7 +164,7 @@ def _with_variables(policy: Json, call: Call, param: Json) -> dict[str, Any]:
     """What validations and messageExpressions see: the same plus the lazy `variables`."""
     activation = _activation(call, param)
     expressions = {v["name"]: v["expression"] for v in policy["spec"].get("variables", [])}
-    activation["variables"] = _LazyVariables(expressions, dict(activation))
+    activation["variables"] = LazyVariables(expressions, dict(activation))
     activation["variables"]._activation["variables"] = activation["variables"]
     return activation
 
@@ -515,7 +435,7 @@ def test_parameters_the_documented_way() -> None:
 def test_every_expression_compiles(name: str) -> None:
     for where, expression in _expressions(POLICIES[name]):
         try:
-            _CEL.compile(expression)
+            celpy.Environment().compile(expression)
         except CELParseError as exc:
             pytest.fail(f"{name} {where}: {exc}")
 

@@ -45,6 +45,7 @@ PLURALS = {
     ("v1", "Namespace"): "namespaces",
     ("v1", "ResourceQuota"): "resourcequotas",
     ("v1", "LimitRange"): "limitranges",
+    ("v1", "ConfigMap"): "configmaps",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "clusterroles",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tenantry import __version__
+from tenantry.api.access import parse_timestamp
 from tenantry.api.crd import all_crds
 from tenantry.api.documents import (
     MAX_INPUT_BYTES,
@@ -28,7 +29,12 @@ from tenantry.api.documents import (
 )
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError, Problem, escape
-from tenantry.render import render_organization, render_policy_objects, render_shared_cluster_roles
+from tenantry.render import (
+    render_organization,
+    render_policy_objects,
+    render_shared_cluster_roles,
+    start_of,
+)
 from tenantry.render.checks import collisions, with_policy_environments
 from tenantry.render.crosstenant import unmatched_exceptions
 
@@ -112,8 +118,29 @@ def _today(value: str | None) -> dt.date:
         raise UsageError(f"--today {value!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _clock(args: argparse.Namespace) -> tuple[dt.date, dt.datetime]:
+    """(today, now): `--now` (RFC 3339) decides which grants are in force; without it, the start
+    of `--today` (UTC) when given, else the current time. `--today` defaults to `--now`'s date."""
+    now: dt.datetime | None = None
+    if getattr(args, "now", None) is not None:
+        try:
+            now = parse_timestamp(args.now)
+        except ValueError as exc:
+            raise UsageError(f"--now {args.now!r} is not an RFC 3339 time (2026-11-26T18:00:00Z)") from exc
+    if args.today is None and now is not None:
+        return now.date(), now
+    today = _today(args.today)
+    if now is None:
+        now = start_of(today) if args.today is not None else dt.datetime.now(dt.UTC)
+    return today, now
+
+
 def _render_all(
-    docs: Documents, policies: dict[str, TenancyPolicy], today: dt.date, policy_hint: str
+    docs: Documents,
+    policies: dict[str, TenancyPolicy],
+    today: dt.date,
+    policy_hint: str,
+    now: dt.datetime | None = None,
 ) -> tuple[list[str], list[Located]]:
     """The Organizations that render, and every problem (the objects are not kept)."""
     rendered: list[str] = []
@@ -147,7 +174,7 @@ def _render_all(
             )
             continue
         try:
-            rendering = render_organization(org, policy, today)
+            rendering = render_organization(org, policy, today, now)
         except InvalidObjectError as exc:
             problems += [Located(source, where, p) for p in exc.problems]
             continue
@@ -182,8 +209,8 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for source, org in policy_docs.organizations
     ]
     policies, dupes = _policies(docs)
-    today = _today(args.today)
-    _, problems = _render_all(docs, policies, today, "pass its file with --policy or -f")
+    today, now = _clock(args)
+    _, problems = _render_all(docs, policies, today, "pass its file with --policy or -f", now)
     failed = _report([*docs.problems, *dupes, *problems], err)
     if not docs.organizations and not args.include_cluster_objects and not failed:
         raise UsageError("no Organization found in the given files")
@@ -202,14 +229,15 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             chosen[org.spec.policy] = select_policy(org.spec.policy, policies)
         selected = chosen[org.spec.policy]
         assert selected is not None  # the first pass refused a missing policy
-        out.write(dump_yaml(render_organization(org, selected, today).objects))
+        out.write(dump_yaml(render_organization(org, selected, today, now).objects))
     return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     docs = _read(args.filename)
     policies, dupes = _policies(docs)
-    _, problems = _render_all(docs, policies, _today(args.today), "add its file with another -f")
+    today, now = _clock(args)
+    _, problems = _render_all(docs, policies, today, "add its file with another -f", now)
     failed = _report([*docs.problems, *dupes, *problems], err)
     count = len(docs.organizations) + len(docs.policies)
     if failed:
@@ -344,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--today", help="date for exception expiry (YYYY-MM-DD; default: today)")
     render.add_argument(
+        "--now",
+        help="time for grant expiry (RFC 3339, e.g. 2026-11-26T18:00:00Z; default: now, or the "
+        "start of --today)",
+    )
+    render.add_argument(
         "--include-cluster-objects",
         action="store_true",
         help="also print the shared tenant ClusterRoles and the policies' platform-admin bindings",
@@ -362,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _files_option(validate, "Organizations and/or TenancyPolicies")
     validate.add_argument("--today", help="date for exception expiry (YYYY-MM-DD; default: today)")
+    validate.add_argument(
+        "--now", help="time for grant expiry (RFC 3339; default: now, or the start of --today)"
+    )
     validate.set_defaults(handler=cmd_validate)
 
     crds = sub.add_parser(

@@ -915,6 +915,8 @@ def test_every_policy_is_checked() -> None:
         "tenantry-guardrail-parameter",
         "tenantry-guardrail-placement",
         "tenantry-placement",
+        "tenantry-mfa",
+        "tenantry-grant-approval",
     } == names
     for policy in POLICIES:
         spec = policy["spec"]
@@ -993,7 +995,8 @@ def test_the_old_manifests_are_refused_like_the_real_api_server_refused_them() -
     """All three policies of the old manifests, from git: each one has a matchCondition that
     reads `variables`, the exact error 1.36.2 gave."""
     old = _old_manifests()
-    guardrails = ("tenantry-guardrail-", "tenantry-placement")
+    # Policies added after that regression: the guardrails and the production-access ones.
+    guardrails = ("tenantry-guardrail-", "tenantry-placement", "tenantry-mfa", "tenantry-grant-approval")
     assert {p["metadata"]["name"] for p in old} == {
         p["metadata"]["name"] for p in POLICIES if not p["metadata"]["name"].startswith(guardrails)
     }

@@ -154,7 +154,8 @@ def _rule_matches(rule: Json, request: Json, name: str) -> bool:
         ("*" in ops or request["operation"] in ops)
         and ("*" in rule["apiGroups"] or request["resource"]["group"] in rule["apiGroups"])
         and ("*" in rule["apiVersions"] or request["resource"]["version"] in rule["apiVersions"])
-        and (resource in resources or ("*" in resources and "/" not in resource))
+        # `*`: every resource, no subresource; `*/*`: every resource and subresource.
+        and (resource in resources or ("*" in resources and "/" not in resource) or "*/*" in resources)
         and (not rule.get("resourceNames") or name in rule["resourceNames"])
         and rule.get("scope", "*") in ("*", "Namespaced")  # every kind here is namespaced
     )

@@ -394,8 +394,8 @@ def test_the_kustomization_lists_every_manifest() -> None:
     kustomization = load_yaml(ADMISSION / "kustomization.yaml")
     files = sorted(p.name for p in ADMISSION.glob("*.yaml") if p.name != "kustomization.yaml")
     # The guardrails (Kubernetes >= 1.30) are included; the placement mutation (>= 1.36) is not.
-    assert sorted(kustomization["resources"]) == sorted([*files, "guardrails"])
-    for directory in ("guardrails", "placement"):
+    assert sorted(kustomization["resources"]) == sorted([*files, "access", "guardrails"])
+    for directory in ("access", "guardrails", "placement"):
         inner = load_yaml(ADMISSION / directory / "kustomization.yaml")
         listed = sorted(
             p.name for p in (ADMISSION / directory).glob("*.yaml") if p.name != "kustomization.yaml"

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
 from tenantry import API_VERSION
+from tenantry.api.access import Access
 from tenantry.api.base import (
     DNS_LABEL_MAX,
     DNS_SUBDOMAIN_MAX,
@@ -211,6 +212,8 @@ class OrganizationSpec(Model):
     # Narrows the policy's guardrails; widening needs quotaApproval (docs/admission.md).
     guardrails: OrganizationGuardrails = Field(default_factory=OrganizationGuardrails)
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    # Time-boxed elevated access (api/access.py, docs/access.md).
+    access: Access = Field(default_factory=Access)
 
     @model_validator(mode="after")
     def _check(self) -> OrganizationSpec:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from tenantry import API_VERSION
+from tenantry.api.access import AccessPolicy, MFAPolicy
 from tenantry.api.base import (
     MAX_CIDRS,
     MAX_ENVIRONMENTS,
@@ -88,6 +89,8 @@ class EnvironmentPolicy(Model):
     developer_exec: bool = False
     # Replaces spec.guardrails field by field for this environment (a field left out: the policy's).
     guardrails: Guardrails | None = None
+    # MFA for this environment (api/access.py); left out: not required.
+    mfa: MFAPolicy | None = None
 
 
 class ClusterDNS(Model):
@@ -220,6 +223,8 @@ class TenancyPolicySpec(Model):
     reserved_namespaces: ReservedNamespaces = Field(default_factory=ReservedNamespaces)
     managed_by: ManagedByPolicy = Field(default_factory=ManagedByPolicy)
     gitops: GitOpsPolicy = Field(default_factory=GitOpsPolicy)
+    # Grants: their approvers and the longest a grant may last (the session timeout).
+    access: AccessPolicy = Field(default_factory=AccessPolicy)
     namespace_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
     # Policy-wide guardrails (docs/admission.md); NodePort and LoadBalancer Services are off by
     # default, as the default quotas (services.nodeports, services.loadbalancers: 0) already say.

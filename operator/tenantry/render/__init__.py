@@ -2,7 +2,8 @@
 
 No I/O, no clock, no randomness: the same inputs give the same objects in the same order, so
 `tenantry render` output is stable for GitOps diffs and the operator can compare live state
-against it field by field. `today` is an input because cross-tenant exceptions expire.
+against it field by field. `today` is an input because cross-tenant exceptions expire, `now`
+because grants of elevated access do (to the second).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import InvalidObjectError, Problem
+from tenantry.render.access import grant_status, next_change
 from tenantry.render.checks import check_organization, defaulted_note, errors_only, with_policy_environments
 from tenantry.render.gitops import render_app_project
 from tenantry.render.guardrails import GUARDRAILS_NAME, guardrail_status, render_guardrails
@@ -22,6 +24,7 @@ from tenantry.render.network import render_network_policies
 from tenantry.render.quota import LIMIT_RANGE_NAME, QUOTA_NAME, render_limit_range, render_quota
 from tenantry.render.rbac import (
     MEMBER_PREFIX,
+    render_grant_bindings,
     render_member_access,
     render_platform_admins,
     render_role_bindings,
@@ -49,14 +52,27 @@ class Rendering:
     # Per environment, the guardrails that apply (status.guardrails; `tenantry render` shows the
     # ConfigMaps they come from).
     guardrails: list[dict[str, Any]] = field(default_factory=list)
+    # status.grants: every grant of spec.access with its phase at `now`.
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    # When the rendering changes on its own next (a grant starting or expiring), or None.
+    next_change: dt.datetime | None = None
 
 
-def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date) -> Rendering:
+def start_of(today: dt.date) -> dt.datetime:
+    """`now` for callers that only know the day: its first second, UTC."""
+    return dt.datetime.combine(today, dt.time.min, tzinfo=dt.UTC)
+
+
+def render_organization(
+    org: Organization, policy: TenancyPolicy, today: dt.date, now: dt.datetime | None = None
+) -> Rendering:
     """Render every object of `org`; raise `InvalidObjectError` listing all errors if any.
 
-    An Organization without `spec.environments` gets every environment of its policy.
+    An Organization without `spec.environments` gets every environment of its policy. `now`
+    decides which grants are in force (default: the start of `today`, UTC).
     """
-    problems = check_organization(org, policy, today)
+    now = now if now is not None else start_of(today)
+    problems = check_organization(org, policy, today, now)
     errors = errors_only(problems)
     if errors:
         raise InvalidObjectError(errors)
@@ -73,6 +89,7 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
         objects.append(render_limit_range(org, policy, env, namespace))
         objects += render_network_policies(org, policy, env, namespace, today)
         objects += render_role_bindings(org, policy, env, namespace)
+        objects += render_grant_bindings(org, policy, env, namespace, now)
     objects += render_member_access(org)
     objects += render_app_project(org, policy)
     return Rendering(
@@ -81,6 +98,8 @@ def render_organization(org: Organization, policy: TenancyPolicy, today: dt.date
         namespaces=namespaces,
         warnings=([note] if note else []) + [p for p in problems if p.severity == "warning"],
         guardrails=guardrail_status(org, policy),
+        grants=grant_status(org, policy, now),
+        next_change=next_change(org, now),
     )
 
 
@@ -100,7 +119,7 @@ def is_managed_name(kind: str, name: str, org: str) -> bool:
         return name == GUARDRAILS_NAME
     if kind == "NetworkPolicy":
         return name.startswith("tenantry-")
-    if kind == "RoleBinding":
+    if kind == "RoleBinding":  # the member bindings, and grants' `tenantry:grant:<name>`
         return name.startswith("tenantry:")
     if kind in ("ClusterRole", "ClusterRoleBinding"):
         return name == f"{MEMBER_PREFIX}{org}"
@@ -122,4 +141,5 @@ __all__ = [
     "render_organization",
     "render_policy_objects",
     "render_shared_cluster_roles",
+    "start_of",
 ]

@@ -17,6 +17,7 @@ from tenantry.api.organization import Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.api.quantity import parse_quantity
+from tenantry.render.access import grant_problems, mfa_problems
 from tenantry.render.guardrails import guardrail_problems
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -176,8 +177,12 @@ def defaulted_note(org: Organization, policy: TenancyPolicy) -> Problem | None:
     )
 
 
-def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date) -> list[Problem]:
-    """Every problem of `org` under `policy` (errors, then warnings), in a stable order."""
+def check_organization(
+    org: Organization, policy: TenancyPolicy, today: dt.date, now: dt.datetime | None = None
+) -> list[Problem]:
+    """Every problem of `org` under `policy` (errors, then warnings), in a stable order.
+
+    `now` (default: the start of `today`, UTC) decides which grants have expired."""
     problems: list[Problem] = []
     org = with_policy_environments(org, policy)
     spec = org.spec
@@ -248,6 +253,11 @@ def check_organization(org: Organization, policy: TenancyPolicy, today: dt.date)
                 )
 
     problems += guardrail_problems(org, policy, spec.environments)
+    known_envs = [e for e in spec.environments if policy.spec.environment(e) is not None]
+    problems += mfa_problems(org, policy, known_envs)
+    problems += grant_problems(
+        org, policy, known_envs, now or dt.datetime.combine(today, dt.time.min, tzinfo=dt.UTC)
+    )
 
     for role in ("admins", "developers", "viewers"):
         for i, subject in enumerate(getattr(spec.members, role)):

@@ -7,6 +7,7 @@ from typing import Any
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import labels as lbl
+from tenantry.render.access import namespace_mfa_metadata
 
 
 def resolved_managed_by(org: Organization, policy: TenancyPolicy) -> str:
@@ -31,7 +32,11 @@ def render_namespace(org: Organization, policy: TenancyPolicy, env: str, name: s
             f"{lbl.PSA_PREFIX}warn": level,
         }
     )
-    annotations = {lbl.POLICY: policy.name}
+    # Where MFA is required: the label the MFA admission policy selects on, and how it recognises
+    # an MFA session (manifests/admission/access/mfa.yaml).
+    mfa_labels, mfa_annotations = namespace_mfa_metadata(policy, env)
+    labels.update(mfa_labels)
+    annotations = {lbl.POLICY: policy.name, **mfa_annotations}
     if org.spec.display_name:
         annotations[lbl.DISPLAY_NAME] = org.spec.display_name
     return {

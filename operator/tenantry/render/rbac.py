@@ -8,6 +8,7 @@ anything cluster-scoped; those are what keep tenants apart.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from tenantry import GROUP
@@ -15,6 +16,17 @@ from tenantry.api.common import Subject
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import labels as lbl
+from tenantry.render.access import (
+    ELEVATION_ROLES,
+    GRANT_APPROVED_BY,
+    GRANT_EXPIRES,
+    GRANT_PREFIX,
+    GRANT_REASON,
+    GRANT_REQUESTED_BY,
+    GRANT_TICKET,
+    mfa_of,
+    mfa_subject,
+)
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
 
@@ -184,6 +196,9 @@ def render_role_bindings(
     members = org.spec.members
     env_policy = policy.spec.environment(env)
     assert env_policy is not None
+    # Where MFA is required, each member group is bound in its MFA form (Users and
+    # ServiceAccounts are refused there by the checks): a session without MFA gets nothing.
+    mfa = mfa_of(policy, env)
     wanted = [
         ("tenantry:organization-admins", ORGANIZATION_ADMIN, members.admins),
         ("tenantry:developers", DEVELOPER, members.developers),
@@ -191,10 +206,39 @@ def render_role_bindings(
         ("tenantry:viewers", VIEWER, members.viewers),
     ]
     return [
-        _role_binding(org.name, env, namespace, name, role, subjects)
+        _role_binding(org.name, env, namespace, name, role, [mfa_subject(s, mfa) for s in subjects])
         for name, role, subjects in wanted
         if subjects
     ]
+
+
+def render_grant_bindings(
+    org: Organization, policy: TenancyPolicy, env: str, namespace: str, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """The RoleBindings of the grants active in `env` at `now`."""
+    mfa = mfa_of(policy, env)
+    out = []
+    for grant in org.spec.access.grants:
+        if grant.environment != env or grant.phase(now) != "Active":
+            continue
+        binding = _role_binding(
+            org.name,
+            env,
+            namespace,
+            f"{GRANT_PREFIX}{grant.name}",
+            ELEVATION_ROLES[grant.elevation],
+            [mfa_subject(grant.subject, mfa)],
+        )
+        assert grant.approval is not None
+        binding["metadata"]["annotations"] = {
+            GRANT_REASON: grant.reason,
+            GRANT_TICKET: grant.ticket,
+            GRANT_REQUESTED_BY: grant.requested_by,
+            GRANT_APPROVED_BY: grant.approval.approved_by,
+            GRANT_EXPIRES: grant.expires,
+        }
+        out.append(binding)
+    return out
 
 
 def render_member_access(org: Organization) -> list[dict[str, Any]]:

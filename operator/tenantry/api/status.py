@@ -72,6 +72,23 @@ class GuardrailStatus(Model):
     )
 
 
+class GrantStatus(Model):
+    """One grant of spec.access.grants and its phase: Pending, Scheduled, Active or Expired."""
+
+    name: str = Field(max_length=DNS_LABEL_MAX)
+    environment: str = Field(max_length=DNS_LABEL_MAX)
+    elevation: str = Field(max_length=DNS_LABEL_MAX)
+    subject: str = Field(max_length=300)  # "<kind> <name>", as bound (MFA form included)
+    phase: Literal["Pending", "Scheduled", "Active", "Expired"]
+    requested_by: str = Field(max_length=253)
+    approved_by: str | None = Field(default=None, max_length=253)
+    ticket: str = Field(max_length=253)
+    expires: str = Field(max_length=35)
+
+
+MAX_GRANTS = 16
+
+
 class OrganizationStatus(Model):
     observed_generation: int | None = Field(default=None, ge=0)
     # Fingerprint of the set of objects last applied in full: an object of that set found
@@ -81,6 +98,7 @@ class OrganizationStatus(Model):
     namespaces: list[NamespaceStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     quota: list[QuotaUsage] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     guardrails: list[GuardrailStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
+    grants: list[GrantStatus] = Field(default_factory=list, max_length=MAX_GRANTS)
 
 
 class TenancyPolicyStatus(Model):

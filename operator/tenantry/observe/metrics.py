@@ -58,6 +58,12 @@ LEADER = Gauge(
     "1 while this replica holds the leader Lease and may write, else 0.",
     registry=REGISTRY,
 )
+GRANTS_EXPIRED = Counter(
+    "tenantry_grants_expired_total",
+    "Grants of elevated access whose binding was removed at their expiry.",
+    ["organization", "environment"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("tenantry_queue_depth", "Organizations waiting to be reconciled.", registry=REGISTRY)
 
 
@@ -100,7 +106,12 @@ QUOTA_USE = StateFamily(
     "used / hard of each ResourceQuota resource, per organization and environment.",
     ("organization", "environment", "resource"),
 )
-STATE_FAMILIES = (ORGANIZATIONS, ORGANIZATION_READY, QUOTA_USE)
+ACTIVE_GRANTS = StateFamily(
+    "tenantry_active_grants",
+    "RoleBindings of grants of elevated access in force, per organization and environment.",
+    ("organization", "environment"),
+)
+STATE_FAMILIES = (ORGANIZATIONS, ORGANIZATION_READY, QUOTA_USE, ACTIVE_GRANTS)
 READY_VALUES = ("True", "False", "Unknown")
 
 
@@ -110,6 +121,7 @@ class State:
 
     ready: Mapping[str, str] = field(default_factory=dict)
     quota_use: Iterable[tuple[str, str, str, float]] = ()
+    active_grants: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class StateCollector(Collector):
@@ -142,7 +154,10 @@ class StateCollector(Collector):
         quota = QUOTA_USE.family()
         for organization, environment, resource, ratio in state.quota_use:
             quota.add_metric([organization, environment, resource], ratio)
-        yield from (organizations, ready, quota)
+        grants = ACTIVE_GRANTS.family()
+        for (organization, environment), count in sorted(state.active_grants.items()):
+            grants.add_metric([organization, environment], float(count))
+        yield from (organizations, ready, quota, grants)
 
 
 STATE = StateCollector()

@@ -29,6 +29,9 @@ class Cluster:
     reserved_namespaces: tuple[str, ...] = ("tenantry-system",)
     event_namespace: str = "default"
     today: Callable[[], dt.date] = dt.date.today
+    now: Callable[[], dt.datetime] = field(default_factory=lambda: lambda: dt.datetime.now(dt.UTC))
+    # Organization -> when its rendering changes on its own next (a grant starting or expiring).
+    wake_at: dict[str, dt.datetime] = field(default_factory=dict)
     # Optional kinds (Argo CD's AppProject) whose CRDs this cluster does not have.
     missing_kinds: set[str] = field(default_factory=set)
     # Keys we are deleting ourselves: their DELETED events are not drift.

@@ -24,6 +24,8 @@ class Config:
     identity: str = "tenantry"
     retry: Retry = field(default_factory=Retry)
     today: Callable[[], dt.date] = dt.date.today
+    # The clock grants expire by (an aware UTC datetime).
+    now: Callable[[], dt.datetime] = field(default_factory=lambda: lambda: dt.datetime.now(dt.UTC))
     # Fresh credentials after a 401 (rotated service-account tokens); None: keep the first.
     reload_credentials: Callable[[], Connection] | None = None
     # How often a resource that is not served (CRD missing) is looked for again.

@@ -13,6 +13,7 @@ from tenantry.api.quantity import QuantityError, parse_quantity
 from tenantry.kube.inventory import Inventory
 from tenantry.observe.metrics import State
 from tenantry.render import labels as lbl
+from tenantry.render.access import GRANT_PREFIX
 
 
 def quota_ratios(hard: Mapping[str, str], used: Mapping[str, str]) -> Iterator[tuple[str, float]]:
@@ -41,4 +42,15 @@ def current_state(inventory: Inventory, organizations: Mapping[str, Any], ready:
         status = quota.get("status") or {}
         for resource, ratio in quota_ratios(status.get("hard") or {}, status.get("used") or {}):
             rows.append((organization, environment, resource, ratio))
-    return State(ready={name: ready.get(name, "Unknown") for name in organizations}, quota_use=rows)
+    grants: dict[tuple[str, str], int] = {}
+    for name in organizations:
+        for obj in inventory.owned_by(name):
+            meta = obj["metadata"]
+            environment = (meta.get("labels") or {}).get(lbl.OWNER_ENVIRONMENT)
+            if obj["kind"] == "RoleBinding" and meta["name"].startswith(GRANT_PREFIX) and environment:
+                grants[(name, environment)] = grants.get((name, environment), 0) + 1
+    return State(
+        ready={name: ready.get(name, "Unknown") for name in organizations},
+        quota_use=rows,
+        active_grants=grants,
+    )

@@ -21,6 +21,7 @@ from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.deletion import when_not_rendered, when_released
+from tenantry.reconcile.grants import transitions
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
@@ -110,7 +111,7 @@ class OrganizationReconciler:
         self, body: dict[str, Any], org: Organization, policy: TenancyPolicy, outcome: Outcome
     ) -> None:
         try:
-            rendering = render_organization(org, policy, self.cluster.today())
+            rendering = render_organization(org, policy, self.cluster.today(), self.cluster.now())
         except InvalidObjectError as exc:
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in exc.problems), stalled=True)
             return
@@ -118,6 +119,11 @@ class OrganizationReconciler:
         fingerprint = _fingerprint(rendering.objects)
         outcome.applied_objects = fingerprint
         outcome.guardrails = rendering.guardrails
+        outcome.grants = rendering.grants
+        if rendering.next_change is not None:
+            self.cluster.wake_at[org.name] = rendering.next_change
+        else:
+            self.cluster.wake_at.pop(org.name, None)
         # Everything of this very object set was applied before (status says so, and survives a
         # restart): whatever of it is missing now was deleted by someone.
         applied_before = (body.get("status") or {}).get("appliedObjects") == fingerprint
@@ -128,6 +134,7 @@ class OrganizationReconciler:
             if phase in ("Refused", "Terminating"):
                 blocked.add(namespace)
         refused = [n for n in outcome.namespaces if n["phase"] == "Refused"]
+        await self._report_refused(body, org.name, refused)
         if refused:
             names = ", ".join(n["name"] for n in refused)
             outcome.fail(
@@ -162,9 +169,25 @@ class OrganizationReconciler:
         outcome.quota = self._quota_usage(org, rendering.namespaces)
         for warning in rendering.warnings:
             log.info("warning", organization=org.name, warning=str(warning))
+        previous = (body.get("status") or {}).get("grants") or []
+        for type_, reason, message in transitions(org.name, previous, rendering.grants):
+            await self.event(body, type_, reason, message)
         if any(n["phase"] == "Terminating" for n in outcome.namespaces):
             await self._write_status(body, outcome, body["metadata"].get("generation"))
             raise Requeue(2.0, "namespace terminating")
+
+    async def _report_refused(self, body: dict[str, Any], org: str, refused: list[dict[str, str]]) -> None:
+        """An Event and a log line for each namespace newly refused (status had it otherwise)."""
+        before = {n.get("name"): n.get("phase") for n in (body.get("status") or {}).get("namespaces", [])}
+        for entry in refused:
+            if before.get(entry["name"]) == "Refused":
+                continue
+            message = (
+                f"namespace {entry['name']} (environment {entry['environment']}) exists without "
+                f"Tenantry's ownership labels for {org}, or is reserved: not adopted, nothing written"
+            )
+            log.warning("adoption refused", organization=org, namespace=entry["name"], why=message)
+            await self.event(body, "Warning", reasons.ADOPTION_REFUSED, message)
 
     async def _namespace_phase(self, org: str, namespace: str) -> str:
         # Names the policy reserves were refused by the renderer already; the operator's own

@@ -21,6 +21,12 @@ INVALID_POLICY = "InvalidPolicy"
 DRIFT_CORRECTED = "DriftCorrected"
 NAMESPACE_RETAINED = "NamespaceRetained"
 NAMESPACE_DELETED = "NamespaceDeleted"
+# Audit trail of elevated access (reconcile/grants.py) and of refused adoptions.
+GRANT_REQUESTED = "GrantRequested"
+GRANT_ACTIVE = "GrantActive"
+GRANT_EXPIRED = "GrantExpired"
+GRANT_REVOKED = "GrantRevoked"
+ADOPTION_REFUSED = "AdoptionRefused"
 
 ALL: tuple[str, ...] = (
     RECONCILED,
@@ -35,6 +41,11 @@ ALL: tuple[str, ...] = (
     DRIFT_CORRECTED,
     NAMESPACE_RETAINED,
     NAMESPACE_DELETED,
+    GRANT_REQUESTED,
+    GRANT_ACTIVE,
+    GRANT_EXPIRED,
+    GRANT_REVOKED,
+    ADOPTION_REFUSED,
 )
 # Reasons that mean "a person must change something"; Argo CD shows them as Degraded.
 STALLED: tuple[str, ...] = (INVALID_SPEC, POLICY_NOT_FOUND, NAMESPACE_CONFLICT)

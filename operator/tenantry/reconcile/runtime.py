@@ -73,6 +73,7 @@ class Runtime:
             reserved_namespaces=(self.config.operator_namespace,),
             event_namespace=self.config.event_namespace,
             today=self.config.today,
+            now=self.config.now,
         )
         events = Events(cluster, WorkQueue())
         if self.config.leader_election:

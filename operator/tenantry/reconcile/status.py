@@ -28,6 +28,8 @@ class Outcome:
     guardrails: list[dict[str, Any]] = field(default_factory=list)
     # Per area (Namespaces, Quota, Network, RBAC): None = fine, else (reason, message).
     areas: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    # Every grant of spec.access with its phase (render/access.py, grant_status).
+    grants: list[dict[str, Any]] = field(default_factory=list)
     # Fingerprint of the desired object set, kept in status once all of it is applied.
     applied_objects: str | None = None
 
@@ -115,6 +117,8 @@ def build_status(
         "quota": outcome.quota,
         "guardrails": outcome.guardrails,
     }
+    if outcome.grants:
+        status["grants"] = outcome.grants
     # Kept from the last time everything was applied, so drift is recognised after a restart.
     applied = outcome.applied_objects if ready else (current or {}).get("appliedObjects")
     if applied:

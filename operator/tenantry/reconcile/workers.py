@@ -7,6 +7,7 @@ standalone); a name taken just as the replica stopped leading is given back at i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
 from tenantry.reconcile.queue import Priority
 
 log = get_logger("tenantry.operator")
+# Past the expiry instant, so the reconcile's clock is on the far side of it.
+WAKE_MARGIN = 0.05
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
@@ -31,6 +34,8 @@ class Workers:
     spawn: Spawn
     max_backoff: float = 60.0
     failures: dict[str, int] = field(default_factory=dict)
+    # Organization -> the wake-up already scheduled (one timer per change time).
+    scheduled: dict[str, dt.datetime] = field(default_factory=dict)
 
     async def work(self) -> None:
         queue = self.events.queue
@@ -48,6 +53,7 @@ class Workers:
                         await reconcile_policy(self.cluster, body)
                 else:
                     await reconciler.reconcile(name)
+                    self._wake_later(name)
                 self.failures.pop(name, None)
             except Requeue as again:
                 self.spawn(queue.put_later(name, Priority.RETRY, again.delay), f"requeue {name}")
@@ -67,6 +73,16 @@ class Workers:
                 self.spawn(queue.put_later(name, Priority.RETRY, delay), f"retry {name}")
             finally:
                 await queue.done(name)
+
+    def _wake_later(self, name: str) -> None:
+        """Reconcile again right when the rendering changes on its own (a grant expiring): the
+        periodic resync is far too slow for a time-boxed grant."""
+        when = self.cluster.wake_at.get(name)
+        if when is None or self.scheduled.get(name) == when:
+            return
+        self.scheduled[name] = when
+        delay = max(0.0, (when - self.cluster.now()).total_seconds()) + WAKE_MARGIN
+        self.spawn(self.events.queue.put_later(name, Priority.CHANGE, delay), f"grant timer {name}")
 
     async def resync(self, every: float) -> None:
         """Periodic resync: covers lost watch events and expiring exceptions. Costs no request

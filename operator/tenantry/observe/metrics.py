@@ -60,8 +60,9 @@ LEADER = Gauge(
 )
 GRANTS_EXPIRED = Counter(
     "tenantry_grants_expired_total",
-    "Grants of elevated access whose binding was removed at their expiry.",
-    ["organization", "environment"],
+    "Grants of elevated access whose binding was removed at their expiry, per environment "
+    "(per organization: the GrantExpired Events; a counter would outlive its Organization).",
+    ["environment"],
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("tenantry_queue_depth", "Organizations waiting to be reconciled.", registry=REGISTRY)

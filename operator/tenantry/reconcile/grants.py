@@ -45,7 +45,7 @@ def transitions(
         elif phase == "Expired" and was is not None:
             reason, type_, why = reasons.GRANT_EXPIRED, "Normal", "expired: RoleBinding removed"
             if was == "Active":
-                metrics.GRANTS_EXPIRED.labels(organization=org, environment=grant["environment"]).inc()
+                metrics.GRANTS_EXPIRED.labels(environment=grant["environment"]).inc()
         else:
             continue
         yield type_, reason, _audit(org, reason, grant, why)

@@ -1,0 +1,180 @@
+"""Production access on a real cluster, checked the way the API server decides it:
+`kubectl auth can-i --as USER --as-group GROUP` (RBAC as rendered and applied by the operator).
+
+MFA (group-suffix mode) in prod: a member group without its MFA form can do nothing in the
+namespace, with it what its role allows. A grant gives exactly its elevation, only once
+approved, and is gone within a few seconds of its expiry, also across an operator restart.
+The admission policies are not installed here (see test_the_admission_policies_deny_with_their_message
+for those): this is the RBAC half. Objects are named `e2e-acc*` and cleaned up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.test_install_on_a_real_cluster import tenantry_run
+from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, get, kubectl, ready, wait_for
+
+pytestmark = pytest.mark.skipif(
+    not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
+)
+
+PROD = "e2e-acc-prod"
+GRANT = "tenantry:grant:inc-1"
+# How long after its expiry a grant's binding may still exist on a real cluster: the operator's
+# timer fires at the expiry (about 0.1 s in the integration tests); the rest is API latency.
+EXPIRY_SLACK = 5.0
+
+
+def ts(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def policy() -> dict[str, Any]:
+    return {
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "TenancyPolicy",
+        "metadata": {"name": "e2e-access"},
+        "spec": {
+            "environments": [
+                {"name": "prod", "quota": {"pods": "10"}, "mfa": {"required": True, "groupSuffix": ":mfa"}},
+                {"name": "dev", "quota": {"pods": "10"}, "developerExec": True},
+            ],
+            "access": {"maxGrantHours": 1, "approvers": [{"kind": "User", "name": "lead@e2e.example"}]},
+        },
+    }
+
+
+def organization(*grants: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "policy": "e2e-access",
+        "environments": ["prod", "dev"],
+        "members": {"developers": [{"kind": "Group", "name": "e2e-devs"}]},
+    }
+    if grants:
+        spec["access"] = {"grants": list(grants)}
+    return {
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": "e2e-acc"},
+        "spec": spec,
+    }
+
+
+def grant(expires: dt.datetime, approved: bool) -> dict[str, Any]:
+    g: dict[str, Any] = {
+        "name": "inc-1",
+        "subject": {"kind": "Group", "name": "e2e-oncall"},
+        "elevation": "developer-exec",
+        "environment": "prod",
+        "reason": "e2e incident",
+        "ticket": "E2E-1",
+        "requestedBy": "oncall@e2e.example",
+        "expires": ts(expires),
+    }
+    if approved:
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+        g["approval"] = {"approvedBy": "lead@e2e.example", "approvedAt": ts(now)}
+    return g
+
+
+def can(verb: str, resource: str, namespace: str, *groups: str, user: str = "e2e-person") -> bool:
+    args = ["auth", "can-i", verb, resource, "-n", namespace, "--as", user]
+    for group in groups:
+        args += ["--as-group", group]
+    proc = kubectl(*args, check=False)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), proc.stderr
+    return answer == "yes"
+
+
+def apply(obj: dict[str, Any]) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
+    apply(policy())
+    yield
+    kubectl("delete", "organization", "e2e-acc", "--ignore-not-found", "--wait=false", check=False)
+    kubectl("delete", "tenancypolicy", "e2e-access", "--ignore-not-found", check=False)
+    for ns in (PROD, "e2e-acc-dev"):
+        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator(cluster: None) -> Iterator[subprocess.Popen[str]]:
+    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18084/healthz")
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_mfa_environment_gives_nothing_without_the_mfa_group(operator: subprocess.Popen[str]) -> None:
+    apply(organization())
+    ready("e2e-acc")
+    assert not can("get", "pods", PROD, "e2e-devs"), "no MFA: not even reads"
+    assert not can("create", "deployments.apps", PROD, "e2e-devs")
+    assert can("get", "pods", PROD, "e2e-devs:mfa")
+    assert can("create", "deployments.apps", PROD, "e2e-devs:mfa"), "with MFA: what the role allows"
+    assert not can("create", "pods/exec", PROD, "e2e-devs:mfa"), "developers never exec in prod"
+    assert can("get", "pods", "e2e-acc-dev", "e2e-devs"), "dev needs no MFA"
+
+
+def test_a_grant_gives_exactly_its_elevation_only_once_approved_until_it_expires(
+    operator: subprocess.Popen[str],
+) -> None:
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=45)
+    apply(organization(grant(expires, approved=False)))
+    ready("e2e-acc")
+    assert get("rolebinding", GRANT, "-n", PROD) is None, "not bound before approval"
+    assert not can("create", "pods/exec", PROD, "e2e-oncall:mfa")
+
+    apply(organization(grant(expires, approved=True)))
+    wait_for(lambda: get("rolebinding", GRANT, "-n", PROD), timeout=30)
+    assert can("create", "pods/exec", PROD, "e2e-oncall:mfa")
+    assert not can("create", "pods/exec", PROD, "e2e-oncall"), "the grant is bound in its MFA form"
+    assert not can("create", "deployments.apps", PROD, "e2e-oncall:mfa"), "exactly its elevation"
+    assert not can("create", "pods/exec", "e2e-acc-dev", "e2e-oncall:mfa"), "only its environment"
+
+    wait_for(
+        lambda: get("rolebinding", GRANT, "-n", PROD) is None, timeout=(expires - now()).total_seconds() + 30
+    )
+    late = (now() - expires).total_seconds()
+    assert late <= EXPIRY_SLACK, f"the grant outlived its expiry by {late:.1f} s"
+    assert not can("create", "pods/exec", PROD, "e2e-oncall:mfa")
+
+
+def test_a_grant_that_expires_while_the_operator_is_down_is_gone_right_after_start(cluster: None) -> None:
+    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18085/healthz")
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    try:
+        apply(organization(grant(expires, approved=True)))
+        wait_for(lambda: get("rolebinding", GRANT, "-n", PROD), timeout=60)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    time.sleep(max(0.0, (expires - now()).total_seconds()) + 2)
+    assert get("rolebinding", GRANT, "-n", PROD) is not None, "nobody removed it while the operator was down"
+    started = time.monotonic()
+    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18086/healthz")
+    try:
+        wait_for(lambda: get("rolebinding", GRANT, "-n", PROD) is None, timeout=60)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert time.monotonic() - started < 30, "removed by the first reconcile after start"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -78,6 +78,8 @@ class Leadership:
         self.active = asyncio.Event()
         self._on_elected = on_elected
         self._leading: asyncio.Task[Any] | None = None
+        # Held the Lease last we knew (survives the election task being cancelled at stop).
+        self._holding = False
         metrics.LEADER.set(0)
         # The library logs every failed renewal with a traceback through stdlib logging; ours
         # go through structlog's formatter like Kopf's (observe/logging.py).
@@ -116,6 +118,26 @@ class Leadership:
             self.active.clear()
             metrics.LEADER.set(0)
 
+    async def release(self) -> None:
+        """Give the Lease up on a graceful stop (client-go's ReleaseOnCancel), so a standby takes
+        over at its next retry instead of after the whole lease duration. Only after this
+        replica stopped writing; a crash skips it and the Lease simply expires."""
+        if not self._holding:
+            return
+        self._holding = False
+        api = aio_client.CoordinationV1Api(self.client.api_client)
+        try:
+            lease = await api.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            lease.spec.holder_identity = None
+            lease.spec.lease_duration_seconds = 1
+            await api.replace_namespaced_lease(self.name, self.namespace, lease)
+        except Exception as exc:  # best effort: the Lease then simply expires
+            log.warning("leader Lease not released; it expires instead", error=str(exc).strip())
+            return
+        log.info("leader Lease released", lease=f"{self.namespace}/{self.name}")
+
     async def _lead(self) -> None:
         self._leading = asyncio.current_task()
         log.info("leader Lease acquired: this replica writes", lease=f"{self.namespace}/{self.name}")
@@ -123,12 +145,14 @@ class Leadership:
             result = self._on_elected()
             if asyncio.iscoroutine(result):
                 await result
+        self._holding = True
         self.active.set()
         metrics.LEADER.set(1)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()  # held until the library cancels it on losing the Lease
 
     async def _stop_leading(self) -> None:
+        self._holding = False
         self.active.clear()
         metrics.LEADER.set(0)
         log.warning(

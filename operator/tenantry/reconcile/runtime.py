@@ -156,7 +156,8 @@ class Runtime:
             leader_election=self.config.leader_election,
         )
 
-    async def stop(self) -> None:
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop; `release=False` stops like a crash (the Lease is left to expire)."""
         if self.events is not None:
             metrics.STATE.release(self.events.metrics_state)
         await asyncio.gather(*(informer.stop() for informer in self.informers))
@@ -165,6 +166,10 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.leadership is not None and release:
+            # After every worker stopped: the next leader never overlaps with our writes.
+            await self.leadership.release()
+        self.leadership = None
         if self.cluster:
             await self.cluster.client.close()
 

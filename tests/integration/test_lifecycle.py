@@ -532,3 +532,36 @@ async def test_deleting_an_organization_spares_objects_merely_labelled_as_its(
     await until(lambda: _gone(api, f"{ORG}/acme"))
     assert await api.get("/api/v1/namespaces/acme-prod") is None
     assert await api.get("/api/v1/namespaces/payments"), "never delete what we did not create"
+
+
+async def test_quota_usage_alone_is_written_to_status_at_most_once_per_interval(api: Api, kube: Any) -> None:
+    # kube-controller-manager updates a quota's usage with every pod start or stop: without a
+    # limit, each would be a status write of the Organization.
+    op = Operator(kube)
+    await op.start(quota_status_interval_seconds=5.0)
+    try:
+        await api.create(ORG, org_body())
+        await ready(api)
+        status_path = f"{ORG}/acme/status"
+
+        def status_writes() -> int:
+            return sum(1 for _, path in api.writes() if path == status_path)
+
+        async def set_used(pods: str) -> None:
+            body = {"status": {"hard": {"pods": "200"}, "used": {"pods": pods}}}
+            await api.request("PATCH", f"{QUOTA}/status", body, "application/merge-patch+json")
+
+        async def used_is(pods: str) -> bool:
+            org = await api.get(f"{ORG}/acme")
+            usage = {q["environment"]: q for q in (org.get("status") or {}).get("quota", [])}
+            return usage.get("prod", {}).get("used", {}).get("pods") == pods
+
+        await set_used("150")
+        await until(lambda: used_is("150"))
+        before = status_writes()
+        for pods in ("160", "170", "180"):
+            await set_used(pods)
+        await until(lambda: used_is("180"), timeout=15.0)
+        assert status_writes() == before + 1, "three usage changes within the interval: one write"
+    finally:
+        await op.stop()

@@ -36,6 +36,20 @@ class Cluster:
     missing_kinds: set[str] = field(default_factory=set)
     # Keys we are deleting ourselves: their DELETED events are not drift.
     expected_deletions: set[ObjectKey] = field(default_factory=set)
+    # Status writes caused by quota usage alone: at most one per this many seconds per Organization.
+    quota_status_interval: float = 30.0
+    # When each Organization's status was last written for quota usage alone (monotonic time).
+    quota_status_written: dict[str, float] = field(default_factory=dict)
+
+    def quota_status_due(self, name: str, now: float) -> float:
+        """Seconds to wait before the next quota-usage-only status write of `name` (0: now, and
+        the write is recorded as made)."""
+        last = self.quota_status_written.get(name)
+        interval = self.quota_status_interval
+        if last is not None and now - last < interval:
+            return interval - (now - last)
+        self.quota_status_written[name] = now
+        return 0.0
 
     def remember_organization(self, body: dict[str, Any]) -> bool:
         """Keep the newest body seen of an Organization (from a watch event or from the response

@@ -28,5 +28,7 @@ class Config:
     now: Callable[[], dt.datetime] = field(default_factory=lambda: lambda: dt.datetime.now(dt.UTC))
     # Fresh credentials after a 401 (rotated service-account tokens); None: keep the first.
     reload_credentials: Callable[[], Connection] | None = None
+    # Organization status writes for quota usage alone, at most one per this many seconds each.
+    quota_status_interval_seconds: float = 30.0
     # How often a resource that is not served (CRD missing) is looked for again.
     not_served_poll_seconds: float = 5.0

@@ -463,6 +463,14 @@ class OrganizationReconciler:
         if same_status(current, status):
             return
         name = body["metadata"]["name"]
+        if same_status({**(current or {}), "quota": status.get("quota")}, status):
+            # Only quota usage moved: kube-controller-manager updates it with every pod or PVC
+            # anywhere in the tenant, which would be a status write per pod start. Written at
+            # most every `quota_status_interval` seconds per Organization (the quota-use metrics
+            # are read live at scrape time; `kubectl describe quota` is always current).
+            wait = self.cluster.quota_status_due(name, time.monotonic())
+            if wait > 0:
+                raise Requeue(wait, "quota usage refresh")
         patched = await self.client.merge_patch(
             res.ORGANIZATION, name, {"status": status}, subresource="status"
         )

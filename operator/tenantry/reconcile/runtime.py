@@ -74,6 +74,7 @@ class Runtime:
             event_namespace=self.config.event_namespace,
             today=self.config.today,
             now=self.config.now,
+            quota_status_interval=self.config.quota_status_interval_seconds,
         )
         events = Events(cluster, WorkQueue())
         if self.config.leader_election:

@@ -137,6 +137,9 @@ class Runtime:
         self.cluster, self.events = cluster, events
         metrics.initialise([k.kind for k in res.CHILD_KINDS])
         metrics.STATE.read_from(events.metrics_state)
+        # Queued before the election can finish: its "reconcile everything" then coalesces with
+        # this one instead of running every Organization a second time.
+        await events.enqueue_all(Priority.CHANGE)
         if self.leadership is not None:
             self._spawn(self.leadership.run(), "tenantry leader election")
         else:
@@ -147,7 +150,6 @@ class Runtime:
         for i in range(self.config.workers):
             self._spawn(workers.work(), f"tenantry worker {i}")
         self._spawn(workers.resync(self.config.resync_seconds), "tenantry resync")
-        await events.enqueue_all(Priority.CHANGE)
         self.started.set()
         log.info(
             "started",

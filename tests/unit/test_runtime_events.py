@@ -104,3 +104,11 @@ async def test_someone_elses_deletion_leaves_a_tombstone() -> None:
     assert rt.cluster.inventory.was_deleted(object_key(netpol("acme")))
     await rt.queue.put("other", Priority.CHANGE)  # type: ignore[union-attr]
     assert await order(rt) == ["acme", "other"]
+
+
+async def test_organizations_are_kept_without_managed_fields() -> None:
+    rt = runtime()
+    body = organization("acme")
+    body["metadata"]["managedFields"] = [{"manager": "argocd-controller", "fieldsV1": {"f:spec": {}}}]
+    await rt.on_organization({"type": "ADDED", "object": body})
+    assert "managedFields" not in rt.cluster.organizations["acme"]["metadata"]

@@ -57,7 +57,7 @@ class Events:
             await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.RESYNC)
 
     async def on_organization(self, event: dict[str, Any]) -> None:
-        obj = event["object"]
+        obj = lean(event["object"])
         name = obj["metadata"]["name"]
         old = self.cluster.organizations.get(name)
         if event.get("type") == "DELETED":
@@ -85,7 +85,7 @@ class Events:
         self.count_ready(name, None if event.get("type") == "DELETED" else obj)
 
     async def on_policy(self, event: dict[str, Any]) -> None:
-        obj = event["object"]
+        obj = lean(event["object"])
         name = obj["metadata"]["name"]
         old = self.cluster.policies.get(name)
         if event.get("type") == "DELETED":
@@ -154,6 +154,12 @@ class Events:
 
     def metrics_state(self) -> metrics.State:
         return current_state(self.cluster.inventory, self.cluster.organizations, self.ready_of)
+
+
+def lean(obj: dict[str, Any]) -> dict[str, Any]:
+    """Without metadata.managedFields (never read; the bulk of a GitOps-applied body)."""
+    (obj.get("metadata") or {}).pop("managedFields", None)
+    return obj
 
 
 def _ready_of(body: dict[str, Any]) -> str:

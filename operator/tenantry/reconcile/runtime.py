@@ -27,17 +27,13 @@ from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.config import Config
-from tenantry.reconcile.events import Events
+from tenantry.reconcile.events import Events, lean
 from tenantry.reconcile.queue import Priority, WorkQueue
 from tenantry.reconcile.workers import Workers
 from tenantry.render import labels as lbl
 
 log = get_logger("tenantry.operator")
 OWNED = f"{lbl.APP_MANAGED_BY}={lbl.APP_MANAGED_BY_VALUE}"
-
-
-def _identity(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj
 
 
 @dataclass
@@ -106,7 +102,7 @@ class Runtime:
             res.ORGANIZATION,
             "",
             self._deliver(events.on_organization),
-            transform=_identity,
+            transform=lean,
             on_served=_organizations_served,
         )
         policies = Informer(
@@ -114,7 +110,7 @@ class Runtime:
             res.TENANCY_POLICY,
             "",
             self._deliver(events.on_policy),
-            transform=_identity,
+            transform=lean,
             on_served=_policies_served,
         )
         informers = [*children, organizations, policies]

@@ -111,3 +111,20 @@ class LazyVariables(celtypes.MapType):
                 value = CELEvalError(f'composited variable "{name}" fails to evaluate: {exc}', KeyError, None)
             super().__setitem__(celtypes.StringType(name), value)
         return super().__getitem__(celtypes.StringType(name))
+
+
+def conditions_hold(conditions: list[dict[str, Any]], activation: Mapping[str, Any]) -> bool:
+    """matchConditions as matcher.go decides them: any false means no match, even if another
+    errored; otherwise an error denies (failurePolicy Fail)."""
+    results: list[bool | EvaluationError] = []
+    for match in conditions:
+        try:
+            results.append(condition(match["expression"], activation))
+        except EvaluationError as exc:
+            results.append(exc)
+    if False in results:
+        return False
+    for result in results:
+        if isinstance(result, EvaluationError):
+            raise result
+    return True

@@ -45,6 +45,7 @@ from tenantry.render.guardrails import GUARDRAILS_NAME
 from tests.conftest import ROOT
 from tests.unit.admission_cel import EvaluationError, LazyVariables
 from tests.unit.admission_cel import condition as _condition
+from tests.unit.admission_cel import conditions_hold as _all_conditions_hold
 from tests.unit.admission_cel import evaluate as _evaluate
 from tests.unit.test_admission_policies import OPERATOR, TENANT, Who, service_account
 
@@ -240,18 +241,7 @@ def _evaluations(
 
 
 def _conditions_hold(policy: Json, activation: Mapping[str, Any]) -> bool:
-    results: list[bool | EvaluationError] = []
-    for condition in policy["spec"].get("matchConditions", []):
-        try:
-            results.append(_condition(condition["expression"], activation))
-        except EvaluationError as exc:
-            results.append(exc)
-    if False in results:
-        return False
-    for result in results:
-        if isinstance(result, EvaluationError):
-            raise result
-    return True
+    return _all_conditions_hold(policy["spec"].get("matchConditions", []), activation)
 
 
 def _with_variables(policy: Json, activation: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from tenantry.render import labels as lbl
 from tests.conftest import EXAMPLES, ROOT, load_yaml, minimal_org
 from tests.unit.admission_cel import EvaluationError, LazyVariables
 from tests.unit.admission_cel import condition as _condition
+from tests.unit.admission_cel import conditions_hold as _all_conditions_hold
 from tests.unit.admission_cel import evaluate as _evaluate
 from tests.unit.helpers import find, render
 
@@ -172,19 +173,7 @@ def _with_variables(policy: Json, call: Call, param: Json) -> dict[str, Any]:
 def _matches(policy: Json, call: Call, param: Json) -> bool:
     """matcher.go: any condition false means no match, even if another errored; otherwise an
     error denies (failurePolicy Fail)."""
-    activation = _activation(call, param)
-    results: list[bool | EvaluationError] = []
-    for condition in policy["spec"].get("matchConditions", []):
-        try:
-            results.append(_condition(condition["expression"], activation))
-        except EvaluationError as exc:
-            results.append(exc)
-    if False in results:
-        return False
-    for result in results:
-        if isinstance(result, EvaluationError):
-            raise result
-    return True
+    return _all_conditions_hold(policy["spec"].get("matchConditions", []), _activation(call, param))
 
 
 def _message(validation: Json, activation: Mapping[str, Any]) -> tuple[str, bool]:

@@ -201,3 +201,5 @@ def test_the_readme_steps_work_verbatim(operator: subprocess.Popen[str]) -> None
         kubectl(
             "delete", "-f", str(ROOT / "examples/organization-acme.yaml"), "--ignore-not-found", check=False
         )
+        for env in ("prod", "staging", "dev"):  # Retain keeps them: an e2e run leaves nothing behind
+            kubectl("delete", "namespace", f"acme-{env}", "--ignore-not-found", "--wait=false", check=False)

@@ -8,7 +8,17 @@ import datetime as dt
 import time
 from typing import Any
 
-from tests.integration.conftest import ORG, POLICY, Api, Operator, metric_total, org_body, policy_body
+from tenantry.reconcile.queue import Priority
+from tests.integration.conftest import (
+    ORG,
+    POLICY,
+    Api,
+    Operator,
+    metric_total,
+    org_body,
+    policy_body,
+    settled,
+)
 from tests.integration.test_lifecycle import events
 from tests.integration.test_onboarding import ready, until
 
@@ -154,3 +164,9 @@ async def test_a_revoked_grant_is_removed_and_recorded(api: Api, operator: Opera
     await until(lambda: _gone(api))
     revoked = await until(lambda: events(api, "GrantRevoked"))
     assert "revoked" in revoked[0]["message"]
+    # Reported once: later reconciles (a resync, the binding's own DELETED event) see status
+    # without the grant.
+    await operator.runtime.events.enqueue_all(Priority.RESYNC)  # type: ignore[union-attr]
+    await settled(operator)
+    assert len(await events(api, "GrantRevoked")) == 1
+    assert not (await api.get(f"{ORG}/acme"))["status"].get("grants")

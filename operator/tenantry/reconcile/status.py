@@ -117,7 +117,9 @@ def build_status(
         "quota": outcome.quota,
         "guardrails": outcome.guardrails,
     }
-    if outcome.grants:
+    if outcome.grants or (current or {}).get("grants"):
+        # Written as [] once the last grant is gone: a merge patch that leaves the key out
+        # would keep the old list (and every reconcile would report the revocation again).
         status["grants"] = outcome.grants
     # Kept from the last time everything was applied, so drift is recognised after a restart.
     applied = outcome.applied_objects if ready else (current or {}).get("appliedObjects")

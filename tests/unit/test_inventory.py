@@ -234,3 +234,16 @@ def test_fill_entries_loads_listed_objects_but_never_over_watch_events() -> None
     assert inventory.get(object_key(netpol("listed"))) == slim(netpol("listed"))
     assert inventory.get(object_key(netpol("x"))) is None, "not ours"
     assert [o["metadata"]["name"] for o in inventory.owned_by("acme")] == ["listed", "tenantry-default-deny"]
+
+
+def test_bodies_are_kept_packed_and_handed_out_as_copies() -> None:
+    from tenantry.kube.inventory import Bodies
+
+    bodies = Bodies()
+    bodies["acme"] = {"metadata": {"name": "acme"}, "spec": {"environments": ["prod"]}}
+    got = bodies["acme"]
+    got["spec"]["environments"].append("dev")  # a caller's change stays the caller's
+    assert bodies["acme"]["spec"]["environments"] == ["prod"]
+    assert "acme" in bodies and len(bodies) == 1 and list(bodies) == ["acme"]
+    bodies.pop("acme")
+    assert "acme" not in bodies and bodies.get("acme") is None

@@ -11,7 +11,7 @@ from typing import Any
 from tenantry.api.policy import TenancyPolicy
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, KubeClient
-from tenantry.kube.inventory import Inventory
+from tenantry.kube.inventory import Bodies, Inventory
 from tenantry.observe.logging import get_logger
 from tenantry.render import ObjectKey
 
@@ -24,7 +24,7 @@ class Cluster:
 
     client: KubeClient
     inventory: Inventory = field(default_factory=Inventory)
-    organizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    organizations: Bodies = field(default_factory=Bodies)
     policies: dict[str, TenancyPolicy] = field(default_factory=dict)
     reserved_namespaces: tuple[str, ...] = ("tenantry-system",)
     event_namespace: str = "default"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantry.kube.inventory import Inventory, entry, slim
+from tenantry.kube.inventory import Bodies, Inventory, entry, slim
 from tenantry.render import labels as lbl
 from tenantry.render import object_key
 
@@ -237,8 +237,6 @@ def test_fill_entries_loads_listed_objects_but_never_over_watch_events() -> None
 
 
 def test_bodies_are_kept_packed_and_handed_out_as_copies() -> None:
-    from tenantry.kube.inventory import Bodies
-
     bodies = Bodies()
     bodies["acme"] = {"metadata": {"name": "acme"}, "spec": {"environments": ["prod"]}}
     got = bodies["acme"]

@@ -33,3 +33,37 @@ def minimal_org(name: str = "acme", **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": body,
     }
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """A timestamp as grants carry it (RFC 3339, UTC, whole seconds)."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def grant_spec(
+    *,
+    expires: dt.datetime,
+    approved_at: dt.datetime | None = None,
+    approved_by: str = "lead@acme.example",
+    name: str = "inc-4711",
+    subject: str = "dana",
+    requested_by: str = "dana@acme.example",
+    reason: str = "incident 4711",
+    ticket: str = "INC-4711",
+    elevation: str = "developer-exec",
+    environment: str = "prod",
+) -> dict[str, Any]:
+    """One entry of an Organization's spec.access.grants (approved when `approved_at` is given)."""
+    grant: dict[str, Any] = {
+        "name": name,
+        "subject": {"kind": "Group", "name": subject},
+        "elevation": elevation,
+        "environment": environment,
+        "reason": reason,
+        "ticket": ticket,
+        "requestedBy": requested_by,
+        "expires": rfc3339(expires),
+    }
+    if approved_at is not None:
+        grant["approval"] = {"approvedBy": approved_by, "approvedAt": rfc3339(approved_at)}
+    return grant

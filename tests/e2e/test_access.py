@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import grant_spec
 from tests.e2e.test_install_on_a_real_cluster import tenantry_run
 from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, get, kubectl, ready, wait_for
 
@@ -31,10 +32,6 @@ GRANT = "tenantry:grant:inc-1"
 # How long after its expiry a grant's binding may still exist on a real cluster: the operator's
 # timer fires at the expiry (about 0.1 s in the integration tests); the rest is API latency.
 EXPIRY_SLACK = 5.0
-
-
-def ts(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def policy() -> dict[str, Any]:
@@ -69,20 +66,16 @@ def organization(*grants: dict[str, Any]) -> dict[str, Any]:
 
 
 def grant(expires: dt.datetime, approved: bool) -> dict[str, Any]:
-    g: dict[str, Any] = {
-        "name": "inc-1",
-        "subject": {"kind": "Group", "name": "e2e-oncall"},
-        "elevation": "developer-exec",
-        "environment": "prod",
-        "reason": "e2e incident",
-        "ticket": "E2E-1",
-        "requestedBy": "oncall@e2e.example",
-        "expires": ts(expires),
-    }
-    if approved:
-        now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-        g["approval"] = {"approvedBy": "lead@e2e.example", "approvedAt": ts(now)}
-    return g
+    return grant_spec(
+        expires=expires,
+        approved_at=now() - dt.timedelta(seconds=5) if approved else None,
+        approved_by="lead@e2e.example",
+        name="inc-1",
+        subject="e2e-oncall",
+        requested_by="oncall@e2e.example",
+        reason="e2e incident",
+        ticket="E2E-1",
+    )
 
 
 def can(verb: str, resource: str, namespace: str, *groups: str, user: str = "e2e-person") -> bool:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from tenantry.reconcile.queue import Priority
+from tests.conftest import grant_spec
 from tests.integration.conftest import (
     ORG,
     POLICY,
@@ -28,10 +29,6 @@ GRANT = RB.format(ns="acme-prod", name="tenantry:grant:inc-4711")
 EXPIRY_SLACK = 2.0
 
 
-def ts(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def access_policy() -> dict[str, Any]:
     return policy_body(
         environments=[
@@ -43,22 +40,8 @@ def access_policy() -> dict[str, Any]:
 
 
 def grant(expires: dt.datetime, approved: bool) -> dict[str, Any]:
-    g: dict[str, Any] = {
-        "name": "inc-4711",
-        "subject": {"kind": "Group", "name": "dana"},
-        "elevation": "developer-exec",
-        "environment": "prod",
-        "reason": "incident 4711",
-        "ticket": "INC-4711",
-        "requestedBy": "dana@acme.example",
-        "expires": ts(expires),
-    }
-    if approved:
-        g["approval"] = {
-            "approvedBy": "lead@acme.example",
-            "approvedAt": ts(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)),
-        }
-    return g
+    approved_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5) if approved else None
+    return grant_spec(expires=expires, approved_at=approved_at)
 
 
 async def gone_after(api: Api, path: str, expires: dt.datetime) -> float:

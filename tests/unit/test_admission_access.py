@@ -21,7 +21,7 @@ from celpy.adapter import json_to_cel
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import render_organization
-from tests.conftest import ROOT
+from tests.conftest import ROOT, grant_spec
 from tests.unit.admission_cel import EvaluationError
 from tests.unit.admission_cel import condition as _condition
 from tests.unit.test_admission_guardrails import (
@@ -215,18 +215,12 @@ ORG_RESOURCE = ("tenantry.dev", "v1alpha1", "organizations")
 
 
 def grant(approved_by: str | None = "oncall-lead@acme.example", hours: int = 2, **extra: Any) -> Json:
-    g: Json = {
-        "name": "inc-4711",
-        "subject": {"kind": "Group", "name": "dana"},
-        "elevation": "developer-exec",
-        "environment": "prod",
-        "reason": "incident 4711: payments stuck",
-        "ticket": "INC-4711",
-        "requestedBy": "dana@acme.example",
-        "expires": (NOW + dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    if approved_by is not None:
-        g["approval"] = {"approvedBy": approved_by, "approvedAt": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    g = grant_spec(
+        expires=NOW + dt.timedelta(hours=hours),
+        approved_at=NOW if approved_by is not None else None,
+        approved_by=approved_by or "",
+        reason="incident 4711: payments stuck",
+    )
     g.update(extra)
     return g
 

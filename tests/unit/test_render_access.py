@@ -15,6 +15,7 @@ from tenantry.api.problems import InvalidObjectError
 from tenantry.cli import main
 from tenantry.render import is_managed_name, render_organization
 from tenantry.render.access import GRANT_PREFIX
+from tests.conftest import grant_spec, rfc3339
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 TODAY = NOW.date()
@@ -35,23 +36,9 @@ POLICY = TenancyPolicy.model_validate(
 )
 
 
-def ts(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def grant(hours: float = 2, approved: bool = True, **extra: Any) -> dict[str, Any]:
-    g: dict[str, Any] = {
-        "name": "inc-4711",
-        "subject": {"kind": "Group", "name": "dana"},
-        "elevation": "developer-exec",
-        "environment": "prod",
-        "reason": "incident 4711",
-        "ticket": "INC-4711",
-        "requestedBy": "dana@acme.example",
-        "expires": ts(NOW + dt.timedelta(hours=hours)),
-    }
-    if approved:
-        g["approval"] = {"approvedBy": "lead@acme.example", "approvedAt": ts(NOW - dt.timedelta(minutes=1))}
+    approved_at = NOW - dt.timedelta(minutes=1) if approved else None
+    g = grant_spec(expires=NOW + dt.timedelta(hours=hours), approved_at=approved_at)
     g.update(extra)
     return g
 
@@ -126,11 +113,11 @@ def test_pending_expired_and_future_grants_are_not_rendered() -> None:
     assert [k for k in bindings(expired, later - dt.timedelta(seconds=1)) if k[1].startswith(GRANT_PREFIX)]
     rendering = render_organization(expired, POLICY, TODAY, later)
     assert [w.message for w in rendering.warnings if "expired" in w.message] == [
-        f"grant 'inc-4711' expired at {ts(later)}; it is no longer rendered (remove it)"
+        f"grant 'inc-4711' expired at {rfc3339(later)}; it is no longer rendered (remove it)"
     ]
     assert rendering.grants[0]["phase"] == "Expired" and rendering.next_change is None
     future = grant(
-        approval={"approvedBy": "lead@acme.example", "approvedAt": ts(NOW + dt.timedelta(hours=1))}
+        approval={"approvedBy": "lead@acme.example", "approvedAt": rfc3339(NOW + dt.timedelta(hours=1))}
     )
     assert not [k for k in bindings(org(grants=[future])) if k[1].startswith(GRANT_PREFIX)]
 
@@ -197,7 +184,7 @@ def test_render_shows_mfa_bindings_and_active_grants(tmp_path: Any) -> None:
         )
     )
     out, err = io.StringIO(), io.StringIO()
-    args = ["render", "-f", str(org_file), "--policy", str(policy_file), "--now", ts(NOW)]
+    args = ["render", "-f", str(org_file), "--policy", str(policy_file), "--now", rfc3339(NOW)]
     assert main(args, out, err) == 0, err.getvalue()
     docs = list(yaml.safe_load_all(out.getvalue()))
     names = {
@@ -211,5 +198,5 @@ def test_render_shows_mfa_bindings_and_active_grants(tmp_path: Any) -> None:
     )
     assert prod_devs["subjects"][0]["name"] == "acme-devs:mfa"
     out2 = io.StringIO()
-    assert main([*args[:-1], ts(NOW + dt.timedelta(hours=3))], out2, io.StringIO()) == 0
+    assert main([*args[:-1], rfc3339(NOW + dt.timedelta(hours=3))], out2, io.StringIO()) == 0
     assert "tenantry:grant:inc-4711" not in out2.getvalue()

@@ -64,7 +64,7 @@ def _read_bytes(path: str) -> bytes:
         raise UsageError(f"cannot read {escape(path)}: {exc.strerror or exc}") from exc
 
 
-def _read(paths: Sequence[str], option: str = "-f") -> Documents:
+def _read(paths: Sequence[str]) -> Documents:
     merged = Documents()
     if list(paths).count("-") > 1:
         raise UsageError("standard input (-) can be read only once; name it in one -f or --policy")

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from tenantry.api.base import DNS_SUBDOMAIN_MAX, MAX_SUBJECTS, DNSLabel, Model, cel
+from tenantry.api.base import DNS_SUBDOMAIN_MAX, MAX_SUBJECTS, DNSLabel, Model, cel, duplicates
 from tenantry.api.common import Subject
 
 MAX_GRANTS = 16
@@ -172,8 +172,7 @@ class Grant(Model):
 
 
 def _unique_names(grants: list[Grant]) -> list[Grant]:
-    names = [g.name for g in grants]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = duplicates(g.name for g in grants)
     if dupes:
         raise ValueError(f"grant name(s) used twice: {', '.join(dupes)}")
     return grants

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -303,3 +304,14 @@ ContainerResources = Annotated[
         }
     ),
 ]
+
+
+def duplicates(values: Iterable[Any]) -> list[str]:
+    """The values that occur more than once, sorted, as text (for "listed twice" messages)."""
+    seen: set[Any] = set()
+    twice: set[str] = set()
+    for value in values:
+        if value in seen:
+            twice.add(str(value))
+        seen.add(value)
+    return sorted(twice)

@@ -26,6 +26,7 @@ from tenantry.api.base import (
     Model,
     ResourceList,
     cel,
+    duplicates,
 )
 from tenantry.api.common import Port, Subject
 from tenantry.api.guardrails import OrganizationGuardrails
@@ -47,8 +48,7 @@ CIDR = Annotated[str, Field(min_length=1, max_length=43), AfterValidator(_check_
 
 
 def _unique(value: list[Any]) -> list[Any]:
-    seen: set[Any] = set()
-    dupes = sorted({str(v) for v in value if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+    dupes = duplicates(value)
     if dupes:
         raise ValueError(f"duplicate entries: {', '.join(dupes)}")
     return value

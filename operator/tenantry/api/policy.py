@@ -28,6 +28,7 @@ from tenantry.api.base import (
     Model,
     ResourceList,
     cel,
+    duplicates,
 )
 from tenantry.api.common import Port, Subject
 from tenantry.api.guardrails import Guardrails
@@ -180,8 +181,7 @@ class GitOpsPolicy(Model):
 
 
 def _unique_env_names(envs: list[EnvironmentPolicy]) -> list[EnvironmentPolicy]:
-    names = [e.name for e in envs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = duplicates(e.name for e in envs)
     if dupes:
         raise ValueError(f"environment(s) listed twice: {', '.join(dupes)}")
     return envs

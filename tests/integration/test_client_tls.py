@@ -18,6 +18,7 @@ import aiohttp.web
 import pytest
 import pytest_asyncio
 import trustme
+from kubernetes.aio import client as aio_client
 
 from tenantry.kube.client import ApiError, Connection, KubeClient, Retry
 from tenantry.kube.resources import NAMESPACE
@@ -149,6 +150,8 @@ async def test_a_rotated_token_is_reloaded_once_and_used_by_requests_and_watches
         tls_api.tokens = {"second"}  # the old token is revoked
         await client.get(NAMESPACE, "after")
         events = [e async for e in client.watch(NAMESPACE, {"timeoutSeconds": "1"}, read_timeout=5)]
+        # The official client's typed APIs on the same ApiClient (how the Lease election talks).
+        await aio_client.CoreV1Api(client.api_client).read_namespace("typed")
     finally:
         await client.close()
     assert reloads == [1]
@@ -156,5 +159,6 @@ async def test_a_rotated_token_is_reloaded_once_and_used_by_requests_and_watches
         "first",
         "second",
     ]
-    assert tls_api.seen[-1] == ("/api/v1/namespaces", "second", None)
+    assert ("/api/v1/namespaces", "second", None) in tls_api.seen
+    assert tls_api.seen[-1] == ("/api/v1/namespaces/typed", "second", None)
     assert events[0]["object"]["metadata"]["name"] == "a"

@@ -1,9 +1,10 @@
-"""The test suite's fake Kubernetes API server (kmock + `TenantryKube`), as a process of its own.
+"""The test suite's fake Kubernetes API server (`tests/fakeapi`), as a process of its own.
 
     python bench/fake_apiserver.py [--port 0]
 
 Prints `READY <port>` on stdout once it listens on 127.0.0.1. It is the integration tests'
-`TenantryKube` (imported, not copied) plus request counters the benchmark reads over HTTP:
+`FakeApiServer` (imported, not copied; its docstring says what it models), with the request
+log off (the counters below replace it), plus request counters the benchmark reads over HTTP:
 
     GET  /_bench/counters[?window=W]  -> the counters of every window (or of W), as JSON
     POST /_bench/window?name=restart  -> count from now on into the window "restart"
@@ -13,22 +14,15 @@ and polling) are served but not counted. Everything else (Kopf's watches, Tenant
 is counted per window as reads (list, get, watch, discovery) and writes (create, apply, patch,
 update, delete), also per resource; each write is recorded (time, verb, path, Event reason).
 
-Changes to kmock's costs, not to its answers, so the fake is less of a bottleneck than it would
-be at this scale: served requests are not kept (`_forget`), a GET is a key lookup
-(`_serve_fetch`). And one fix: LISTs honour `?limit=`/`continue` (`_serve_list`), so a client
-sees pages as from an API server (kmock answers every LIST in one piece).
-
-Besides the test suite's resources it declares Kopf's `ClusterKopfPeering` (as
-`manifests/base/kopf-peering.yaml` installs it), so the operator can run with peering.
-
 A quota controller (what kube-controller-manager's resourcequota controller does for a
 namespace without pods or PVCs; `--no-quota-controller` turns it off):
 
 - `--quota-delay` seconds (0.5 by default) after a ResourceQuota is created, or after a write
   changes its `spec.hard`, it writes `status.hard` = `spec.hard` and `status.used` = "0" for
   every key of `spec.hard` (a value that churn set is kept while its key stays in spec.hard),
-  as an update of the status subresource: a new resourceVersion and one MODIFIED watch event,
-  the same as `PUT .../resourcequotas/NAME/status` from the real controller. A write that leaves
+  as an update of the status subresource (`FakeApiServer.write_status`): a new
+  resourceVersion and one MODIFIED watch event, the same as `PUT .../resourcequotas/NAME/status`
+  from the real controller, with managedFields for kube-controller-manager. A write that leaves
   status already right gets no status write (the real controller also writes only on change).
   These writes are not requests of the operator: they are counted apart
   (`quota_status_writes` in each window).
@@ -51,74 +45,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import random
 import signal
+import socket
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import attrs
-import kmock
-from kmock._internal import parsing as kmock_parsing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: `tests`
 
-from tests.integration.kmock_fixture import (
-    VERBS,
-    TenantryKube,
-    declare_tenantry_resources,
-    parse_path_with_namespaces,
-)
+from tests.fakeapi.server import FakeApiServer, Request
 
 BENCH_AGENT = "tenantry-bench"
 WRITE_LOG_LIMIT = 5000  # per window; the counts stay exact beyond it
 WRITES_PER_PATH = 8  # the last writes of every path, for the drift probes (`/_bench/writes`)
-QUOTAS = kmock.resource("", "v1", "resourcequotas")
-# Requests that are not about objects: Kopf peering heartbeats, the leader Lease renewals.
-HEARTBEAT_GROUPS = ("kopf.dev", "coordination.k8s.io")
+QUOTAS = "v1/resourcequotas"
+# Requests that are not about objects: the leader Lease's renewals.
+HEARTBEAT_GROUPS = ("coordination.k8s.io",)
+READS = {"list", "get", "watch", "discovery", "unserved"}
 
 
-def classify(request: kmock.Request) -> str:
-    """The verb of a request, as the Kubernetes audit log would name it."""
-    method = str(request.method.value if request.method else "").upper()
-    if method == "GET":
-        if request.action == kmock.action.WATCH:
-            return "watch"
-        if request.resource is None or request.resource.plural is None:
-            return "discovery"
-        return "list" if request.action == kmock.action.LIST else "get"
-    if method == "PATCH":
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        return "apply" if content_type == "application/apply-patch+yaml" else "patch"
-    return {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method, method.lower())
+class Counters:
+    """What the operator asked for, per window (the benchmark's phases)."""
 
+    def __init__(self) -> None:
+        self.window = "startup"
+        self.windows: dict[str, dict[str, Any]] = {}
+        self.writes_by_path: dict[str, list[tuple[str, float]]] = {}
 
-READS = {"list", "get", "watch", "discovery"}
-
-
-@attrs.define(kw_only=True)
-class CountingKube(TenantryKube):
-    """`TenantryKube` that counts what it serves, per window, and serves `/_bench/` itself."""
-
-    window: str = attrs.field(default="startup", init=False)
-    windows: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
-    list_snapshots: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
-    writes_by_path: dict[str, list[tuple[str, float]]] = attrs.field(factory=dict, init=False)
-    # The quota controller (see the module's docstring).
-    quota_controller: bool = True
-    quota_delay: float = 0.5
-    churn_every: float = 0.0
-    churn_count: int = 10
-    _quota_due: dict[tuple[Any, str | None, str], float] = attrs.field(factory=dict, init=False)
-    quota_stats: dict[str, int] = attrs.field(
-        factory=lambda: {"status_writes": 0, "churn_writes": 0, "churn_rounds": 0}, init=False
-    )
-
-    def _current(self) -> dict[str, Any]:
+    def current(self) -> dict[str, Any]:
         return self.windows.setdefault(
             self.window,
             {
@@ -131,196 +89,106 @@ class CountingKube(TenantryKube):
                 "by_resource": {},
                 "write_log": [],
                 "last_request_at": None,
-                "last_object_request_at": None,  # heartbeats, Lease renewals, unserved polls excluded
+                "last_object_request_at": None,  # Lease renewals and unserved polls excluded
                 "last_write_at": None,
                 "quota_status_writes": 0,  # the fake's quota controller (not the operator)
                 "first_at": {},  # "<resource> <verb>" -> when first seen (a timeline of the start)
             },
         )
 
-    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        if raw_request.path.startswith("/_bench/"):
-            return self._control(raw_request)
-        return await super().__call__(raw_request)
-
-    def _control(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        if raw_request.path == "/_bench/window" and raw_request.method == "POST":
-            self.window = raw_request.query.get("name", "default")
-            self._current()
-            return aiohttp.web.json_response({"window": self.window})
-        if raw_request.path == "/_bench/churn" and raw_request.method == "POST":
-            self.churn_every = float(raw_request.query.get("every", "0"))
-            self.churn_count = int(raw_request.query.get("count", self.churn_count))
-            return aiohttp.web.json_response({"every": self.churn_every, "count": self.churn_count})
-        if raw_request.path == "/_bench/writes":
-            writes = self.writes_by_path.get(raw_request.query.get("path", ""), [])
-            return aiohttp.web.json_response(
-                {"now": time.time(), "writes": [{"verb": v, "at": at} for v, at in writes]}
-            )
-        if raw_request.path == "/_bench/counters":  # ?window=NAME: only that window
-            only = raw_request.query.get("window")
-            windows = {k: v for k, v in self.windows.items() if only in (None, k)}
-            return aiohttp.web.json_response(
-                {
-                    "now": time.time(),
-                    "window": self.window,
-                    "objects": len(self._objects),
-                    "requests_kept": len(self._requests),
-                    "quota_controller": {**self.quota_stats, "pending": len(self._quota_due)},
-                    "windows": windows,
-                }
-            )
-        return aiohttp.web.json_response({"error": "unknown bench path"}, status=404)
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        if (
-            request.resource is not None
-            and request.resource.plural is None
-            and request.method == kmock.method.GET
-        ):
-            # Discovery of one group/version (`/api/v1`, `/apis/G/V`): kmock serves it, but
-            # `TenantryKube` takes it for an undeclared resource and answers 404; kubectl needs it.
-            counters = (
-                None
-                if request.headers.get("User-Agent", "").startswith(BENCH_AGENT)
-                else self._count(request)
-            )
-            try:
-                return await kmock.KubernetesEmulator._handle(self, request)
-            finally:
-                self._forget(request)
-        counters = (
-            None if request.headers.get("User-Agent", "").startswith(BENCH_AGENT) else self._count(request)
-        )
-        try:
-            response = await super()._handle(request)
-        except Exception:
-            if counters is not None:
-                counters["errors"] += 1
-            raise
-        finally:
-            self._forget(request)
-        if counters is not None and getattr(response, "status", 200) >= 400:
+    def count(self, request: Request) -> None:
+        if request.user_agent.startswith(BENCH_AGENT):
+            return
+        counters = self.current()
+        verb, now = request.verb, time.time()
+        counters["by_verb"][verb] = counters["by_verb"].get(verb, 0) + 1
+        client = "kopf" if request.user_agent.startswith("kopf/") else "tenantry-client"
+        counters["by_client"][client] = counters["by_client"].get(client, 0) + 1
+        resource = request.plural or "-"
+        per_resource = counters["by_resource"].setdefault(resource, {})
+        per_resource[verb] = per_resource.get(verb, 0) + 1
+        counters["first_at"].setdefault(f"{resource} {verb}", now)
+        counters["last_request_at"] = now
+        if request.status >= 400 and verb != "unserved":
             counters["errors"] += 1
-        return response
+        # Not object work: Lease renewals, and the operator's poll of a kind that is not served
+        # (Argo CD's AppProjects every few seconds, while Argo CD is not installed).
+        if verb != "unserved" and request.group not in HEARTBEAT_GROUPS:
+            counters["last_object_request_at"] = now
+        if verb in READS:
+            counters["reads"] += 1
+            return
+        counters["writes"] += 1
+        counters["last_write_at"] = now
+        recent = self.writes_by_path.setdefault(request.path, [])
+        recent.append((verb, now))
+        del recent[:-WRITES_PER_PATH]
+        if len(counters["write_log"]) < WRITE_LOG_LIMIT:
+            data = request.body if isinstance(request.body, dict) else {}
+            counters["write_log"].append(
+                {"at": now, "verb": verb, "path": request.path, "reason": data.get("reason")}
+            )
 
-    async def _serve_list(self, request: kmock.Request) -> Any:
-        """`?limit=` pages, as an API server serves them: every page of one LIST comes from the
-        snapshot taken for the first one (kmock 0.8 ignores `limit` and sends everything)."""
-        limit = int(request.params.get("limit") or 0)
-        token = request.params.get("continue")
-        if token:
-            snapshot, _, offset = token.rpartition(":")
-            if snapshot not in self.list_snapshots:
-                raise kmock.KubernetesError(status=410, reason="Expired", message="continue expired")
-            result = self.list_snapshots[snapshot]
-        else:
-            result = await super()._serve_list(request)
-            offset, snapshot = "0", str(uuid.uuid4())
-            if not limit or len(result["items"]) <= limit:
-                return result
-            self.list_snapshots[snapshot] = result
-        start = int(offset)
-        page = {
-            **result,
-            "metadata": dict(result["metadata"]),
-            "items": result["items"][start : start + limit],
-        }
-        if start + limit < len(result["items"]):
-            page["metadata"]["continue"] = f"{snapshot}:{start + limit}"
-        else:
-            del self.list_snapshots[snapshot]
-        return page
 
-    async def _serve_version(self, request: kmock.Request) -> Any:
-        """kmock names the core group's version "/v1"; an API server (and kubectl) says "v1"."""
-        result = await super()._serve_version(request)
-        result["groupVersion"] = result["groupVersion"].lstrip("/")
-        return result
+class QuotaController:
+    """What kube-controller-manager's resourcequota controller does here (see the docstring)."""
 
-    async def _serve_fetch(self, request: kmock.Request) -> Any:
-        """kmock scans every stored object for each GET (~40,000 at N=1,000); an API server
-        looks the key up. Same answers, without the O(objects) scan."""
-        if request.resource is None or request.name is None:
-            raise kmock.KubernetesObjectNotFoundError()
-        namespace = request.namespace if self._info(request.resource).namespaced else None
-        key = (request.resource, namespace, request.name)
-        if key not in self._objects or self._objects[key].deleted:
-            raise kmock.KubernetesObjectNotFoundError()
-        return self._objects[key].raw
+    def __init__(
+        self, kube: FakeApiServer, counters: Counters, delay: float, churn_every: float, churn_count: int
+    ) -> None:
+        self.kube, self.counters, self.delay = kube, counters, delay
+        self.churn_every, self.churn_count = churn_every, churn_count
+        self.due: dict[tuple[str | None, str], float] = {}
+        self.stats = {"status_writes": 0, "churn_writes": 0, "churn_rounds": 0}
+        kube.listeners.append(self.on_change)
 
-    def _forget(self, request: kmock.Request) -> None:
-        """kmock keeps every request and, for each new one, scans that whole history for every
-        reaction (``request in reaction``): O(requests²), ~0.1 s per request after a few
-        hundred. The benchmark needs no history (it has its counters), so a served request is
-        dropped; the ones being served (open watches included) stay, as kmock's matching needs."""
-        for index, kept in enumerate(self._requests):
-            if kept is request:
-                del self._requests[index]
-                return
-
-    # -- the quota controller -------------------------------------------------------------------
-    def _write(self, request: kmock.Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Every write of the emulator; a quota whose status no longer matches its spec.hard is
-        due for a status update `quota_delay` seconds later (the controller's work queue)."""
-        result, events = super()._write(request)
-        if self.quota_controller and request.resource == QUOTAS:
-            for event in events:
-                raw = event["object"]
-                if event["type"] != "DELETED" and self._quota_status(raw) != raw.get("status"):
-                    meta = raw["metadata"]
-                    key = (QUOTAS, meta.get("namespace"), meta["name"])
-                    self._quota_due.setdefault(key, time.monotonic() + self.quota_delay)
-        return result, events
+    def on_change(self, resource: str, type_: str, obj: dict[str, Any]) -> None:
+        """A quota whose status no longer matches its spec.hard is due `delay` seconds later
+        (the controller's work queue)."""
+        if resource != QUOTAS or type_ == "DELETED":
+            return
+        if self.wanted(obj) != obj.get("status"):
+            meta = obj["metadata"]
+            self.due.setdefault((meta.get("namespace"), meta["name"]), time.monotonic() + self.delay)
 
     @staticmethod
-    def _quota_status(raw: dict[str, Any]) -> dict[str, Any]:
-        """What the controller computes for a namespace without pods or PVCs: hard = spec.hard,
-        used = 0 for every key (a value set by churn is kept while its key is still hard)."""
-        hard = dict((raw.get("spec") or {}).get("hard") or {})
-        used = (raw.get("status") or {}).get("used") or {}
+    def wanted(obj: dict[str, Any]) -> dict[str, Any]:
+        """For a namespace without pods or PVCs: hard = spec.hard, used = 0 for every key (a value
+        set by churn is kept while its key is still hard)."""
+        hard = dict((obj.get("spec") or {}).get("hard") or {})
+        used = (obj.get("status") or {}).get("used") or {}
         return {"hard": hard, "used": {key: used.get(key, "0") for key in hard}}
 
-    async def _update_quota_status(self, key: tuple[Any, str | None, str], status: Any = None) -> bool:
-        """One status update, as `PUT .../resourcequotas/NAME/status`: new resourceVersion, one
-        MODIFIED event; nothing if the status is already right or the quota is gone."""
-        async with self._lock:
-            if key not in self._objects or self._objects[key].deleted:
-                return False
-            obj = self._objects[key]
-            new: dict[str, Any] = copy.deepcopy(obj.raw)
-            new["status"] = status if status is not None else self._quota_status(new)
-            if new.get("status") == obj.raw.get("status"):
-                return False
-            new["metadata"]["resourceVersion"] = self._next_rv()
-            obj.history.append(new)
-            await self._buses[QUOTAS].put({"type": "MODIFIED", "object": new})
-        self._current()["quota_status_writes"] += 1
-        return True
+    def write(self, namespace: str | None, name: str, status: dict[str, Any] | None = None) -> bool:
+        obj = self.kube.objects[QUOTAS].get((namespace or "", name))
+        if obj is None:
+            return False
+        written = self.kube.write_status(QUOTAS, namespace, name, status or self.wanted(obj))
+        if written:
+            self.counters.current()["quota_status_writes"] += 1
+        return written
 
-    async def run_quota_controller(self) -> None:
-        """Status of new or changed quotas after `quota_delay`; churn of `status.used`."""
+    async def run(self) -> None:
         next_churn = time.monotonic()
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
-            for key in [k for k, due in self._quota_due.items() if due <= now]:
-                del self._quota_due[key]
-                if await self._update_quota_status(key):
-                    self.quota_stats["status_writes"] += 1
+            for key in [k for k, due in self.due.items() if due <= now]:
+                del self.due[key]
+                if self.write(*key):
+                    self.stats["status_writes"] += 1
             if self.churn_every <= 0:
                 next_churn = now
             elif now >= next_churn:
                 next_churn = now + self.churn_every
-                await self._churn()
+                self.churn()
 
-    async def _churn(self) -> None:
+    def churn(self) -> None:
         """A pod started or stopped in each of `churn_count` random namespaces."""
-        quotas = [k for k, o in self._objects.items() if k[0] == QUOTAS and not o.deleted]
-        self.quota_stats["churn_rounds"] += 1
-        for key in random.sample(quotas, min(self.churn_count, len(quotas))):
-            raw = self._objects[key].raw
-            status = raw.get("status")
+        quotas = list(self.kube.objects[QUOTAS].items())
+        self.stats["churn_rounds"] += 1
+        for (namespace, name), obj in random.sample(quotas, min(self.churn_count, len(quotas))):
+            status = obj.get("status")
             if not status or "used" not in status:
                 continue  # not synced by the controller yet
             current = str(status["used"].get("pods", "0"))
@@ -337,70 +205,84 @@ class CountingKube(TenantryKube):
                 "limits.memory": f"{n * 512}Mi" if n else "0",
             }
             used = {k: usage.get(k, v) for k, v in status["used"].items()}
-            if await self._update_quota_status(key, {**status, "used": used}):
-                self.quota_stats["churn_writes"] += 1
+            if self.write(namespace, name, {**status, "used": used}):
+                self.stats["churn_writes"] += 1
 
-    def _count(self, request: kmock.Request) -> dict[str, Any]:
-        counters = self._current()
-        agent = request.headers.get("User-Agent", "")
-        verb = classify(request)
-        now = time.time()
-        counters["by_verb"][verb] = counters["by_verb"].get(verb, 0) + 1
-        client = "kopf" if agent.startswith("kopf/") else "tenantry-client"
-        counters["by_client"][client] = counters["by_client"].get(client, 0) + 1
-        resource = request.resource.plural if request.resource and request.resource.plural else "-"
-        per_resource = counters["by_resource"].setdefault(resource, {})
-        per_resource[verb] = per_resource.get(verb, 0) + 1
-        counters["first_at"].setdefault(f"{resource} {verb}", now)
-        counters["last_request_at"] = now
-        # Not object work: heartbeats, and the operator's poll of a kind that is not served
-        # (Argo CD's AppProjects every few seconds, while Argo CD is not installed).
-        if request.resource is None or (
-            request.resource.group not in HEARTBEAT_GROUPS and request.resource in self.resources
-        ):
-            counters["last_object_request_at"] = now
-        if verb in READS:
-            counters["reads"] += 1
-        else:
-            counters["writes"] += 1
-            counters["last_write_at"] = now
-            recent = self.writes_by_path.setdefault(request.url.path, [])
-            recent.append((verb, now))
-            del recent[:-WRITES_PER_PATH]
-            if len(counters["write_log"]) < WRITE_LOG_LIMIT:
-                data = request.data if isinstance(request.data, dict) else {}
-                counters["write_log"].append(
-                    {"at": now, "verb": verb, "path": request.url.path, "reason": data.get("reason")}
-                )
-        return counters
+
+def control_routes(
+    kube: FakeApiServer, counters: Counters, quotas: QuotaController | None
+) -> list[aiohttp.web.RouteDef]:
+    async def window(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        counters.window = request.query.get("name", "default")
+        counters.current()
+        return aiohttp.web.json_response({"window": counters.window})
+
+    async def churn(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        if quotas is None:
+            return aiohttp.web.json_response({"error": "no quota controller"}, status=409)
+        quotas.churn_every = float(request.query.get("every", "0"))
+        quotas.churn_count = int(request.query.get("count", quotas.churn_count))
+        return aiohttp.web.json_response({"every": quotas.churn_every, "count": quotas.churn_count})
+
+    async def writes(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        recent = counters.writes_by_path.get(request.query.get("path", ""), [])
+        return aiohttp.web.json_response(
+            {"now": time.time(), "writes": [{"verb": v, "at": at} for v, at in recent]}
+        )
+
+    async def read_counters(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        only = request.query.get("window")  # ?window=NAME: only that window
+        controller = {**quotas.stats, "pending": len(quotas.due)} if quotas else {}
+        return aiohttp.web.json_response(
+            {
+                "now": time.time(),
+                "window": counters.window,
+                "objects": sum(len(store) for store in kube.objects.values()),
+                "requests_kept": len(kube.requests),
+                "quota_controller": controller,
+                "windows": {k: v for k, v in counters.windows.items() if only in (None, k)},
+            }
+        )
+
+    return [
+        aiohttp.web.post("/_bench/window", window),
+        aiohttp.web.post("/_bench/churn", churn),
+        aiohttp.web.get("/_bench/writes", writes),
+        aiohttp.web.get("/_bench/counters", read_counters),
+    ]
 
 
 async def serve(args: argparse.Namespace) -> None:
-    # Gap (a) of kmock_fixture.py: /api/v1/namespaces paths. The tests monkeypatch it per test;
-    # this process is all fake API server, so it is patched for the process's lifetime.
-    kmock_parsing.parse_path = parse_path_with_namespaces
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    kube_options = {
-        "quota_controller": args.quota_controller,
-        "quota_delay": args.quota_delay,
-        "churn_every": args.quota_churn,
-        "churn_count": args.quota_churn_count,
-    }
-    async with CountingKube(**kube_options) as kube, kmock.Server(kube, port=args.port) as server:
-        declare_tenantry_resources(kube)
-        controller = asyncio.create_task(kube.run_quota_controller())
-        kube.resources["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
-            kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False, verbs=VERBS
-        )
-        print(f"READY {server.port}", flush=True)
-        await stop.wait()
+    kube = FakeApiServer(keep_requests=False)
+    counters = Counters()
+    kube.observers.append(counters.count)
+    quotas = (
+        QuotaController(kube, counters, args.quota_delay, args.quota_churn, args.quota_churn_count)
+        if args.quota_controller
+        else None
+    )
+    app = aiohttp.web.Application(client_max_size=64 * 1024 * 1024)
+    app.add_routes(
+        [*control_routes(kube, counters, quotas), aiohttp.web.route("*", "/{tail:.*}", kube.handle)]
+    )
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    listener = socket.create_server(("127.0.0.1", args.port))
+    port = listener.getsockname()[1]
+    await aiohttp.web.SockSite(runner, listener).start()
+    controller = asyncio.create_task(quotas.run()) if quotas else None
+    print(f"READY {port}", flush=True)
+    await stop.wait()
+    if controller:
         controller.cancel()
-        crashes = [e for e in kube.errors if not isinstance(e, kmock.KubernetesError)]
-        for crash in crashes[:20]:
-            print(f"kmock crashed while serving: {crash!r}", file=sys.stderr)
+    await kube.stop()
+    await runner.cleanup()
+    for crash in kube.crashes[:20]:
+        print(f"the fake API server crashed while serving: {crash!r}", file=sys.stderr)
 
 
 def main() -> None:

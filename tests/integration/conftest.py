@@ -1,7 +1,7 @@
-"""Integration fixtures: the real operator (Kopf + our handlers + our HTTP client) against kmock.
+"""Integration fixtures: the real operator (Kopf + our runtime + our HTTP client) against the
+fake API server (tests/fakeapi, which says what it models), over real HTTP on 127.0.0.1.
 
-`kmock_fixture.py` holds the documented kmock 0.8 gap-fillers; this file starts Tenantry on it
-and gives tests a small aiohttp client that speaks to the fake API server over real HTTP.
+`Api` is what a person or Argo CD does to the cluster: plain aiohttp, independent of our client.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import kmock
 import kopf
 import pytest_asyncio
 
@@ -20,20 +19,52 @@ from tenantry.reconcile.config import Config
 from tenantry.reconcile.frame import register
 from tenantry.reconcile.runtime import Runtime
 from tests.conftest import minimal_org
-from tests.integration.kmock_fixture import TenantryKube, eventually, kube, run_operator  # noqa: F401
+from tests.fakeapi.resources import APPPROJECTS
+from tests.fakeapi.server import FakeApiServer, Request
+from tests.integration.kopf_harness import eventually, run_operator
 from tests.unit.helpers import TODAY
 
 # Marks the test's own requests, so RBAC tests can tell them from the operator's.
 TEST_CLIENT = {"X-Tenantry-Test-Client": "1"}
 ORG = "/apis/tenantry.dev/v1alpha1/organizations"
 POLICY = "/apis/tenantry.dev/v1alpha1/tenancypolicies"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+R_ORGANIZATIONS = "tenantry.dev/v1alpha1/organizations"
+R_POLICIES = "tenantry.dev/v1alpha1/tenancypolicies"
+CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+
+
+def crd_object(plural: str) -> dict[str, Any]:
+    """The CRD object itself, with the finalizer the API server puts on every CRD (it deletes
+    the custom objects before the CRD goes)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.tenantry.dev", "finalizers": [CRD_CLEANUP_FINALIZER]},
+        "spec": {"group": "tenantry.dev", "names": {"plural": plural}, "scope": "Cluster"},
+    }
+
+
+@pytest_asyncio.fixture
+async def kube() -> AsyncIterator[FakeApiServer]:
+    """A running fake API server (random port on 127.0.0.1) serving Tenantry's resources, with
+    both CRD objects present, as after `kubectl apply -f crds/`."""
+    async with FakeApiServer() as server:
+        async with aiohttp.ClientSession() as session:
+            for plural in ("organizations", "tenancypolicies"):
+                async with session.post(
+                    server.url + CRDS, json=crd_object(plural), headers=TEST_CLIENT
+                ) as response:
+                    assert response.status < 300, await response.text()
+        yield server
+        assert not server.crashes, f"the fake API server crashed while serving: {server.crashes!r}"
 
 
 class Api:
     """What a person or Argo CD does to the cluster: plain HTTP, independent of our client."""
 
-    def __init__(self, kube: TenantryKube, session: aiohttp.ClientSession) -> None:
-        self.kube, self.session, self.base = kube, session, str(kube.url).rstrip("/")
+    def __init__(self, kube: FakeApiServer, session: aiohttp.ClientSession) -> None:
+        self.kube, self.session, self.base = kube, session, kube.url
 
     async def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
@@ -73,13 +104,12 @@ class Api:
     def writes(self) -> list[tuple[str, str]]:
         """Every write request the operator has sent so far, as (method, path), oldest first.
 
-        The test's own requests (TEST_CLIENT header) are not counted. kmock's `request.method`
-        is a str enum whose str() is "method.PATCH": compare its value, never str() of it.
+        The test's own requests (TEST_CLIENT header) are not counted.
         """
         return [
-            (method, r.url.path)
-            for r in self.kube
-            if not r.headers.get(TEST_CLIENT_HEADER) and (method := _method(r)) in WRITE_METHODS
+            (r.method, r.path)
+            for r in self.kube.requests
+            if not is_test_client(r) and r.method in WRITE_METHODS
         ]
 
 
@@ -87,9 +117,8 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TEST_CLIENT_HEADER = next(iter(TEST_CLIENT))
 
 
-def _method(request: kmock.Request) -> str:
-    method = request.method
-    return str(getattr(method, "value", method)).upper()
+def is_test_client(request: Request) -> bool:
+    return bool(request.headers.get(TEST_CLIENT_HEADER))
 
 
 def metric_total(name: str, **labels: str) -> float:
@@ -142,14 +171,11 @@ def policy_body(name: str = "default", **spec: Any) -> dict[str, Any]:
     }
 
 
-def declare_argocd(kube: TenantryKube) -> None:
-    """Make the fake cluster have Argo CD's AppProject CRD (start or restart the operator after)."""
-    kube.resources["argoproj.io/v1alpha1/appprojects"] = kmock.ResourceInfo(
-        kind="AppProject",
-        singular="appproject",
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    )
+async def declare_argocd(api: Api) -> None:
+    """Install Argo CD in the fake cluster: its namespace, and its AppProject CRD served."""
+    api.kube.serve(APPPROJECTS)
+    if await api.get("/api/v1/namespaces/argocd") is None:
+        await api.create("/api/v1/namespaces", {"metadata": {"name": "argocd"}})
 
 
 def kopf_settings() -> kopf.OperatorSettings:
@@ -166,7 +192,7 @@ def kopf_settings() -> kopf.OperatorSettings:
 
 
 @pytest_asyncio.fixture
-async def api(kube: TenantryKube) -> AsyncIterator[Api]:
+async def api(kube: FakeApiServer) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         yield Api(kube, session)
 
@@ -174,7 +200,7 @@ async def api(kube: TenantryKube) -> AsyncIterator[Api]:
 class Operator:
     """A running Tenantry; `restart()` stops it and starts a fresh process state."""
 
-    def __init__(self, kube: TenantryKube) -> None:
+    def __init__(self, kube: FakeApiServer) -> None:
         self.kube = kube
         self.runtime: Runtime | None = None
         self._ctx: Any = None
@@ -189,7 +215,7 @@ class Operator:
             "not_served_poll_seconds": 0.2,
         }
         defaults.update(config)
-        runtime = Runtime(Connection(server=str(self.kube.url).rstrip("/")), Config(**defaults))
+        runtime = Runtime(Connection(server=self.kube.url), Config(**defaults))
         register(registry, runtime)
         self._ctx = run_operator(registry=registry, settings=kopf_settings())
         await self._ctx.__aenter__()
@@ -210,10 +236,10 @@ class Operator:
 
 
 @pytest_asyncio.fixture
-async def operator(kube: TenantryKube) -> AsyncIterator[Operator]:
+async def operator(kube: FakeApiServer) -> AsyncIterator[Operator]:
     op = Operator(kube)
     await op.start()
     try:
         yield op
     finally:
-        await op.stop()  # before kmock goes away
+        await op.stop()  # before the fake API server goes away

@@ -13,12 +13,23 @@ import asyncio
 from typing import Any
 
 from tenantry.observe.metrics import RESOURCE_SERVED
-from tests.integration.conftest import ORG, POLICY, Api, Operator, declare_argocd, org_body, policy_body
-from tests.integration.kmock_fixture import R_ORGANIZATIONS, R_POLICIES, crd_object, end_watches
+from tests.fakeapi.resources import ResourceInfo
+from tests.integration.conftest import (
+    CRDS,
+    ORG,
+    POLICY,
+    R_ORGANIZATIONS,
+    R_POLICIES,
+    Api,
+    Operator,
+    crd_object,
+    declare_argocd,
+    org_body,
+    policy_body,
+)
 from tests.integration.test_lifecycle import QUOTA, _gone
 from tests.integration.test_onboarding import ready, until
 
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 NAMESPACE = "/api/v1/namespaces/acme-prod"
 ADMINS = "/apis/rbac.authorization.k8s.io/v1/namespaces/acme-prod/rolebindings/tenantry:organization-admins"
 PROJECT = "/apis/argoproj.io/v1alpha1/namespaces/argocd/appprojects/acme"
@@ -31,12 +42,11 @@ async def uninstall(api: Api, plural: str, resource: str, objects: str) -> None:
         await api.delete(f"{objects}/{item['metadata']['name']}")
         await until(lambda name=item["metadata"]["name"]: _gone(api, f"{objects}/{name}"), timeout=10.0)
     await api.patch(f"{CRDS}/{plural}.tenantry.dev", {"metadata": {"finalizers": []}})
-    del api.kube.resources[resource]
-    await end_watches(api.kube, resource)
+    api.kube.stop_serving(resource)  # its watches end; requests get the plain-text 404
 
 
-async def install(api: Api, plural: str, resource: str, info: Any) -> None:
-    api.kube.resources[resource] = info
+async def install(api: Api, plural: str, info: ResourceInfo) -> None:
+    api.kube.serve(info)
     await api.create(CRDS, crd_object(plural))
 
 
@@ -51,7 +61,7 @@ async def test_deleting_the_organization_crd_keeps_every_tenant_and_the_operator
     await api.create(ORG, org_body(deletionPolicy="Delete"))
     await ready(api)
     namespace_uid = (await api.get(NAMESPACE))["metadata"]["uid"]
-    info = api.kube.resources[R_ORGANIZATIONS]
+    info = api.kube.served[R_ORGANIZATIONS]
 
     await uninstall(api, "organizations", R_ORGANIZATIONS, ORG)
 
@@ -63,7 +73,7 @@ async def test_deleting_the_organization_crd_keeps_every_tenant_and_the_operator
 
     # Installed again (a GitOps tool re-creating the CRD, then the Organization): reconciled,
     # without an operator restart, into the very same namespace.
-    await install(api, "organizations", R_ORGANIZATIONS, info)
+    await install(api, "organizations", info)
     await until(lambda: asyncio.sleep(0, served("organizations") == 1.0), timeout=10.0)
     await api.create(ORG, org_body(deletionPolicy="Delete"))
     await ready(api)
@@ -77,7 +87,7 @@ async def test_a_missing_tenancypolicy_crd_keeps_the_last_policy_and_drift_still
     await api.create(POLICY, policy_body(environments=[quota]))
     await api.create(ORG, org_body(environments=["prod"]))
     await ready(api)
-    info = api.kube.resources[R_POLICIES]
+    info = api.kube.served[R_POLICIES]
 
     await uninstall(api, "tenancypolicies", R_POLICIES, POLICY)
     await until(lambda: asyncio.sleep(0, served("tenancypolicies") == 0.0), timeout=10.0)
@@ -87,7 +97,7 @@ async def test_a_missing_tenancypolicy_crd_keeps_the_last_policy_and_drift_still
     await api.patch(QUOTA, {"spec": {"hard": {"pods": "1000"}}})
     await until(lambda: _quota_pods(api, "7"), timeout=10.0)
 
-    await install(api, "tenancypolicies", R_POLICIES, info)
+    await install(api, "tenancypolicies", info)
     await until(lambda: asyncio.sleep(0, served("tenancypolicies") == 1.0), timeout=10.0)
     await api.create(POLICY, policy_body(environments=[{"name": "prod", "quota": {"pods": "9"}}]))
     await until(lambda: _quota_pods(api, "9"), timeout=10.0)
@@ -105,7 +115,7 @@ async def test_argocd_installed_while_running_gets_projects_without_a_restart(ap
         await api.create(POLICY, policy_body(gitops={"argocd": {"enabled": True}}))
         await api.create(ORG, org_body())
         await ready(api)  # without Argo CD: Ready (and no JSON decode of a text 404)
-        declare_argocd(kube)
+        await declare_argocd(api)
         await until(lambda: api.get(PROJECT), timeout=10.0)
     finally:
         await op.stop()

@@ -1,14 +1,11 @@
 """Drift self-healing, environment removal, deletion policies, re-adoption, refusal, restarts,
-policy changes and API errors: the operator's promises, over HTTP against kmock."""
+policy changes and API errors: the operator's promises, over HTTP against the fake API server."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from typing import Any
-
-import kmock
 
 from tenantry.kube.client import Connection
 from tenantry.observe.metrics import DRIFT, REGISTRY
@@ -162,6 +159,7 @@ async def test_pre_existing_namespace_is_never_adopted(api: Api, operator: Opera
 
 
 async def test_reserved_names_are_refused_with_a_condition(api: Api, operator: Operator) -> None:
+    kube_system = await api.get("/api/v1/namespaces/kube-system")
     await api.create(ORG, org_body(name="kube", environments=["system"]))
 
     async def invalid() -> Any:
@@ -171,7 +169,9 @@ async def test_reserved_names_are_refused_with_a_condition(api: Api, operator: O
 
     org = await until(invalid)
     assert "reserved prefix 'kube-'" in condition(org, "Ready")["message"]
-    assert await api.get("/api/v1/namespaces/kube-system") is None
+    # kube-system exists on every cluster (and in the fake): it is left exactly as it was.
+    assert await api.get("/api/v1/namespaces/kube-system") == kube_system
+    assert not [w for w in api.writes() if "/namespaces/kube-system" in w[1]], "nothing written there"
 
 
 async def test_restart_converges_with_zero_writes(api: Api, operator: Operator) -> None:
@@ -210,7 +210,7 @@ async def test_restart_mid_reconcile_converges_without_duplicates(api: Api, oper
     await operator.start()
     org = await ready(api)
     assert [n["phase"] for n in org["status"]["namespaces"]] == ["Active", "Active"]
-    namespaces = await api.get("/api/v1/namespaces")
+    namespaces = await api.get("/api/v1/namespaces?labelSelector=tenantry.dev/organization=acme")
     assert sorted(n["metadata"]["name"] for n in namespaces["items"]) == ["acme-dev", "acme-prod"]
 
 
@@ -226,23 +226,21 @@ async def test_policy_change_reconciles_its_organizations(api: Api, operator: Op
 
     async def updated() -> bool:
         quota = await api.get(QUOTA)
-        # kmock merges applies (no field ownership), so keys the new policy dropped linger here;
-        # a real API server removes them. The e2e suite checks the exact map.
-        return quota["spec"]["hard"]["pods"] == "7"
+        # Server-side apply removes the keys the new policy dropped (fields.py models it).
+        return quota["spec"]["hard"] == {"pods": "7"}
 
     await until(updated)
 
 
 async def test_api_errors_are_retried_until_converged(api: Api, operator: Operator) -> None:
-    api.kube["patch /api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota"][:2] << kmock.KubernetesError(
-        status=500, reason="InternalError", message="injected"
-    )
-    api.kube["patch /api/v1/namespaces/acme-dev/limitranges/tenantry-limits"][:1] << kmock.KubernetesError(
-        status=429, reason="TooManyRequests", message="injected"
+    quota = api.kube.fail("PATCH", "/api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota", times=2)
+    limits = api.kube.fail(
+        "PATCH", "/api/v1/namespaces/acme-dev/limitranges/tenantry-limits", code=429, reason="TooManyRequests"
     )
     await api.create(ORG, org_body())
     await ready(api)
     assert await api.get(QUOTA)
+    assert (quota.hits, limits.hits) == (2, 1), "every injected error was answered, and retried"
 
 
 async def test_policy_status_and_platform_admin_binding(api: Api, operator: Operator) -> None:
@@ -342,7 +340,7 @@ async def test_objects_merely_labelled_as_ours_are_never_deleted(api: Api, opera
 async def test_argocd_project_per_organization_where_argocd_is_installed(
     api: Api, operator: Operator
 ) -> None:
-    declare_argocd(api.kube)
+    await declare_argocd(api)
     await operator.restart()
     await api.create(
         POLICY,
@@ -371,8 +369,8 @@ async def test_rotated_credentials_are_reloaded_on_401(api: Api, kube: Any) -> N
         reloads.append(1)
         return Connection(server=str(kube.url).rstrip("/"))
 
-    kube["patch /api/v1/namespaces/acme-prod"][:1] << kmock.KubernetesError(
-        status=401, reason="Unauthorized", message="token expired"
+    kube.fail(
+        "PATCH", "/api/v1/namespaces/acme-prod", code=401, reason="Unauthorized", message="token expired"
     )
     op = Operator(kube)
     await op.start(reload_credentials=reload)
@@ -385,50 +383,52 @@ async def test_rotated_credentials_are_reloaded_on_401(api: Api, kube: Any) -> N
 
 
 async def test_a_conflict_on_the_finalizer_patch_is_retried(api: Api, operator: Operator) -> None:
-    conflict = api.kube["patch /apis/tenantry.dev/v1alpha1/organizations/acme"][:1] << kmock.KubernetesError(
-        status=409, reason="Conflict", message="the object has been modified"
+    conflict = api.kube.fail(
+        "PATCH",
+        "/apis/tenantry.dev/v1alpha1/organizations/acme",
+        code=409,
+        reason="Conflict",
+        message="the object has been modified",
     )
     await api.create(ORG, org_body())
     org = await ready(api)
-    assert len(conflict) == 1  # the conflict really happened
+    assert conflict.hits == 1  # the conflict really happened
     assert "tenantry.dev/finalizer" in org["metadata"]["finalizers"]
 
 
 async def test_drift_is_healed_after_a_watch_stream_failed(api: Api, kube: Any) -> None:
     # The first watch of NetworkPolicies fails; Kopf reconnects and the stream works again.
-    failed = kube[kmock.action.WATCH, kmock.resource("networking.k8s.io", "v1", "networkpolicies")][:1] << 500
+    failed = kube.fail(watch_of="networking.k8s.io/v1/networkpolicies")
     op = Operator(kube)
     await op.start()
     try:
         await api.create(ORG, org_body())
         await ready(api)
-        assert len(failed) == 1
+        assert failed.hits == 1
         await api.delete(NETPOL)
         await until(lambda: api.get(NETPOL), timeout=10.0)
     finally:
         await op.stop()
 
 
-async def test_an_expired_watch_is_relisted_and_drift_still_heals(api: Api, kube: Any) -> None:
-    netpols = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
-    gone = {
-        "type": "ERROR",
-        "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"},
-    }
-    # One line of a watch stream, as the API server sends it when a resourceVersion is too old.
-    expired = kube[kmock.action.WATCH, netpols][:1] << (json.dumps(gone) + "\n").encode()
-    op = Operator(kube)
-    await op.start()
-    try:
-        await api.create(ORG, org_body())
-        await ready(api)
-        assert len(expired) == 1
-        lists = [r for r in kube if r.action == kmock.action.LIST and r.resource == netpols]
-        assert len(lists) >= 2, "a 410 makes the informer list again"
-        await api.delete(NETPOL)
-        await until(lambda: api.get(NETPOL), timeout=10.0)
-    finally:
-        await op.stop()
+async def test_an_expired_watch_is_relisted_and_drift_still_heals(
+    api: Api, operator: Operator, kube: Any
+) -> None:
+    netpols = "networking.k8s.io/v1/networkpolicies"
+    await api.create(ORG, org_body())
+    await ready(api)
+    # The watch cache's window moves past the informer's resourceVersion, and its watch breaks:
+    # the reconnect is told 410 Expired (an ERROR event, as the API server sends it).
+    kube.forget_history(netpols)
+    kube.end_watches(netpols)
+
+    def requests(verb: str) -> list[Any]:
+        return [r for r in kube.requests if r.verb == verb and r.plural == "networkpolicies"]
+
+    await until(lambda: asyncio.sleep(0, any(r.expired for r in requests("watch"))))
+    await until(lambda: asyncio.sleep(0, len(requests("list")) >= 2))  # a 410 makes it list again
+    await api.delete(NETPOL)
+    await until(lambda: api.get(NETPOL), timeout=10.0)
 
 
 async def test_an_allow_rule_slipped_into_default_deny_is_removed(api: Api, operator: Operator) -> None:

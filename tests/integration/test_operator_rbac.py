@@ -1,4 +1,4 @@
-"""The operator's ClusterRole is exactly what its code uses: run a full lifecycle against kmock,
+"""The operator's ClusterRole is exactly what its code uses: run a full lifecycle against the fake API server,
 turn every request the operator made into RBAC (verb, group, resource), compare with
 manifests/base/operator-rbac.yaml. Fails on a permission the code needs but lacks, and on one
 it holds but never uses."""
@@ -43,7 +43,7 @@ def operator_rules() -> set[Permission]:
 
 def used_permissions(kube: Any) -> set[Permission]:
     used: set[Permission] = set()
-    for request in kube:
+    for request in kube.requests:
         if (
             request.headers.get("X-Tenantry-Test-Client")
             or request.resource is None
@@ -54,10 +54,10 @@ def used_permissions(kube: Any) -> set[Permission]:
             f"/{request.subresource}" if request.subresource else ""
         )
         group = request.resource.group
-        method = str(request.method.value).upper()
+        method = request.method
         content_type = request.headers.get("Content-Type", "")
         if method == "GET":
-            verbs = {"get"} if request.name else {"watch" if request.params.get("watch") else "list"}
+            verbs = {"get"} if request.name else {"watch" if request.query.get("watch") else "list"}
         elif method == "PATCH":
             # Server-side apply creates what is missing: the API server checks create too.
             verbs = {"patch", "create"} if "apply-patch" in content_type else {"patch"}
@@ -70,7 +70,7 @@ def used_permissions(kube: Any) -> set[Permission]:
 async def test_operator_role_matches_what_the_code_does(api: Api, operator: Operator) -> None:
     # A lifecycle that exercises every kind of request the operator makes, Argo CD and leader
     # election included.
-    declare_argocd(api.kube)
+    await declare_argocd(api)
     await api.create("/api/v1/namespaces", {"metadata": {"name": "tenantry-system"}})
     await operator.restart(leader_election=True, identity="rbac", lease_timings=LeaseTimings(2, 1.5, 1.0))
     assert operator.runtime is not None

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import kmock
-
+from tests.fakeapi.server import FakeApiServer
 from tests.integration.conftest import (
     ORG,
     Api,
@@ -17,7 +15,6 @@ from tests.integration.conftest import (
     reconciles,
     settled,
 )
-from tests.integration.kmock_fixture import TenantryKube, end_watches
 from tests.integration.test_lifecycle import NETPOL, _gone, events
 from tests.integration.test_onboarding import ready, until
 
@@ -26,7 +23,7 @@ DEV = "/api/v1/namespaces/acme-dev"
 DEV_BINDING = (
     "/apis/rbac.authorization.k8s.io/v1/namespaces/acme-dev/rolebindings/tenantry:organization-admins"
 )
-NETPOLS = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
+NETPOLS = "networking.k8s.io/v1/networkpolicies"
 
 
 async def test_drift_while_the_operator_was_down_is_reported_in_events_and_metrics(
@@ -126,33 +123,24 @@ async def _async(value: Any) -> Any:
     return value
 
 
-async def delete_without_an_event(
-    kube: TenantryKube, resource: kmock.resource, namespace: str, name: str
-) -> None:
-    """The object goes, and no watch hears of it: what a client whose watch was broken misses
-    when the API server's watch cache no longer holds the deletion (it answers 410 Gone)."""
-    async with kube._lock:
-        kube._objects[(resource, namespace, name)].delete()
-
-
 async def test_a_deletion_missed_while_the_watch_was_broken_is_healed_after_410(
-    api: Api, operator: Operator, kube: TenantryKube
+    api: Api, operator: Operator, kube: FakeApiServer
 ) -> None:
     await api.create(ORG, org_body())
     await ready(api)
     await settled(operator)
-    status = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
-    gone = {"type": "ERROR", "object": status}
-    # kmock slices count every request the filter ever matched: the next watch is number n.
-    n = len(list(kube[kmock.action.WATCH, NETPOLS]))
-    expired = kube[kmock.action.WATCH, NETPOLS][n : n + 1] << (json.dumps(gone) + "\n").encode()
-    await delete_without_an_event(kube, NETPOLS, "acme-prod", "tenantry-default-deny")
+    # The policy goes and no watcher hears it: by the time the watch reconnects, the deletion is
+    # older than the watch cache's window (what a client whose watch was broken misses).
+    kube.delete_unheard(NETPOLS, "acme-prod", "tenantry-default-deny")
     assert await api.get(NETPOL) is None
-    await end_watches(kube, "networking.k8s.io/v1/networkpolicies")  # the watch breaks
+    kube.end_watches(NETPOLS)  # the watch breaks
     # It reconnects from its resourceVersion, is told 410 Gone, lists again: the policy is not
     # in the list, so the informer reports it deleted, and it is restored.
     restored = await until(lambda: api.get(NETPOL), timeout=10.0)
     assert restored["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert len(expired) == 1, "the reconnect was told 410 Gone"
+    watches = [r for r in kube.requests if r.verb == "watch" and r.plural == "networkpolicies"]
+    lists = [r for r in kube.requests if r.verb == "list" and r.plural == "networkpolicies"]
+    assert [r.expired for r in watches].count(True) == 1, "the reconnect was told 410 Gone"
+    assert len(lists) >= 2, "and listed again"
     drift = await until(lambda: events(api, "DriftCorrected"))
     assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]

@@ -27,12 +27,12 @@ def write_kubeconfig(api: Api, tmp_path: Path) -> Path:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "current-context": "kmock",
+                "current-context": "fake",
                 "clusters": [
-                    {"name": "kmock", "cluster": {"server": api.base, "insecure-skip-tls-verify": True}}
+                    {"name": "fake", "cluster": {"server": api.base, "insecure-skip-tls-verify": True}}
                 ],
                 "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "test"}}],
             }
         )
     )

@@ -1,5 +1,5 @@
 """Server-side apply as the API server does it for our one field manager (modelled by the fake,
-see kmock_fixture.field_paths; the e2e suite checks the same on a real cluster)."""
+see tests/fakeapi/fields.py; the e2e suite checks the same on a real cluster)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""A fake Kubernetes API server for the tests and the bench: see server.py for what it models."""

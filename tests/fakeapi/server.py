@@ -290,6 +290,7 @@ class FakeApiServer:
         """The watch cache's window moves past now: a watch resuming from any earlier
         resourceVersion gets 410 Expired and must list again."""
         self._history[key] = deque()
+        self._revision += 1  # as if etcd compacted at a newer revision (written elsewhere)
         self._compacted[key] = self._revision
 
     def delete_unheard(self, key: str, namespace: str | None, name: str) -> None:
@@ -297,7 +298,6 @@ class FakeApiServer:
         once the deletion is older than the watch cache's window."""
         del self.objects[key][(namespace or "", name)]
         self._ownership.pop((key, namespace or "", name), None)
-        self._revision += 1
         self.forget_history(key)
 
     def fail(

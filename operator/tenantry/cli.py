@@ -301,6 +301,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Config(
             reload_credentials=lambda: load_connection(args.kubeconfig),
             workers=args.workers,
+            applies_in_flight=args.applies_in_flight,
             resync_seconds=args.resync_seconds,
             operator_namespace=args.operator_namespace,
             leader_election=not args.standalone,
@@ -338,6 +339,17 @@ def _files_option(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"YAML file with {what} (one or many documents), or - for standard input; repeatable. "
         f"Each file may be at most {MAX_INPUT_BYTES // (1024 * 1024)} MiB, UTF-8.",
     )
+
+
+def _at_least_one(text: str) -> int:
+    """A count for argparse: a whole number of at least 1 (0 would mean: never do anything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,7 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG/~/.kube/config)"
     )
-    run.add_argument("--workers", type=int, default=4, help="Organizations reconciled in parallel")
+    run.add_argument("--workers", type=_at_least_one, default=4, help="Organizations reconciled in parallel")
+    run.add_argument(
+        "--applies-in-flight",
+        type=_at_least_one,
+        default=8,
+        help="writes one reconcile sends at once (the objects of one apply wave)",
+    )
     run.add_argument(
         "--resync-seconds", type=float, default=300.0, help="full re-check of every Organization"
     )

@@ -81,3 +81,26 @@ async def test_a_no_op_resync_makes_zero_writes(api: Api, operator: Operator) ->
     await operator.runtime.queue.put("acme", Priority.RESYNC)
     await settled(operator, reconciled_more_than=done)  # the resync really ran
     assert api.writes()[before:] == []
+
+
+async def test_objects_are_applied_in_waves_namespace_guardrails_rest_bindings(
+    api: Api, operator: Operator
+) -> None:
+    # The Namespaces before what lives in them (the API server refuses the rest otherwise: the
+    # fake models NamespaceLifecycle), the guardrails ConfigMaps before what they guard, roles
+    # before the bindings that bind them; the objects of one wave go out concurrently.
+    await api.create(ORG, org_body())
+    await ready(api)
+
+    def wave(path: str) -> int:
+        if path.startswith("/api/v1/namespaces/") and path.count("/") == 4:
+            return 0
+        if "/configmaps/" in path:
+            return 1
+        return 3 if "rolebindings/" in path else 2
+
+    applied = [path for method, path in api.writes() if method == "PATCH" and "/organizations/" not in path]
+    waves = [wave(path) for path in applied]
+    assert len(applied) == 20
+    assert waves == sorted(waves), list(zip(waves, applied, strict=True))
+    assert set(waves) == {0, 1, 2, 3}

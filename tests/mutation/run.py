@@ -91,6 +91,14 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{PROMISES}::test_drift_while_the_operator_was_down_is_reported_in_events_and_metrics",),
     ),
     Mutant(
+        "apply-waves-ignored",
+        "a Namespace before its objects, guardrails before what they guard, roles before bindings",
+        "operator/tenantry/reconcile/organization.py",
+        'wave = res.kind_of(obj["apiVersion"], obj["kind"]).wave',
+        "wave = 0",
+        (f"{ONBOARDING}::test_objects_are_applied_in_waves_namespace_guardrails_rest_bindings",),
+    ),
+    Mutant(
         "appliedObjects-not-kept",
         "status.appliedObjects is written, so it survives a restart",
         "operator/tenantry/reconcile/status.py",

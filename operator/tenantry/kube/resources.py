@@ -37,6 +37,12 @@ class Kind:
     # Namespaced objects live in the tenant's namespaces, except those of another product
     # (an AppProject lives in Argo CD's namespace and belongs to the Organization as a whole).
     in_tenant_namespace: bool = True
+    # When it is applied within one reconcile: every object of a wave after all of the waves
+    # before it (and concurrently with the rest of its wave). 0: the Namespace, since the API
+    # server refuses objects in a namespace that does not exist yet (NamespaceLifecycle); 1: the
+    # guardrails ConfigMap, the admission policies' parameter, before anything it guards;
+    # 3: bindings, after the roles they bind.
+    wave: int = 2
 
     def path(
         self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
@@ -53,7 +59,14 @@ class Kind:
 
 
 NAMESPACE = Kind(
-    "v1", "Namespace", "namespaces", False, status="phase", area="NamespacesReady", purpose="namespace"
+    "v1",
+    "Namespace",
+    "namespaces",
+    False,
+    status="phase",
+    area="NamespacesReady",
+    purpose="namespace",
+    wave=0,
 )
 RESOURCE_QUOTA = Kind(
     "v1",
@@ -79,13 +92,21 @@ GUARDRAILS = Kind(
     area="QuotaReady",
     purpose="guardrail",
     pruned_alone=False,
+    wave=1,
 )
 NETWORK_POLICY = Kind(
     "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True, area="NetworkReady", purpose="guardrail"
 )
 _RBAC = "rbac.authorization.k8s.io/v1"
 ROLE_BINDING = Kind(
-    _RBAC, "RoleBinding", "rolebindings", True, ("roleRef", "subjects"), area="RBACReady", purpose="access"
+    _RBAC,
+    "RoleBinding",
+    "rolebindings",
+    True,
+    ("roleRef", "subjects"),
+    area="RBACReady",
+    purpose="access",
+    wave=3,
 )
 CLUSTER_ROLE = Kind(
     _RBAC, "ClusterRole", "clusterroles", False, ("rules",), area="RBACReady", purpose="access"
@@ -98,6 +119,7 @@ CLUSTER_ROLE_BINDING = Kind(
     ("roleRef", "subjects"),
     area="RBACReady",
     purpose="access",
+    wave=3,
 )
 APP_PROJECT = Kind(
     "argoproj.io/v1alpha1",

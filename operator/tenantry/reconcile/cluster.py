@@ -38,6 +38,8 @@ class Cluster:
     expected_deletions: set[ObjectKey] = field(default_factory=set)
     # Status writes caused by quota usage alone: at most one per this many seconds per Organization.
     quota_status_interval: float = 30.0
+    # Writes one reconcile has in flight at once.
+    applies_in_flight: int = 8
     # When each Organization's status was last written for quota usage alone (monotonic time).
     quota_status_written: dict[str, float] = field(default_factory=dict)
 

@@ -13,6 +13,8 @@ from tenantry.kube.lease import LeaseTimings
 @dataclass
 class Config:
     workers: int = 4
+    # Writes one reconcile has in flight at once (objects of one apply wave, kube/resources.py).
+    applies_in_flight: int = 8
     resync_seconds: float = 300.0
     operator_namespace: str = "tenantry-system"
     event_namespace: str = "default"

@@ -4,6 +4,7 @@ makes no request at all (the inventory answers every read)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -27,6 +28,8 @@ from tenantry.render import ObjectKey, is_managed_name, object_key, render_organ
 from tenantry.render import labels as lbl
 
 FINALIZER = "tenantry.dev/finalizer"
+# One write of a reconcile: the desired object, the live one (None: missing), what it corrects.
+Write = tuple[dict[str, Any], dict[str, Any] | None, str | None]
 log = get_logger("tenantry.reconcile")
 
 
@@ -115,7 +118,6 @@ class OrganizationReconciler:
         except InvalidObjectError as exc:
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in exc.problems), stalled=True)
             return
-        inventory = self.cluster.inventory
         fingerprint = _fingerprint(rendering.objects)
         outcome.applied_objects = fingerprint
         outcome.guardrails = rendering.guardrails
@@ -148,19 +150,10 @@ class OrganizationReconciler:
             outcome.progressing = True
             outcome.message = "waiting for a terminating namespace to be gone before re-creating it"
 
-        desired_keys: set[ObjectKey] = set()
-        for obj in rendering.objects:
-            key = object_key(obj)
-            desired_keys.add(key)
-            namespace = (
-                obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
-            )
-            if namespace in blocked or obj["kind"] in self.cluster.missing_kinds:
-                continue
-            live = inventory.get(key)
-            if in_sync(obj, live):
-                continue
-            await self._apply(body, obj, live, outcome, applied_before)
+        desired_keys = {object_key(obj) for obj in rendering.objects}
+        waves = self._writes(rendering.objects, blocked, applied_before)
+        for wave in sorted(waves):
+            await self._apply_wave(body, waves[wave], outcome)
 
         await self._prune(body, org, desired_keys, blocked)
         for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
@@ -213,45 +206,88 @@ class OrganizationReconciler:
             return "Adopting"
         return (live.get("status") or {}).get("phase") or "Active"
 
-    async def _apply(
+    def _writes(
+        self, objects: list[dict[str, Any]], blocked: set[str], applied_before: bool
+    ) -> dict[int, list[Write]]:
+        """What differs from the inventory, by apply wave, with what each write corrects."""
+        waves: dict[int, list[Write]] = {}
+        for obj in objects:
+            namespace = (
+                obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+            )
+            if namespace in blocked or obj["kind"] in self.cluster.missing_kinds:
+                continue
+            live = self.cluster.inventory.get(object_key(obj))
+            if in_sync(obj, live):
+                continue
+            wave = res.kind_of(obj["apiVersion"], obj["kind"]).wave
+            waves.setdefault(wave, []).append((obj, live, self._drift(obj, live, applied_before)))
+        return waves
+
+    def _drift(self, obj: dict[str, Any], live: dict[str, Any] | None, applied_before: bool) -> str | None:
+        """What applying `obj` corrects, if it is drift (decided before the write: the watch
+        event of our own write must not change the answer)."""
+        if live is not None and applied_before:
+            return "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
+        if live is None and (applied_before or self.cluster.inventory.was_deleted(object_key(obj))):
+            return "deleted"
+        return None
+
+    async def _apply_wave(
+        self,
+        body: dict[str, Any],
+        wave: list[Write],
+        outcome: Outcome,
+    ) -> None:
+        """Send the wave's writes concurrently (at most `applies_in_flight` at once), then record
+        their results in rendering order, so status, events and logs do not depend on timing."""
+        limit = asyncio.Semaphore(self.cluster.applies_in_flight)
+
+        async def send(obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any] | ApiError:
+            async with limit:
+                try:
+                    return await self._send(obj, live)
+                except ApiError as exc:
+                    return exc
+
+        results = await asyncio.gather(*(send(obj, live) for obj, live, _ in wave))
+        for (obj, _, drift), result in zip(wave, results, strict=True):
+            await self._record(body, obj, drift, result, outcome)
+
+    async def _send(self, obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
+        stale = stale_keys(obj, live)
+        if stale:
+            # Server-side apply drops fields we stopped sending only if our manager owns
+            # them; remove our stale keys explicitly so re-adoption works whoever set them.
+            kind = res.kind_of(obj["apiVersion"], obj["kind"])
+            patch = {"metadata": {part: dict.fromkeys(keys) for part, keys in stale.items()}}
+            await self.client.merge_patch(
+                kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
+            )
+        return await self.client.apply(obj)
+
+    async def _record(
         self,
         body: dict[str, Any],
         obj: dict[str, Any],
-        live: dict[str, Any] | None,
+        drift: str | None,
+        result: dict[str, Any] | ApiError,
         outcome: Outcome,
-        applied_before: bool = False,
     ) -> None:
-        key = object_key(obj)
         org = body["metadata"]["name"]
         namespace = obj["metadata"].get("namespace") or (
             obj["metadata"]["name"] if obj["kind"] == "Namespace" else None
         )
-        drift: str | None = None
-        if live is not None and applied_before:
-            drift = "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
-        elif live is None and (applied_before or self.cluster.inventory.was_deleted(key)):
-            drift = "deleted"
-        try:
-            stale = stale_keys(obj, live)
-            if stale:
-                # Server-side apply drops fields we stopped sending only if our manager owns
-                # them; remove our stale keys explicitly so re-adoption works whoever set them.
-                kind = res.kind_of(obj["apiVersion"], obj["kind"])
-                patch = {"metadata": {part: dict.fromkeys(keys) for part, keys in stale.items()}}
-                await self.client.merge_patch(
-                    kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
-                )
-            applied = await self.client.apply(obj)
-        except ApiError as exc:
+        if isinstance(result, ApiError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
-            message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {exc}"
+            message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {result}"
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
             outcome.fail(reasons.APPLY_FAILED, message, stalled=False)
             log.warning(
-                "apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(exc)
+                "apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(result)
             )
             return
-        self.cluster.inventory.upsert(applied)
+        self.cluster.inventory.upsert(result)
         if drift:
             change = "deleted" if drift == "deleted" else "modified"
             metrics.DRIFT.labels(kind=obj["kind"], change=change).inc()

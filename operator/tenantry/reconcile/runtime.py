@@ -71,6 +71,7 @@ class Runtime:
             today=self.config.today,
             now=self.config.now,
             quota_status_interval=self.config.quota_status_interval_seconds,
+            applies_in_flight=self.config.applies_in_flight,
         )
         events = Events(cluster, WorkQueue())
         if self.config.leader_election:

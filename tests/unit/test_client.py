@@ -12,7 +12,16 @@ import aiohttp.web
 import pytest
 import pytest_asyncio
 
-from tenantry.kube.client import NOT_SERVED, ApiError, Connection, KubeClient, Retry, error_from_response
+from tenantry.kube.client import (
+    NOT_SERVED,
+    ApiError,
+    Connection,
+    KubeClient,
+    Retry,
+    configuration_for,
+    error_from_response,
+    proxy_for,
+)
 from tenantry.kube.resources import NAMESPACE, ORGANIZATION
 
 STATUS_404 = {
@@ -185,3 +194,21 @@ async def test_a_json_200_is_the_object(server: Server, client: KubeClient) -> N
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-prod"}}
     server.routes[NS_PATH] = (200, "application/json", json.dumps(body).encode())
     assert await client.get(NAMESPACE, "acme-prod") == body
+
+
+def test_the_proxy_comes_from_the_environment_once_and_no_proxy_is_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The session does not trust the environment per request (aiohttp would read ~/.netrc and
+    # the proxy variables in a thread for every call); the proxy is taken from it up front.
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    conf = configuration_for(Connection(server="https://kube.example:6443"))
+    assert conf.proxy == "http://proxy.example:3128"
+    assert conf.client_session_kwargs == {"trust_env": False}
+    monkeypatch.setenv("NO_PROXY", ".example")
+    assert proxy_for("https://kube.example:6443") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.delenv("NO_PROXY")
+    assert proxy_for("https://kube.example:6443") is None

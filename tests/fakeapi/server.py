@@ -2,7 +2,8 @@
 
 It is ours (no emulator library underneath) so that what it does is written down here, and each
 behaviour our code depends on is modelled from the real API server's code or documentation
-(see docs/real-api-server.md for the sources and which test holds the fake to each).
+(see docs/real-api-server.md for the sources; tests/unit/test_fake_apiserver.py holds the fake
+to each behaviour below).
 
 Modelled:
 - paths: `/api/v1[/namespaces/NS]/PLURAL[/NAME[/SUB]]`, `/apis/G/V/...`; discovery (`/api`,

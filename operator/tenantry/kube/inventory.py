@@ -107,7 +107,7 @@ class Packer:
 
     def __init__(self, dictionary: bytes) -> None:
         self._dictionary = dictionary
-        self._primed = zlib.compressobj(9, zlib.DEFLATED, _WBITS, 8, zlib.Z_DEFAULT_STRATEGY, dictionary)
+        self._primed = zlib.compressobj(6, zlib.DEFLATED, _WBITS, 8, zlib.Z_DEFAULT_STRATEGY, dictionary)
 
     def pack(self, obj: Any) -> bytes:
         stream = self._primed.copy()

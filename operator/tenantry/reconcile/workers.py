@@ -41,6 +41,10 @@ class Workers:
         queue = self.events.queue
         reconciler = OrganizationReconciler(self.cluster)
         while True:
+            # A turn for the event loop between reconciles: a no-op reconcile awaits nothing
+            # that yields (the inventory answers), so a pass over 1,000 of them (a resync, a
+            # resume) would hold the loop to its end, and a drift event would wait for it.
+            await asyncio.sleep(0)
             await self.active.wait()
             name = await queue.get()
             if not self.active.is_set():  # stopped leading while waiting: leave it for later

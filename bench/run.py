@@ -717,9 +717,10 @@ async def raw_baseline(bench: Bench, n: int) -> dict[str, Any]:
 
 
 def fake_options(args: argparse.Namespace) -> list[str]:
+    latency = ["--latency-ms", str(args.latency_ms)] if args.latency_ms else []
     if not args.quota_controller:
-        return ["--no-quota-controller"]
-    return ["--quota-delay", str(args.quota_delay)]
+        return ["--no-quota-controller", *latency]
+    return ["--quota-delay", str(args.quota_delay), *latency]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -794,6 +795,7 @@ async def scenario(bench: Bench, n: int) -> dict[str, Any]:
         "machine": machine(),
         "operator_source": fingerprint(bench.args.operator_src),
         "quota_controller": bench.args.quota_controller,
+        "api_latency_ms": bench.args.latency_ms,
         "raw_apply_baseline": raw,
     }
 
@@ -982,6 +984,12 @@ def main() -> None:
         help="the fake API server without its quota controller (as before)",
     )
     parser.add_argument("--quota-delay", type=float, default=0.5, help="quota write -> its status (s)")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="the fake answers each request this much later, as a real API server (both fakes)",
+    )
     parser.add_argument(
         "--resync-seconds",
         type=float,

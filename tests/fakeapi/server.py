@@ -70,7 +70,7 @@ import jsonpatch
 import jsonpointer
 import yaml
 
-from tests.fakeapi.fields import ApplyConflictError, Ownership, merge_patch
+from tests.fakeapi.fields import SERVER_META, ApplyConflictError, Ownership, merge_patch
 from tests.fakeapi.resources import TENANTRY_RESOURCES, ResourceInfo
 from tests.fakeapi.selectors import SelectorError, object_filter
 
@@ -692,15 +692,7 @@ class FakeApiServer:
         new: dict[str, Any] = {"apiVersion": info.group_version, "kind": info.kind, **copy.deepcopy(body)}
         new["apiVersion"], new["kind"] = info.group_version, info.kind
         meta = new.setdefault("metadata", {})
-        for server_owned in (
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-        ):
+        for server_owned in SERVER_META - {"name", "namespace"}:  # a client cannot set these
             meta.pop(server_owned, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
         if info.namespaced:
@@ -923,17 +915,7 @@ class FakeApiServer:
         new["apiVersion"], new["kind"] = info.group_version, info.kind
         meta = new.setdefault("metadata", {})
         old_meta = old["metadata"]
-        for owned in (
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-        ):
+        for owned in SERVER_META:  # a client cannot change these
             if owned in old_meta:
                 meta[owned] = old_meta[owned]
             else:

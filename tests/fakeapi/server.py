@@ -192,7 +192,7 @@ class _Watcher:
         now = change.type != "DELETED" and self.matches(change.obj)
         before = change.prev is not None and self.matches(change.prev)
         if now and before:
-            return {"type": "MODIFIED" if change.type == "MODIFIED" else change.type, "object": change.obj}
+            return {"type": change.type, "object": change.obj}
         if now:
             return {"type": "ADDED", "object": change.obj}
         if before:
@@ -335,9 +335,6 @@ class FakeApiServer:
         )
         self._commit(info, old, new)
         return True
-
-    def __iter__(self) -> Iterator[Request]:
-        return iter(list(self.requests))
 
     # ---- HTTP -----------------------------------------------------------------------------------
     async def handle(self, raw: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
@@ -773,6 +770,8 @@ class FakeApiServer:
             )
 
     def _update(self, request: Request, info: ResourceInfo) -> tuple[int, dict[str, Any]]:
+        if (request.namespace or "", request.name or "") not in self.objects[info.key]:
+            return self._update_unsafe(request, info, Ownership())  # 404, or an apply creating it
         ownership = self._ownership_of(info.key, request.namespace, request.name or "")
         saved = ownership.snapshot()
         try:

@@ -220,3 +220,13 @@ def test_python_dash_m_and_console_script_work() -> None:
 def test_default_policy_example_is_the_embedded_default() -> None:
     example = TenancyPolicy.model_validate(yaml.safe_load((EXAMPLES / "policy-default.yaml").read_text()))
     assert example == builtin_default_policy()
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--applies-in-flight"])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_run_refuses_counts_that_would_never_do_anything(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run("run", flag, value)
+    assert code == 2
+    assert f"argument {flag}:" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tenantry.reconcile.queue import Priority
 from tests.fakeapi.server import FakeApiServer
 from tests.integration.conftest import (
     ORG,
@@ -144,3 +145,24 @@ async def test_a_deletion_missed_while_the_watch_was_broken_is_healed_after_410(
     assert len(lists) >= 2, "and listed again"
     drift = await until(lambda: events(api, "DriftCorrected"))
     assert "NetworkPolicy acme-prod/tenantry-default-deny was deleted" in drift[0]["message"]
+
+
+async def test_drift_during_a_pass_over_every_organization_is_healed_before_the_pass_ends(
+    api: Api, operator: Operator
+) -> None:
+    # A resync queues every Organization; each no-op reconcile awaits nothing that yields, so
+    # without a turn for the event loop between them the whole pass would run first.
+    names = [f"t{i:03d}" for i in range(120)]
+    for name in names:
+        await api.create(ORG, org_body(name, environments=["prod"]))
+    for name in names:
+        await ready(api, name, timeout=30.0)
+    await settled(operator)
+    runtime = operator.runtime
+    assert runtime is not None and runtime.events is not None
+    before = reconciles()
+    await runtime.events.enqueue_all(Priority.RESYNC)
+    path = NETPOL.replace("acme", "t119")
+    await api.delete(path)
+    await until(lambda: api.get(path), timeout=10.0)
+    assert reconciles() - before < len(names), "healed while the resync pass was still running"

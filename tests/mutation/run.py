@@ -99,6 +99,14 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{ONBOARDING}::test_objects_are_applied_in_waves_namespace_guardrails_rest_bindings",),
     ),
     Mutant(
+        "no-yield-between-reconciles",
+        "drift found during a pass over every Organization is not held until the pass ends",
+        "operator/tenantry/reconcile/workers.py",
+        "            await asyncio.sleep(0)\n            await self.active.wait()\n",
+        "            await self.active.wait()\n",
+        (f"{PROMISES}::test_drift_during_a_pass_over_every_organization_is_healed_before_the_pass_ends",),
+    ),
+    Mutant(
         "appliedObjects-not-kept",
         "status.appliedObjects is written, so it survives a restart",
         "operator/tenantry/reconcile/status.py",

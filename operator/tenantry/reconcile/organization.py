@@ -41,6 +41,11 @@ class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an er
         super().__init__(why)
 
 
+def _namespace_of(obj: dict[str, Any]) -> str | None:
+    """The namespace an object is in, or is (for a Namespace); None for cluster-scoped ones."""
+    return str(obj["metadata"]["name"]) if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+
+
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
     """Short, stable digest of everything an Organization renders to, content included: when
     status says this very rendering was applied in full, any difference found later is drift;
@@ -212,10 +217,7 @@ class OrganizationReconciler:
         """What differs from the inventory, by apply wave, with what each write corrects."""
         waves: dict[int, list[Write]] = {}
         for obj in objects:
-            namespace = (
-                obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
-            )
-            if namespace in blocked or obj["kind"] in self.cluster.missing_kinds:
+            if _namespace_of(obj) in blocked or obj["kind"] in self.cluster.missing_kinds:
                 continue
             live = self.cluster.inventory.get(object_key(obj))
             if in_sync(obj, live):
@@ -275,9 +277,7 @@ class OrganizationReconciler:
         outcome: Outcome,
     ) -> None:
         org = body["metadata"]["name"]
-        namespace = obj["metadata"].get("namespace") or (
-            obj["metadata"]["name"] if obj["kind"] == "Namespace" else None
-        )
+        namespace = _namespace_of(obj)
         if isinstance(result, ApiError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {result}"

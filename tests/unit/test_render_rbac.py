@@ -38,6 +38,19 @@ def test_tenant_roles_cannot_write_guardrails(role: str, group: str, resource: s
 
 
 @pytest.mark.parametrize("role", sorted(TENANT_ROLES))
+def test_tenant_roles_read_endpoints_but_never_write_them(role: str) -> None:
+    """Hand-written Endpoints are mirrored into EndpointSlices and routed to by the shared
+    ingress controller: write would let a tenant point a Service at another tenant's pod
+    (CVE-2021-25740). Only the platform admins write them."""
+    for verb in WRITE_VERBS:
+        assert not allows(ROLES[role], "", "endpoints", verb), (role, verb)
+        assert not allows(ROLES[role], "discovery.k8s.io", "endpointslices", verb), (role, verb)
+    if role != "tenantry:developer-exec":
+        assert allows(ROLES[role], "", "endpoints", "list")
+    assert allows(ROLES["tenantry:platform-admin"], "", "endpoints", "create")
+
+
+@pytest.mark.parametrize("role", sorted(TENANT_ROLES))
 @pytest.mark.parametrize(("group", "resource"), CLUSTER_SCOPED)
 def test_tenant_roles_hold_nothing_cluster_scoped(role: str, group: str, resource: str) -> None:
     for verb in ["get", "list", "watch", *WRITE_VERBS]:

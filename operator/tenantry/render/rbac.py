@@ -3,7 +3,12 @@
 Binding shared ClusterRoles (instead of creating Roles per namespace) lets the operator be
 granted `bind` on exactly these role names rather than holding every permission it hands out.
 No tenant role can write ResourceQuotas, LimitRanges, NetworkPolicies, RoleBindings or
-anything cluster-scoped; those are what keep tenants apart.
+anything cluster-scoped; those are what keep tenants apart. Nor Endpoints: the EndpointSlice
+mirroring controller copies hand-written Endpoints into EndpointSlices, so a selectorless Service
+with Endpoints naming another tenant's pod IP would make the shared ingress controller (admitted
+into every tenant namespace) connect to that pod (CVE-2021-25740; Kubernetes took Endpoints write
+out of its own admin and edit roles in 1.22 for it). Services that need manual endpoints are the
+platform admins' to write.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ WRITE = [*READ, "create", "update", "patch", "delete", "deletecollection"]
 
 # What tenants run. Kept in one table so the three tenant roles cannot drift apart.
 WORKLOADS: list[tuple[str, list[str]]] = [
-    ("", ["pods", "services", "endpoints", "configmaps", "persistentvolumeclaims", "serviceaccounts"]),
+    ("", ["pods", "services", "configmaps", "persistentvolumeclaims", "serviceaccounts"]),
     ("apps", ["deployments", "statefulsets", "daemonsets", "replicasets"]),
     ("batch", ["jobs", "cronjobs"]),
     ("autoscaling", ["horizontalpodautoscalers"]),
@@ -64,6 +69,9 @@ GUARDRAILS: list[tuple[str, list[str]]] = [
     ("", ["resourcequotas", "limitranges", "events"]),
     ("networking.k8s.io", ["networkpolicies"]),
     ("events.k8s.io", ["events"]),
+    # Where Services route: read-only, written by Kubernetes' controllers (and, for Endpoints of
+    # selectorless Services, by platform admins): see the module docstring.
+    ("", ["endpoints"]),
     ("discovery.k8s.io", ["endpointslices"]),
 ]
 INTERACTIVE = ["pods/exec", "pods/attach", "pods/portforward"]
@@ -128,6 +136,7 @@ def render_shared_cluster_roles() -> list[dict[str, Any]]:
         _rule("", ["namespaces", "nodes"], READ),
         *[_rule(g, r, WRITE) for g, r in WORKLOADS],
         _rule("", ["secrets"], WRITE),
+        _rule("", ["endpoints"], WRITE),
         _rule("", ["resourcequotas", "limitranges"], WRITE),
         _rule("networking.k8s.io", ["networkpolicies"], WRITE),
         _rule("rbac.authorization.k8s.io", ["roles", "rolebindings"], READ),

@@ -350,6 +350,9 @@ POLICY = TenancyPolicy.model_validate(
                 "nodePorts": False,
                 "loadBalancers": False,
                 "deniedLabelKeys": ["example.com/billing", "security.example.com/"],
+                "hosts": ["*.{organization}.apps.example.com", "{organization}.example.com"],
+                "externalNames": ["api.stripe.com", "*.amazonaws.com"],
+                "persistentVolumes": ["{organization}-{environment}-*"],
                 "placement": {
                     "nodeSelector": {"pool": "tenants"},
                     "tolerations": [{"key": "dedicated", "value": "tenants", "effect": "NoSchedule"}],

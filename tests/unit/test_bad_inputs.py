@@ -137,9 +137,9 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ),
     (
         "unknown quota resource",
-        _set("spec/quota", {"prod": {"nvidia.com/gpu": "1"}}),
+        _set("spec/quota", {"prod": {"gpus": "1"}}),
         "spec.quota.prod",
-        "unknown quota resource(s) nvidia.com/gpu; allowed: requests.cpu",
+        "not a quota resource Kubernetes accepts: gpus; allowed: a standard name (requests.cpu",
     ),
     (
         "quota for unlisted environment",
@@ -155,8 +155,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ),
     (
         "raise of an unset resource without approval",
-        _set("spec/quota", {"prod": {"secrets": "10"}}),
-        'spec.quota.prod["secrets"]',
+        _set("spec/quota", {"prod": {"count/jobs.batch": "10"}}),
+        'spec.quota.prod["count/jobs.batch"]',
         "unlimited by the policy",
     ),
     (

@@ -81,9 +81,66 @@ def test_status_lists_every_guardrail_per_environment() -> None:
         "storageClasses standard",
         "tenantry-guardrail-workloads: registries ghcr.io/acme/, registry.example.com/; priorityClasses "
         "tenant-low, tenant-high; runtimeClasses gvisor",
-        "tenantry-guardrail-services: NodePort refused, LoadBalancer refused, externalIPs refused",
+        "tenantry-guardrail-services: NodePort refused, LoadBalancer refused, externalIPs refused; "
+        "ExternalName to api.stripe.com, *.amazonaws.com",
         "tenantry-guardrail-labels: keys refused: tenantry.dev/*, example.com/billing, "
         "security.example.com/*",
         "tenantry-guardrail-placement: nodeSelector pool=tenants; tolerations dedicated=tenants:NoSchedule",
+        "tenantry-guardrail-hosts: hosts *.acme.apps.example.com, acme.example.com; Ingress annotations "
+        "refused: *-snippet, nginx.ingress.kubernetes.io/auth-secret, nginx.ingress.kubernetes.io/auth-tls-secret, "
+        "nginx.ingress.kubernetes.io/proxy-ssl-secret, nginx.ingress.kubernetes.io/auth-tls-match-cn, "
+        "nginx.ingress.kubernetes.io/auth-url, nginx.ingress.kubernetes.io/mirror-target, "
+        "nginx.ingress.kubernetes.io/mirror-host",
+        "tenantry-guardrail-volumes: spec.volumeName acme-prod-*",
+        "tenantry-guardrail-tokens: Secrets of type kubernetes.io/service-account-token refused",
     ]
     assert "NodePort allowed" in status[1]["applied"][2]
+
+
+def test_hosts_come_from_the_policy_per_organization() -> None:
+    acme = effective_guardrails(org(), POLICY, "prod")
+    assert acme.hosts == ("*.acme.apps.example.com", "acme.example.com")
+    assert acme.persistent_volumes == ("acme-prod-*",)
+    beta = Organization.model_validate({**org().model_dump(by_alias=True), "metadata": {"name": "beta"}})
+    assert effective_guardrails(beta, POLICY, "dev").hosts == ("*.beta.apps.example.com", "beta.example.com")
+
+
+def test_an_organization_narrows_its_hosts_and_widens_them_only_with_approval() -> None:
+    narrowed = org(hosts=["shop.acme.apps.example.com", "*.api.acme.apps.example.com"])
+    assert errors(narrowed) == []
+    assert effective_guardrails(narrowed, POLICY, "prod").hosts == (
+        "shop.acme.apps.example.com",
+        "*.api.acme.apps.example.com",
+    )
+    own_domain = {"hosts": ["*.acme.apps.example.com", "acme.com", "*.acme.com"]}
+    assert errors(org(**own_domain)) == [
+        "spec.guardrails.hosts[1]: 'acme.com' is not among the hosts policy 'default' allows in environment "
+        "'prod' (*.acme.apps.example.com, acme.example.com); an Organization may only narrow its policy's "
+        "guardrails, widening them requires spec.quotaApproval",
+        "spec.guardrails.hosts[2]: '*.acme.com' is not among the hosts policy 'default' allows in environment "
+        "'prod' (*.acme.apps.example.com, acme.example.com); an Organization may only narrow its policy's "
+        "guardrails, widening them requires spec.quotaApproval",
+    ]
+    assert errors(org(approval=True, **own_domain)) == []
+
+
+def test_no_approval_gives_one_organization_another_ones_hosts() -> None:
+    for host in ("billing.beta.apps.example.com", "*.beta.apps.example.com", "*.apps.example.com"):
+        problems = errors(org(approval=True, hosts=[host]))
+        assert (
+            len(problems) == 1 and "no approval can give one Organization another's hosts" in problems[0]
+        ), host
+
+
+def test_the_parameter_carries_hosts_names_volumes_and_annotations() -> None:
+    data = {
+        o["metadata"]["namespace"]: o["data"]
+        for o in render_organization(org(), POLICY, TODAY).objects
+        if o["kind"] == "ConfigMap"
+    }
+    prod = data["acme-prod"]
+    assert prod["hosts"] == "*.acme.apps.example.com,acme.example.com"
+    assert prod["externalNames"] == "api.stripe.com,*.amazonaws.com"
+    assert prod["persistentVolumes"] == "acme-prod-*"
+    assert prod["deniedIngressAnnotations"].startswith("*-snippet,nginx.ingress.kubernetes.io/auth-secret,")
+    assert data["acme-dev"]["persistentVolumes"] == "acme-dev-*"

@@ -96,8 +96,39 @@ def test_limit_range_gives_defaults_so_pods_without_requests_fit() -> None:
     lr = find(render(minimal_org()).objects, "LimitRange", "tenantry-limits", "acme-prod")
     (limit,) = lr["spec"]["limits"]
     assert limit["type"] == "Container"
-    assert limit["defaultRequest"] == {"cpu": "100m", "memory": "128Mi"}
-    assert limit["default"] == {"cpu": "500m", "memory": "512Mi"}
+    assert limit["defaultRequest"] == {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "128Mi"}
+    assert limit["default"] == {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"}
+
+
+def test_the_default_quota_caps_everything_a_tenant_can_exhaust() -> None:
+    """Object counts, ephemeral storage and devices, besides CPU, memory and volumes (issue 21;
+    the Multi-Tenancy Benchmark checks FNS-1 and FNS-2 look for these keys)."""
+    for env in ("prod", "staging", "dev"):
+        minimal = minimal_org()
+        minimal["spec"]["environments"] = [env]
+        quota = find(render(minimal).objects, "ResourceQuota", "tenantry-quota", f"acme-{env}")
+        hard = quota["spec"]["hard"]
+        for key in (
+            "requests.cpu",
+            "limits.cpu",
+            "requests.memory",
+            "limits.memory",
+            "requests.ephemeral-storage",
+            "limits.ephemeral-storage",
+            "pods",
+            "services",
+            "replicationcontrollers",
+            "resourcequotas",
+            "secrets",
+            "configmaps",
+            "persistentvolumeclaims",
+            "services.nodeports",
+            "services.loadbalancers",
+        ):
+            assert key in hard, (env, key)
+        assert hard["requests.nvidia.com/gpu"] == "0"
+        assert hard["requests.hugepages-1Gi"] == hard["requests.hugepages-2Mi"] == "0"
+        assert all(hard[k] != "0" for k in ("secrets", "configmaps", "resourcequotas", "services"))
 
 
 def test_every_child_carries_ownership_labels(acme_doc: dict[str, Any]) -> None:

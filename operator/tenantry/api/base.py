@@ -199,16 +199,24 @@ Quantity = Annotated[
     ),
 ]
 
-# Resource names a ResourceQuota of ours may set. Object counts cover the multi-tenancy
-# benchmark's "services of type NodePort/LoadBalancer" check.
-QUOTA_RESOURCES: tuple[str, ...] = (
+# The keys a ResourceQuota's spec.hard accepts, exactly as Kubernetes 1.36 validates them
+# (pkg/apis/core/validation/validation.go ValidateResourceQuotaResourceName, and
+# pkg/apis/core/helper/helpers.go IsStandardQuotaResourceName): a qualified name ([prefix/]name);
+# without a "/" it must be one of these standard names or start with hugepages- or
+# requests.hugepages-; with a "/" anything qualified: extended resources
+# (requests.nvidia.com/gpu), object counts (count/<resource>[.<group>]) and storage-class keys
+# (<class>.storageclass.storage.k8s.io/requests.storage, .../persistentvolumeclaims).
+STANDARD_QUOTA_RESOURCES: tuple[str, ...] = (
     "requests.cpu",
     "limits.cpu",
+    "cpu",
     "requests.memory",
     "limits.memory",
+    "memory",
     "requests.storage",
     "requests.ephemeral-storage",
     "limits.ephemeral-storage",
+    "ephemeral-storage",
     "persistentvolumeclaims",
     "pods",
     "services",
@@ -218,57 +226,111 @@ QUOTA_RESOURCES: tuple[str, ...] = (
     "secrets",
     "replicationcontrollers",
     "resourcequotas",
-    "count/deployments.apps",
-    "count/statefulsets.apps",
-    "count/jobs.batch",
-    "count/cronjobs.batch",
+)
+QUOTA_PREFIXES: tuple[str, ...] = ("hugepages-", "requests.hugepages-")
+# Object counts: Kubernetes' integerResources (helpers.go IsIntegerResourceName).
+_INTEGER_RESOURCES = frozenset(
+    {
+        "pods",
+        "resourcequotas",
+        "services",
+        "replicationcontrollers",
+        "secrets",
+        "configmaps",
+        "persistentvolumeclaims",
+        "services.nodeports",
+        "services.loadbalancers",
+    }
+)
+# A ResourceQuota of ours holds at most this many keys (bounds the CRD rule's cost).
+MAX_QUOTA_RESOURCES = 64
+_QUALIFIED_NAME_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 
 
-# Resources that count objects. The API server refuses a ResourceQuota whose count is not a
-# whole number (`pods: 100m`, `pods: 0.5`); here a count is written as one, in digits with at
-# most a multiplying suffix, in the Organization and the policy alike. (Not in the CRD: a rule
-# would read map entries by key, which docs/crd-cost.md's checks refuse; validate and the
-# operator's status report it.)
-COUNT_RESOURCES: tuple[str, ...] = tuple(
-    name for name in QUOTA_RESOURCES if "." not in name or name.startswith(("count/", "services."))
-)
+def _qualified(name: str) -> bool:
+    """IsQualifiedName: an optional DNS-subdomain prefix (<= 253) and "/", a name (<= 63)."""
+    prefix, _, last = name.rpartition("/")
+    return (
+        _QUALIFIED_NAME_RE.match(name) is not None
+        and len(last) <= LABEL_VALUE_MAX
+        and len(prefix) <= DNS_SUBDOMAIN_MAX
+    )
+
+
+def is_quota_resource(name: str) -> bool:
+    """Would the API server accept `name` as a key of a ResourceQuota's spec.hard?"""
+    if not _qualified(name):
+        return False
+    return "/" in name or name in STANDARD_QUOTA_RESOURCES or name.startswith(QUOTA_PREFIXES)
+
+
+def is_integer_resource(name: str) -> bool:
+    """Must the quota for `name` be a whole number? Object counts, and what helpers.go's
+    IsExtendedResourceName calls extended: a "/" name outside kubernetes.io/ that does not start
+    with requests. (count/..., nvidia.com/gpu, <class>.storageclass.storage.k8s.io/...)."""
+    if name in _INTEGER_RESOURCES:
+        return True
+    native = "/" not in name or "kubernetes.io/" in name
+    return not native and not name.startswith("requests.") and _qualified("requests." + name)
+
+
+def quota_order(name: str) -> tuple[int, str]:
+    """Standard names in their table order, then every other key alphabetically."""
+    if name in STANDARD_QUOTA_RESOURCES:
+        return (STANDARD_QUOTA_RESOURCES.index(name), "")
+    return (len(STANDARD_QUOTA_RESOURCES), name)
+
+
 WHOLE_QUANTITY_PATTERN = r"^\+?[0-9]+(([KMGTPE]i)|[kMGTPE]|([eE]\+?[0-9]+))?$"
 _WHOLE_QUANTITY_RE = re.compile(WHOLE_QUANTITY_PATTERN)
+_ALLOWED_QUOTA_TEXT = (
+    "a standard name (" + ", ".join(STANDARD_QUOTA_RESOURCES) + "), hugepages-<size>, "
+    "requests.hugepages-<size>, or a qualified name with a '/': requests.<domain>/<name> (extended "
+    "resources such as requests.nvidia.com/gpu), count/<resource>[.<group>], "
+    "<class>.storageclass.storage.k8s.io/requests.storage or /persistentvolumeclaims"
+)
 
 
 def _check_quota_keys(value: dict[str, str]) -> dict[str, str]:
-    unknown = sorted(set(value) - set(QUOTA_RESOURCES))
+    unknown = sorted(k for k in value if not is_quota_resource(k))
     if unknown:
-        raise ValueError(
-            f"unknown quota resource(s) {', '.join(unknown)}; allowed: {', '.join(QUOTA_RESOURCES)}"
-        )
-    fractional = sorted(
-        k for k in set(value) & set(COUNT_RESOURCES) if not _WHOLE_QUANTITY_RE.match(value[k])
-    )
+        shown = ", ".join(k if len(k) <= 80 else k[:80] + "..." for k in unknown)
+        raise ValueError(f"not a quota resource Kubernetes accepts: {shown}; allowed: {_ALLOWED_QUOTA_TEXT}")
+    fractional = sorted(k for k in value if is_integer_resource(k) and not _WHOLE_QUANTITY_RE.match(value[k]))
     if fractional:
         shown = ", ".join(f"{k}: {value[k]!r}" for k in fractional)
         raise ValueError(
-            f"{shown}: object counts must be whole numbers (such as 10, 1k); the API server refuses "
-            "a ResourceQuota with a fractional count"
+            f"{shown}: object counts must be whole numbers (such as 10, 1k), and so must every "
+            "'/' key not under requests. or kubernetes.io/; the API server refuses a ResourceQuota "
+            "with a fraction there"
         )
-    return dict(sorted(value.items()))
+    return dict(sorted(value.items(), key=lambda kv: quota_order(kv[0])))
 
 
-_QUOTA_KEYS_CEL = "[" + ", ".join(f"'{name}'" for name in QUOTA_RESOURCES) + "]"
+_STANDARD_QUOTA_CEL = "[" + ", ".join(f"'{name}'" for name in STANDARD_QUOTA_RESOURCES) + "]"
+# The CRD's version of is_quota_resource: a standard name, a hugepages name, or a "/" name; both
+# shapes qualified. Map keys cost nothing in the API server's estimate (docs/crd-cost.md), so the
+# regex stays cheap; the lengths of the two parts are left to `tenantry validate` and the API
+# server's own ResourceQuota validation.
+_QUOTA_KEY_RULE = (
+    f"self.all(k, k in {_STANDARD_QUOTA_CEL} || "
+    "((k.startsWith('hugepages-') || k.startsWith('requests.hugepages-') || k.contains('/')) && "
+    "k.matches('" + _QUALIFIED_NAME_RE.pattern.replace("\\", "\\\\") + "')))"
+)
 
 ResourceList = Annotated[
     dict[str, Quantity],
-    # Keys come from the allow-list, so there are at most as many entries as it has. Before the
-    # validator, so that pydantic emits it as maxProperties.
-    Field(max_length=len(QUOTA_RESOURCES)),
+    # Before the validator, so that pydantic emits it as maxProperties.
+    Field(max_length=MAX_QUOTA_RESOURCES),
     AfterValidator(_check_quota_keys),
     Field(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    f"self.all(k, k in {_QUOTA_KEYS_CEL})",
-                    "unknown quota resource; allowed: " + ", ".join(QUOTA_RESOURCES),
+                    _QUOTA_KEY_RULE,
+                    "not a quota resource Kubernetes accepts; allowed: " + _ALLOWED_QUOTA_TEXT,
                 ),
             ]
         }

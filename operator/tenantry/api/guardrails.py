@@ -11,6 +11,7 @@ patterns below make sure of it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -27,6 +28,7 @@ from tenantry.api.base import (
 
 MAX_TOLERATIONS = 16
 REGISTRY_MAX = 255
+PLACEHOLDERS = ("{organization}", "{environment}")
 
 # IngressClass, GatewayClass, StorageClass, PriorityClass and RuntimeClass names are DNS subdomains.
 ClassName = Annotated[
@@ -52,6 +54,84 @@ DeniedKey = Annotated[
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$",
     ),
 ]
+
+
+# A DNS label in which `{organization}` and `{environment}` may stand for (parts of) the label.
+_TEMPLATE_CHAR = r"(\{organization\}|\{environment\}|[a-z0-9])"
+_TEMPLATE_LABEL = rf"{_TEMPLATE_CHAR}((\{{organization\}}|\{{environment\}}|[-a-z0-9])*{_TEMPLATE_CHAR})?"
+_TEMPLATE_NAME = rf"{_TEMPLATE_LABEL}(\.{_TEMPLATE_LABEL})*"
+_DNS_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+
+# A host pattern of the policy: a DNS name, or `*.` and a DNS name (every name under it), with
+# placeholders filled in per namespace (`*.{organization}.apps.example.com`); `*` alone: any host.
+HostPattern = Annotated[
+    str,
+    Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX, pattern=rf"^(\*|(\*\.)?{_TEMPLATE_NAME})$"),
+]
+# A host an Organization lists: a DNS name, or `*.` and a DNS name.
+Host = Annotated[str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX, pattern=rf"^(\*\.)?{_DNS_NAME}$")]
+# A PersistentVolume name (a DNS subdomain), with placeholders, optionally ending in `*` (a prefix).
+VolumePattern = Annotated[
+    str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX, pattern=rf"^{_TEMPLATE_NAME}[-.]?\*?$")
+]
+# An annotation key, a prefix ending in "/", or a suffix starting with "*" (`*-snippet`).
+AnnotationPattern = Annotated[
+    str,
+    Field(min_length=2, max_length=LABEL_KEY_MAX, pattern=r"^(\*[-A-Za-z0-9_./]+|[-A-Za-z0-9_./]+)$"),
+]
+
+# Names that are never a valid ExternalName target, whatever a policy lists: IP addresses spelled
+# as a name (`169.254.169.254` passes Kubernetes' DNS-name validation) and the cluster's own
+# Service names, which lead into other tenants' namespaces.
+_IPV4_LIKE = re.compile(r"^[0-9.]+$")
+CLUSTER_SUFFIXES: tuple[str, ...] = (".svc", ".cluster.local")
+
+
+def external_name_refusal(name: str) -> str | None:
+    """Why `name` can never be an allowed ExternalName target, or None."""
+    bare = name.removeprefix("*.").rstrip(".")
+    if _IPV4_LIKE.match(bare):
+        return "is an IP address; ExternalName targets are DNS names outside the cluster"
+    if (
+        bare in ("svc", "cluster.local", "localhost")
+        or bare.endswith((*CLUSTER_SUFFIXES, ".localhost"))
+        or (".svc." in bare)
+    ):
+        return "is a cluster-internal name (*.svc, *.cluster.local): it would lead into other namespaces"
+    return None
+
+
+def _external_names(value: list[str]) -> list[str]:
+    for entry in value:
+        why = external_name_refusal(entry)
+        if why:
+            raise ValueError(f"{entry!r} {why}")
+    return value
+
+
+ExternalName = Annotated[
+    str, Field(min_length=1, max_length=DNS_SUBDOMAIN_MAX, pattern=rf"^(\*\.)?{_DNS_NAME}$")
+]
+
+# Ingress annotations known to let a tenant reconfigure a shared ingress controller or read
+# another namespace's Secrets. `*-snippet` (configuration, server, auth, stream, modsecurity
+# snippets: CVE-2021-25742, CVE-2023-5044) is always refused; the rest is the default of
+# spec.guardrails.deniedIngressAnnotations: Secrets named `namespace/name` (auth-tls-secret,
+# proxy-ssl-secret, auth-secret) and the IngressNightmare injection paths (CVE-2025-1097,
+# CVE-2025-1098, CVE-2025-24514).
+ALWAYS_DENIED_INGRESS_ANNOTATIONS: tuple[str, ...] = ("*-snippet",)
+DEFAULT_DENIED_INGRESS_ANNOTATIONS: tuple[str, ...] = (
+    "nginx.ingress.kubernetes.io/auth-secret",
+    "nginx.ingress.kubernetes.io/auth-tls-secret",
+    "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+    "nginx.ingress.kubernetes.io/auth-tls-match-cn",
+    "nginx.ingress.kubernetes.io/auth-url",
+    "nginx.ingress.kubernetes.io/mirror-target",
+    "nginx.ingress.kubernetes.io/mirror-host",
+)
+# The built-in default policy's hosts: each Organization gets the names under its own subdomain
+# of the platform's apps domain (replace example.com with yours).
+DEFAULT_HOSTS: tuple[str, ...] = ("*.{organization}.apps.example.com",)
 
 
 def _unique(value: list[str]) -> list[str]:
@@ -123,6 +203,27 @@ class Guardrails(Model):
         "tenantry.dev/ is always denied."
     )
     placement: NodePlacement | None = None
+    hosts: Annotated[list[HostPattern], AfterValidator(_unique)] | None = _names(
+        description="Hostnames an Ingress or a Gateway API route (spec.hostnames) may use: a name, "
+        "`*.` and a name (every name under it), with {organization} and {environment} filled in per "
+        "namespace; `*` any host. Left out: none (every host, host-less rule and defaultBackend refused)."
+    )
+    external_names: (
+        Annotated[list[ExternalName], AfterValidator(_unique), AfterValidator(_external_names)] | None
+    ) = _names(
+        description="Targets a Service of type ExternalName may name (a name, or `*.` and a name). "
+        "Never IP addresses or cluster-internal names. Left out: none (ExternalName refused)."
+    )
+    persistent_volumes: Annotated[list[VolumePattern], AfterValidator(_unique)] | None = _names(
+        description="PersistentVolumes a claim may name in spec.volumeName (a name, or a prefix ending "
+        "in *, with {organization} and {environment}). Left out: none. A PV pre-bound by the "
+        "platform (spec.claimRef) needs no volumeName."
+    )
+    denied_ingress_annotations: Annotated[list[AnnotationPattern], AfterValidator(_unique)] | None = _names(
+        description="Ingress annotation keys tenants may not set (a key, a prefix ending in /, or a "
+        "suffix starting with *). *-snippet is always refused. Left out: the built-in list of "
+        "ingress-nginx annotations that read other namespaces' Secrets or inject configuration."
+    )
 
 
 class OrganizationGuardrails(Model):
@@ -137,6 +238,12 @@ class OrganizationGuardrails(Model):
     runtime_classes: ClassList | None = _names()
     registries: RegistryList | None = _names()
     placement: NodePlacement | None = None
+    # Replaces the policy's hosts; a host outside them widens the policy (needs quotaApproval), and
+    # a host inside another Organization's share of the policy's hosts is always refused.
+    hosts: Annotated[list[Host], AfterValidator(_unique)] | None = _names(
+        description="The hostnames this Organization's Ingresses and routes may use (replaces the "
+        "policy's hosts; a host outside them needs spec.quotaApproval)."
+    )
 
 
 CLASS_FIELDS: tuple[str, ...] = (

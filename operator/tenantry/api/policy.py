@@ -31,7 +31,7 @@ from tenantry.api.base import (
     duplicates,
 )
 from tenantry.api.common import Port, Subject
-from tenantry.api.guardrails import Guardrails
+from tenantry.api.guardrails import DEFAULT_HOSTS, Guardrails
 from tenantry.api.organization import ALWAYS_RESERVED_NAMES, ALWAYS_RESERVED_PREFIXES, CIDR, ObjectMeta
 from tenantry.api.quantity import parse_quantity
 
@@ -41,8 +41,14 @@ PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 class LimitRangeDefaults(Model):
     """Container defaults so that pods without requests/limits still fit under the quota."""
 
-    default: ContainerResources = Field(default_factory=lambda: {"cpu": "500m", "memory": "512Mi"})
-    default_request: ContainerResources = Field(default_factory=lambda: {"cpu": "100m", "memory": "128Mi"})
+    # ephemeral-storage too: a container that declares none would count 0 against the quota's
+    # ephemeral-storage limits (Kubernetes does not require it to declare one).
+    default: ContainerResources = Field(
+        default_factory=lambda: {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"}
+    )
+    default_request: ContainerResources = Field(
+        default_factory=lambda: {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "128Mi"}
+    )
     max: ContainerResources | None = None
 
     @model_validator(mode="after")
@@ -61,7 +67,11 @@ class LimitRangeDefaults(Model):
 
 
 def _env(name: str, scale: int, pod_security: PodSecurityLevel, exec_: bool) -> EnvironmentPolicy:
-    """Production gets the full default; staging half; dev a quarter (see examples/policy-default.yaml)."""
+    """Production gets the full default; staging half; dev a quarter (see examples/policy-default.yaml).
+
+    Everything a tenant can exhaust is capped: compute, ephemeral and persistent storage, object
+    counts (each Secret or ConfigMap may hold 1 MiB of etcd), and devices (GPUs and huge pages: 0
+    unless an environment or an approved Organization says otherwise)."""
     return EnvironmentPolicy(
         name=name,
         quota={
@@ -69,11 +79,21 @@ def _env(name: str, scale: int, pod_security: PodSecurityLevel, exec_: bool) -> 
             "limits.cpu": str(16 // scale),
             "requests.memory": f"{16 // scale}Gi",
             "limits.memory": f"{32 // scale}Gi",
-            "pods": str(200 // scale),
-            "persistentvolumeclaims": str(20 // scale),
+            "requests.ephemeral-storage": f"{48 // scale}Gi",
+            "limits.ephemeral-storage": f"{200 // scale}Gi",
             "requests.storage": f"{500 // scale}Gi",
+            "persistentvolumeclaims": str(20 // scale),
+            "pods": str(200 // scale),
+            "services": str(48 // scale),
             "services.loadbalancers": "0",
             "services.nodeports": "0",
+            "configmaps": str(100 // scale),
+            "secrets": str(100 // scale),
+            "replicationcontrollers": str(20 // scale),
+            "resourcequotas": str(8 // scale),
+            "requests.hugepages-1Gi": "0",
+            "requests.hugepages-2Mi": "0",
+            "requests.nvidia.com/gpu": "0",
         },
         pod_security=pod_security,
         developer_exec=exec_,
@@ -228,7 +248,10 @@ class TenancyPolicySpec(Model):
     namespace_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
     # Policy-wide guardrails (docs/admission.md); NodePort and LoadBalancer Services are off by
     # default, as the default quotas (services.nodeports, services.loadbalancers: 0) already say.
-    guardrails: Guardrails = Field(default_factory=lambda: Guardrails(node_ports=False, load_balancers=False))
+    # Each Organization gets the hosts under its own subdomain of the apps domain.
+    guardrails: Guardrails = Field(
+        default_factory=lambda: Guardrails(node_ports=False, load_balancers=False, hosts=list(DEFAULT_HOSTS))
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TenancyPolicySpec:

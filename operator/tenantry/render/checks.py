@@ -11,7 +11,7 @@ import functools
 import ipaddress
 from collections.abc import Sequence
 
-from tenantry.api.base import DNS_LABEL_MAX, QUOTA_RESOURCES
+from tenantry.api.base import DNS_LABEL_MAX, quota_order
 from tenantry.api.common import Subject
 from tenantry.api.organization import Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
@@ -133,8 +133,7 @@ def effective_quota(org: Organization, policy: TenancyPolicy, env: str) -> dict[
     env_policy = policy.spec.environment(env)
     hard = dict(env_policy.quota) if env_policy else {}
     hard.update(org.spec.quota.get(env, {}))
-    order = {name: i for i, name in enumerate(QUOTA_RESOURCES)}
-    return dict(sorted(hard.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return dict(sorted(hard.items(), key=lambda kv: quota_order(kv[0])))
 
 
 def _subject_problems(path: str, subject: Subject, policy: TenancyPolicy) -> list[Problem]:

@@ -10,7 +10,10 @@ Data format (every value a string, lists comma-separated; no value can contain a
 class lists and `registries`: `*` allows anything, the empty string nothing; `nodePorts`,
 `loadBalancers`: `true`/`false`; `deniedLabelKeys`: keys, or prefixes ending in `/`;
 `nodeSelector`: `key=value,...`; `tolerations`: `key=value:Effect` (operator Equal) or
-`key:Effect` (operator Exists), the effect empty for all effects.
+`key:Effect` (operator Exists), the effect empty for all effects; `hosts`: names and `*.`-names
+(placeholders filled in), `*` any; `externalNames`: names and `*.`-names; `persistentVolumes`:
+names and prefixes ending in `*`; `deniedIngressAnnotations`: keys, prefixes ending in `/`,
+suffixes starting with `*`. Hosts, external names and volumes: empty means none.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tenantry import GROUP
-from tenantry.api.guardrails import CLASS_FIELDS, Guardrails, NodePlacement, Toleration
+from tenantry.api.guardrails import (
+    ALWAYS_DENIED_INGRESS_ANNOTATIONS,
+    CLASS_FIELDS,
+    DEFAULT_DENIED_INGRESS_ANNOTATIONS,
+    PLACEHOLDERS,
+    Guardrails,
+    NodePlacement,
+    Toleration,
+)
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
@@ -38,6 +49,9 @@ POLICIES = {
     "services": "tenantry-guardrail-services",
     "labels": "tenantry-guardrail-labels",
     "placement": "tenantry-guardrail-placement",
+    "hosts": "tenantry-guardrail-hosts",
+    "volumes": "tenantry-guardrail-volumes",
+    "tokens": "tenantry-guardrail-tokens",
 }
 
 _DATA_KEYS = {
@@ -60,6 +74,41 @@ class Effective:
     denied_label_keys: tuple[str, ...]
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
+    # Empty: none. Placeholders already filled in.
+    hosts: tuple[str, ...] = ()
+    external_names: tuple[str, ...] = ()
+    persistent_volumes: tuple[str, ...] = ()
+    denied_ingress_annotations: tuple[str, ...] = ALWAYS_DENIED_INGRESS_ANNOTATIONS
+
+
+def fill(pattern: str, org: str, env: str) -> str:
+    """A policy pattern for one namespace: {organization} and {environment} filled in."""
+    return pattern.replace("{organization}", org).replace("{environment}", env)
+
+
+def host_inside(host: str, patterns: tuple[str, ...]) -> bool:
+    """Is `host` (a name or a `*.`-name) among the names `patterns` allow? `*.a.b` allows every
+    name under a.b (at any depth, wildcards included), not a.b itself. The admission policy
+    tenantry-guardrail-hosts decides the same way."""
+    return any(p == "*" or p == host or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+
+
+def shared_host_domains(policy: TenancyPolicy, env: str) -> tuple[str, ...]:
+    """The domains the policy shares out per Organization: for each host pattern naming
+    {organization}, what follows the label that holds it (`.apps.example.com` for
+    `*.{organization}.apps.example.com`). A name there belongs to the Organization it names."""
+    base, override = _policy_guardrails(policy, env)
+    patterns = _pick("hosts", base, override) or []
+    out = []
+    for pattern in patterns:
+        labels = pattern.split(".")
+        for i, label in enumerate(labels):
+            if PLACEHOLDERS[0] in label:
+                tail = ".".join(labels[i + 1 :])
+                if tail and PLACEHOLDERS[0] not in tail and PLACEHOLDERS[1] not in tail:
+                    out.append(tail)
+                break
+    return tuple(dict.fromkeys(out))
 
 
 def _policy_guardrails(policy: TenancyPolicy, env: str) -> tuple[Guardrails, Guardrails | None]:
@@ -81,6 +130,9 @@ def policy_guardrails(policy: TenancyPolicy, env: str) -> Effective:
         lists[name] = None if value is None else tuple(value)
     placement: NodePlacement | None = _pick("placement", base, override)
     denied = _pick("denied_label_keys", base, override) or []
+    annotations = _pick("denied_ingress_annotations", base, override)
+    if annotations is None:
+        annotations = DEFAULT_DENIED_INGRESS_ANNOTATIONS
     return Effective(
         lists=lists,
         node_ports=bool(_pick("node_ports", base, override)),
@@ -88,7 +140,47 @@ def policy_guardrails(policy: TenancyPolicy, env: str) -> Effective:
         denied_label_keys=tuple(dict.fromkeys([*ALWAYS_DENIED_KEYS, *denied])),
         node_selector=dict(placement.node_selector) if placement else {},
         tolerations=tuple(placement.tolerations) if placement else (),
+        hosts=tuple(_pick("hosts", base, override) or ()),
+        external_names=tuple(_pick("external_names", base, override) or ()),
+        persistent_volumes=tuple(_pick("persistent_volumes", base, override) or ()),
+        denied_ingress_annotations=tuple(dict.fromkeys([*ALWAYS_DENIED_INGRESS_ANNOTATIONS, *annotations])),
     )
+
+
+def _filled(values: tuple[str, ...], org: str, env: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(fill(v, org, env) for v in values))
+
+
+def _host_problems(org: Organization, policy: TenancyPolicy, env: str, approved: bool) -> list[Problem]:
+    hosts = org.spec.guardrails.hosts
+    if hosts is None:
+        return []
+    allowed = _filled(policy_guardrails(policy, env).hosts, org.name, env)
+    shared = shared_host_domains(policy, env)
+    own = [d for d in allowed if any(d.endswith("." + s) for s in shared)]
+    problems = []
+    for i, host in enumerate(hosts):
+        bare = host.removeprefix("*.")
+        in_shared = any(bare == s or bare.endswith("." + s) for s in shared)
+        if in_shared and not host_inside(host, tuple(own)):
+            problems.append(
+                Problem(
+                    f"spec.guardrails.hosts[{i}]",
+                    f"{host!r} is in the names policy {policy.name!r} gives each Organization "
+                    f"({', '.join('*.<organization>.' + s for s in shared)}) but not in {org.name!r}'s "
+                    f"({', '.join(own) or 'none'}); no approval can give one Organization another's hosts",
+                )
+            )
+        elif not approved and not host_inside(host, allowed):
+            problems.append(
+                Problem(
+                    f"spec.guardrails.hosts[{i}]",
+                    f"{host!r} is not among the hosts policy {policy.name!r} allows in environment {env!r} "
+                    f"({', '.join(allowed) or 'none'}); an Organization may only narrow its policy's "
+                    "guardrails, widening them requires spec.quotaApproval",
+                )
+            )
+    return problems
 
 
 def _inside(name: str, value: str, allowed: tuple[str, ...]) -> bool:
@@ -102,13 +194,16 @@ def _camel(name: str) -> str:
 
 
 def guardrail_problems(org: Organization, policy: TenancyPolicy, environments: list[str]) -> list[Problem]:
-    """Where the Organization widens its policy's guardrails without spec.quotaApproval."""
-    if org.spec.quota_approval is not None:
-        return []
+    """Where the Organization widens its policy's guardrails without spec.quotaApproval, or
+    claims hosts of another Organization (never allowed)."""
+    approved = org.spec.quota_approval is not None
     wanted = org.spec.guardrails
     problems: list[Problem] = []
     for env in environments:
         if policy.spec.environment(env) is None:
+            continue
+        problems += _host_problems(org, policy, env, approved)
+        if approved:
             continue
         allowed = policy_guardrails(policy, env)
         for name in CLASS_FIELDS:
@@ -169,6 +264,7 @@ def effective_guardrails(org: Organization, policy: TenancyPolicy, env: str) -> 
     if wanted.placement is not None:
         selector.update(wanted.placement.node_selector)
         tolerations += [t for t in wanted.placement.tolerations if t not in tolerations]
+    hosts = tuple(wanted.hosts) if wanted.hosts is not None else _filled(allowed.hosts, org.name, env)
     return Effective(
         lists=lists,
         node_ports=allowed.node_ports,
@@ -176,6 +272,10 @@ def effective_guardrails(org: Organization, policy: TenancyPolicy, env: str) -> 
         denied_label_keys=allowed.denied_label_keys,
         node_selector=dict(sorted(selector.items())),
         tolerations=tuple(tolerations),
+        hosts=hosts,
+        external_names=allowed.external_names,
+        persistent_volumes=_filled(allowed.persistent_volumes, org.name, env),
+        denied_ingress_annotations=allowed.denied_ingress_annotations,
     )
 
 
@@ -198,6 +298,10 @@ def guardrail_data(org: Organization, policy: TenancyPolicy, env: str) -> dict[s
     data["deniedLabelKeys"] = ",".join(g.denied_label_keys)
     data["nodeSelector"] = ",".join(f"{k}={v}" for k, v in g.node_selector.items())
     data["tolerations"] = ",".join(_toleration(t) for t in g.tolerations)
+    data["hosts"] = ",".join(g.hosts)
+    data["deniedIngressAnnotations"] = ",".join(g.denied_ingress_annotations)
+    data["externalNames"] = ",".join(g.external_names)
+    data["persistentVolumes"] = ",".join(g.persistent_volumes)
     return data
 
 
@@ -236,14 +340,20 @@ def describe(org: Organization, policy: TenancyPolicy, env: str) -> list[str]:
     denied = [k + "*" if k.endswith("/") else k for k in g.denied_label_keys]
     placement = ", ".join(f"{k}={v}" for k, v in g.node_selector.items()) or "none"
     tolerations = ", ".join(_toleration(t) for t in g.tolerations) or "none"
+    hosts = "any" if "*" in g.hosts else (", ".join(g.hosts) or "none")
     lines = [
         f"{POLICIES['classes']}: ingressClasses {allowed('ingress_classes')}; gatewayClasses "
         f"{allowed('gateway_classes')}; storageClasses {allowed('storage_classes')}",
         f"{POLICIES['workloads']}: registries {allowed('registries')}; priorityClasses "
         f"{allowed('priority_classes')}; runtimeClasses {allowed('runtime_classes')}",
-        f"{POLICIES['services']}: {', '.join(services)}",
+        f"{POLICIES['services']}: {', '.join(services)}; ExternalName to "
+        f"{', '.join(g.external_names) or 'none'}",
         f"{POLICIES['labels']}: keys refused: {', '.join(denied)}",
         f"{POLICIES['placement']}: nodeSelector {placement}; tolerations {tolerations}",
+        f"{POLICIES['hosts']}: hosts {hosts}; Ingress annotations refused: "
+        f"{', '.join(g.denied_ingress_annotations)}",
+        f"{POLICIES['volumes']}: spec.volumeName {', '.join(g.persistent_volumes) or 'none'}",
+        f"{POLICIES['tokens']}: Secrets of type kubernetes.io/service-account-token refused",
     ]
     return [_bounded(line) for line in lines]
 

@@ -87,7 +87,8 @@ def test_status_lists_every_guardrail_per_environment() -> None:
         "security.example.com/*",
         "tenantry-guardrail-placement: nodeSelector pool=tenants; tolerations dedicated=tenants:NoSchedule",
         "tenantry-guardrail-hosts: hosts *.acme.apps.example.com, acme.example.com; Ingress annotations "
-        "refused: *-snippet, nginx.ingress.kubernetes.io/auth-secret, nginx.ingress.kubernetes.io/auth-tls-secret, "
+        "refused: *-snippet, nginx.ingress.kubernetes.io/auth-secret, "
+        "nginx.ingress.kubernetes.io/auth-tls-secret, "
         "nginx.ingress.kubernetes.io/proxy-ssl-secret, nginx.ingress.kubernetes.io/auth-tls-match-cn, "
         "nginx.ingress.kubernetes.io/auth-url, nginx.ingress.kubernetes.io/mirror-target, "
         "nginx.ingress.kubernetes.io/mirror-host",
@@ -117,7 +118,8 @@ def test_an_organization_narrows_its_hosts_and_widens_them_only_with_approval() 
         "spec.guardrails.hosts[1]: 'acme.com' is not among the hosts policy 'default' allows in environment "
         "'prod' (*.acme.apps.example.com, acme.example.com); an Organization may only narrow its policy's "
         "guardrails, widening them requires spec.quotaApproval",
-        "spec.guardrails.hosts[2]: '*.acme.com' is not among the hosts policy 'default' allows in environment "
+        "spec.guardrails.hosts[2]: '*.acme.com' is not among the hosts policy 'default' allows in "
+        "environment "
         "'prod' (*.acme.apps.example.com, acme.example.com); an Organization may only narrow its policy's "
         "guardrails, widening them requires spec.quotaApproval",
     ]

@@ -90,7 +90,7 @@ def host_inside(host: str, patterns: tuple[str, ...]) -> bool:
     """Is `host` (a name or a `*.`-name) among the names `patterns` allow? `*.a.b` allows every
     name under a.b (at any depth, wildcards included), not a.b itself. The admission policy
     tenantry-guardrail-hosts decides the same way."""
-    return any(p == "*" or p == host or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+    return any(p in ("*", host) or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
 def shared_host_domains(policy: TenancyPolicy, env: str) -> tuple[str, ...]:

@@ -58,8 +58,17 @@ def _replace(text: Any, old: Any, new: Any) -> Any:
     return celtypes.StringType(str(text).replace(str(old), str(new)))
 
 
+def _substring(text: Any, start: Any, end: Any = None) -> Any:
+    """cel-go's strings extension: code points from start to end, an error outside the string."""
+    value = str(text)
+    stop = len(value) if end is None else int(end)
+    if not 0 <= int(start) <= stop <= len(value):
+        raise ValueError(f"index out of range: {start}")
+    return celtypes.StringType(value[int(start) : stop])
+
+
 # Kubernetes' strings library functions the policies use (cel-python lacks them).
-FUNCTIONS = {"split": _split, "join": _join, "replace": _replace}
+FUNCTIONS = {"split": _split, "join": _join, "replace": _replace, "substring": _substring}
 _ENV = celpy.Environment(runner_class=_CelGoRunner)
 
 

@@ -101,6 +101,12 @@ RESOURCES = {
     "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
     "ConfigMap": ("", "v1", "configmaps"),
     "ResourceQuota": ("", "v1", "resourcequotas"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "GRPCRoute": ("gateway.networking.k8s.io", "v1", "grpcroutes"),
+    "TLSRoute": ("gateway.networking.k8s.io", "v1alpha2", "tlsroutes"),
+    "Secret": ("", "v1", "secrets"),
+    "ReplicationController": ("", "v1", "replicationcontrollers"),
+    "PodTemplate": ("", "v1", "podtemplates"),
 }
 
 
@@ -535,7 +541,7 @@ def test_a_class_removed_from_the_policy_keeps_working_for_existing_objects() ->
     """Only what a write adds is checked: an Ingress on a class the policy no longer lists can
     still be updated, as long as the update does not move it to another refused class."""
     old = obj("Ingress", {"ingressClassName": "legacy", "rules": []})
-    new = obj("Ingress", {"ingressClassName": "legacy", "rules": [{"host": "a.example"}]})
+    new = obj("Ingress", {"ingressClassName": "legacy", "rules": [{"host": "a.acme.apps.example.com"}]})
     assert update(new, old).allowed
     assert not update(obj("Ingress", {"ingressClassName": "other"}), old).allowed
     gateway = obj("Gateway", {"gatewayClassName": "legacy"})
@@ -771,3 +777,270 @@ def test_the_rendered_parameter_is_what_the_policies_read() -> None:
     assert data["tolerations"] == "dedicated=tenants:NoSchedule"
     assert data["deniedLabelKeys"] == "tenantry.dev/,example.com/billing,security.example.com/"
     assert ACME.params["acme-dev"]["data"]["storageClasses"] == "standard,scratch"
+
+
+# === hosts (issue 21) ==========================================================================
+
+BETA = cluster_for(
+    Organization.model_validate({**organization().model_dump(by_alias=True), "metadata": {"name": "beta"}})
+)
+
+
+def ingress(*hosts: str, namespace: str = "acme-prod", tls: list[str] | None = None, **meta: Any) -> Json:
+    spec: Json = {
+        "ingressClassName": "nginx",
+        "rules": [
+            {"host": h, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": BACKEND}]}}
+            if h
+            else {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": BACKEND}]}}
+            for h in hosts
+        ],
+    }
+    if tls is not None:
+        spec["tls"] = [{"hosts": tls, "secretName": "cert"}]
+    return obj("Ingress", spec, namespace, **meta)
+
+
+BACKEND = {"service": {"name": "web", "port": {"number": 80}}}
+
+
+def test_an_organization_uses_only_its_own_hosts() -> None:
+    assert create(ingress("shop.acme.apps.example.com", "acme.example.com")).allowed
+    assert create(ingress("*.api.acme.apps.example.com")).allowed  # a wildcard inside its own
+    refused = create(ingress("billing.beta.apps.example.com"))
+    assert refused.policy == "tenantry-guardrail-hosts"
+    assert refused.why == (
+        "Ingress acme-prod/x: host billing.beta.apps.example.com is not one of the hosts of acme-prod "
+        "(Organization acme, environment prod, TenancyPolicy default). Allowed hosts: "
+        "*.acme.apps.example.com, acme.example.com (a *. host covers every name under it; TenancyPolicy "
+        "spec.guardrails.hosts, or spec.guardrails.hosts of the Organization). Guardrail "
+        "tenantry-guardrail-hosts, rule hosts."
+    )
+    # beta may use it: ownership comes from each namespace's own parameter.
+    assert create(ingress("billing.beta.apps.example.com", namespace="beta-prod"), cluster=BETA).allowed
+    # A wildcard beyond its own, the apex of a wildcard, and a look-alike suffix.
+    for host in (
+        "*.apps.example.com",
+        "*.beta.apps.example.com",
+        "acme.apps.example.com",
+        "xacme.apps.example.com",
+    ):
+        assert "is not one of the hosts" in create(ingress(host)).why, host
+
+
+def test_no_host_a_default_backend_and_foreign_tls_hosts_are_refused() -> None:
+    hostless = create(ingress(""))
+    assert "a rule without a host catches the traffic of every host nobody claimed" in hostless.why
+    catch_all = create(obj("Ingress", {"ingressClassName": "nginx", "defaultBackend": BACKEND}))
+    assert catch_all.why.startswith(
+        "Ingress acme-prod/x: spec.defaultBackend catches the traffic of every host"
+    )
+    assert "rule default-backend" in catch_all.why
+    cert = create(ingress("shop.acme.apps.example.com", tls=["billing.beta.apps.example.com"]))
+    assert "host billing.beta.apps.example.com is not one of the hosts" in cert.why
+    assert create(ingress("shop.acme.apps.example.com", tls=["shop.acme.apps.example.com"])).allowed
+
+
+def test_hosts_an_ingress_already_has_stay_allowed() -> None:
+    """A host the policy has since taken away keeps working; adding one is checked."""
+    old = ingress("legacy.example.org")
+    assert update(ingress("legacy.example.org", "shop.acme.apps.example.com"), old).allowed
+    assert not update(ingress("legacy.example.org", "other.example.org"), old).allowed
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute", "TLSRoute"])
+def test_gateway_api_routes_use_only_their_own_hostnames(kind: str) -> None:
+    assert create(obj(kind, {"hostnames": ["shop.acme.apps.example.com"]})).allowed
+    refused = create(
+        obj(kind, {"hostnames": ["shop.acme.apps.example.com", "billing.beta.apps.example.com"]})
+    )
+    assert refused.why.startswith(f"{kind} acme-prod/x: host billing.beta.apps.example.com is not one of")
+    everything = create(obj(kind, {"parentRefs": [{"name": "shared"}]}))
+    assert "a route without spec.hostnames takes every host of the listeners" in everything.why
+
+
+def test_a_policy_may_allow_any_host() -> None:
+    any_host = TenancyPolicy.model_validate(
+        {**POLICY.model_dump(by_alias=True, exclude_none=True), "spec": {"guardrails": {"hosts": ["*"]}}}
+    )
+    anything = cluster_for(organization(), any_host)
+    assert create(ingress("billing.beta.apps.example.com"), cluster=anything).allowed
+    assert create(
+        obj("Ingress", {"ingressClassName": "nginx", "defaultBackend": BACKEND}), cluster=anything
+    ).allowed
+
+
+def test_dangerous_ingress_annotations_are_refused() -> None:
+    snippet = create(
+        ingress("shop.acme.apps.example.com", annotations={"nginx.ingress.kubernetes.io/server-snippet": "x"})
+    )
+    assert snippet.why.startswith(
+        "Ingress acme-prod/x: annotation nginx.ingress.kubernetes.io/server-snippet is not allowed in "
+        "acme-prod"
+    )
+    assert "rule annotations" in snippet.why and "*-snippet" in snippet.why
+    for key in ("haproxy.org/backend-config-snippet", "nginx.ingress.kubernetes.io/auth-tls-secret"):
+        assert not create(ingress("shop.acme.apps.example.com", annotations={key: "beta-prod/ca"})).allowed, (
+            key
+        )
+    fine = {"nginx.ingress.kubernetes.io/rewrite-target": "/"}
+    assert create(ingress("shop.acme.apps.example.com", annotations=fine)).allowed
+    # Already there: the policy changed since; editing something else stays possible.
+    old = ingress("shop.acme.apps.example.com", annotations={"nginx.ingress.kubernetes.io/auth-url": "x"})
+    assert update(
+        ingress("a.acme.apps.example.com", annotations={"nginx.ingress.kubernetes.io/auth-url": "x"}), old
+    ).allowed
+
+
+# === ExternalName ================================================================================
+
+
+def external(name: str, namespace: str = "acme-prod") -> Json:
+    return obj("Service", {"type": "ExternalName", "externalName": name}, namespace)
+
+
+def test_external_names_only_to_listed_targets_never_inside_the_cluster() -> None:
+    assert create(external("api.stripe.com")).allowed
+    assert create(external("s3.eu-west-1.amazonaws.com.")).allowed  # under *.amazonaws.com, FQDN
+    refused = create(external("evil.example.net"))
+    assert refused.why == (
+        "Service acme-prod/x: type ExternalName to evil.example.net is not allowed in acme-prod "
+        "(Organization "
+        "acme, environment prod, TenancyPolicy default): it is not among the allowed targets. Allowed: "
+        "api.stripe.com, *.amazonaws.com (spec.guardrails.externalNames). Guardrail "
+        "tenantry-guardrail-services, rule external-name."
+    )
+    for target in (
+        "billing.beta-prod.svc",
+        "billing.beta-prod.svc.cluster.local",
+        "kubernetes.default.svc.cluster.local.",
+        "169.254.169.254",
+        "10.244.2.17",
+        "localhost",
+    ):
+        why = create(external(target)).why
+        assert "it is an IP address or a cluster-internal name" in why, target
+
+
+def test_external_names_are_refused_where_the_policy_lists_none() -> None:
+    none = cluster_for(organization(), TenancyPolicy.model_validate({"metadata": {"name": "default"}}))
+    assert "Allowed: none" in create(external("api.stripe.com"), cluster=none).why
+    existing = external("legacy.example.org")
+    assert update(existing, existing, cluster=none).allowed  # kept from before
+
+
+# === labels in templates ==========================================================================
+
+TEMPLATE_KINDS = [
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+]
+
+
+def _with_template_labels(body: Json, labels: dict[str, str]) -> Json:
+    out = copy.deepcopy(body)
+    spec = out["spec"]["jobTemplate"]["spec"] if out["kind"] == "CronJob" else out["spec"]
+    spec["template"]["metadata"]["labels"].update(labels)
+    return out
+
+
+def _workload(kind: str) -> Json:
+    if kind == "ReplicationController":
+        body = workload("ReplicaSet")
+        body.update(apiVersion="v1", kind=kind)
+        body["spec"]["selector"] = {"app": "x"}
+        return body
+    return workload(kind)
+
+
+@pytest.mark.parametrize("kind", TEMPLATE_KINDS)
+def test_denied_keys_are_refused_in_pod_templates(kind: str) -> None:
+    body = _workload(kind)
+    assert create(body).allowed
+    spoofed = create(_with_template_labels(body, {"tenantry.dev/organization": "beta"}))
+    assert spoofed.policy == "tenantry-guardrail-labels"
+    assert spoofed.why.startswith(f"{kind} acme-prod/w: key tenantry.dev/organization in a template")
+    owned = create(_with_template_labels(body, {"app.kubernetes.io/managed-by": "tenantry"}))
+    assert "label app.kubernetes.io/managed-by=tenantry in a template" in owned.why
+    assert not create(_with_template_labels(body, {"example.com/billing": "free"})).allowed
+
+
+def test_every_template_kubernetes_copies_is_checked() -> None:
+    cron = workload("CronJob")
+    cron["spec"]["jobTemplate"]["metadata"] = {"annotations": {"security.example.com/exempt": "yes"}}
+    assert "key security.example.com/exempt in a template" in create(cron).why
+    claims = workload("StatefulSet")
+    claims["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "d", "labels": {"tenantry.dev/x": "y"}}}]
+    assert "key tenantry.dev/x in a template" in create(claims).why
+    template = {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": "t", "namespace": "acme-prod"},
+        "template": {"metadata": {"labels": {"tenantry.dev/organization": "beta"}}, "spec": pod()["spec"]},
+    }
+    assert "key tenantry.dev/organization in a template" in create(template).why
+
+
+def test_template_keys_already_there_may_stay() -> None:
+    old = _with_template_labels(workload("Deployment"), {"example.com/billing": "legacy"})
+    scaled = copy.deepcopy(old)
+    scaled["spec"]["replicas"] = 3
+    assert update(scaled, old).allowed
+    assert not update(_with_template_labels(old, {"example.com/billing": "free"}), old).allowed
+    # The controllers copying a checked template are not checked again.
+    replicas = _with_template_labels(workload("ReplicaSet"), {"example.com/billing": "legacy"})
+    assert create(replicas, service_account("kube-system", "deployment-controller")).allowed
+
+
+# === volumes and tokens ===========================================================================
+
+
+def claim(volume: str | None, namespace: str = "acme-prod") -> Json:
+    spec: Json = {"storageClassName": "fast"}
+    if volume is not None:
+        spec["volumeName"] = volume
+    return obj("PersistentVolumeClaim", spec, namespace)
+
+
+def test_a_claim_names_only_the_organizations_volumes() -> None:
+    assert create(claim(None)).allowed
+    assert create(claim("acme-prod-data")).allowed
+    refused = create(claim("beta-data-pv"))
+    assert refused.policy == "tenantry-guardrail-volumes"
+    assert refused.why.startswith(
+        "PersistentVolumeClaim acme-prod/x: spec.volumeName beta-data-pv names a PersistentVolume not "
+        "declared for the Organization of acme-prod"
+    )
+    assert "Allowed: acme-prod-* (spec.guardrails.persistentVolumes; name* is a prefix)" in refused.why
+    assert not create(claim("acme-dev-data")).allowed  # another environment's
+    # The PV controller binds claims by setting volumeName: never checked.
+    bound = claim("pvc-4f1e")
+    binder = service_account("kube-system", "persistent-volume-binder")
+    assert update(bound, claim(None), binder).allowed
+    assert not update(bound, claim(None)).allowed
+
+
+def test_legacy_service_account_token_secrets_are_refused() -> None:
+    token = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": "t",
+            "namespace": "acme-dev",
+            "annotations": {"kubernetes.io/service-account.name": "default"},
+        },
+    }
+    refused = create(token)
+    assert refused.policy == "tenantry-guardrail-tokens"
+    assert refused.why.startswith("Secret acme-dev/t: type kubernetes.io/service-account-token gets a")
+    # It needs no parameter, so it also holds where the ConfigMap is missing.
+    (tokens,) = [p for p in VALIDATING if p["metadata"]["name"] == "tenantry-guardrail-tokens"]
+    assert "paramKind" not in tokens["spec"]
+    opaque = {**token, "type": "Opaque"}
+    assert create(opaque).allowed

@@ -484,11 +484,21 @@ def test_stripping_the_ownership_label_does_not_escape_the_policy() -> None:
 
 
 def test_nobody_else_can_pass_an_object_off_as_tenantrys() -> None:
-    own = changed(managed("NetworkPolicy"), labels={lbl.APP_MANAGED_BY: None}, name="my-policy")
+    """Adding the label to an object of one's own is refused with words that say so: the object
+    is not managed by Tenantry, and the fix is to remove the label (issue 21 item 8)."""
+    own = changed(managed("ConfigMap"), labels={lbl.APP_MANAGED_BY: None}, name="settings")
     claimed = changed(own, labels={lbl.APP_MANAGED_BY: "tenantry"})
-    assert not admit(PROTECT_OBJECTS, call("UPDATE", TENANT, claimed, own), CLUSTER).allowed
-    decision = admit(PROTECT_OBJECTS, call("CREATE", TENANT, managed("RoleBinding")), CLUSTER)
-    assert not decision.allowed and "may create it" in decision.why
+    decision = admit(PROTECT_OBJECTS, call("UPDATE", TENANT, claimed, own), CLUSTER)
+    assert not decision.allowed
+    assert decision.why == (
+        "ConfigMap acme-prod/settings: the label app.kubernetes.io/managed-by=tenantry marks the objects "
+        "Tenantry owns, and only the operator (system:serviceaccount:tenantry-system:tenantry) and the "
+        "platform admins of TenancyPolicy default (spec.rbac.platformAdmins) may set it; alice@acme.example "
+        "is neither. Remove the label (or use another value of app.kubernetes.io/managed-by)."
+    )
+    assert "Change the Organization" not in decision.why
+    created = admit(PROTECT_OBJECTS, call("CREATE", TENANT, managed("RoleBinding")), CLUSTER)
+    assert not created.allowed and "marks the objects Tenantry owns" in created.why
 
 
 @pytest.mark.parametrize("kind", GUARDED_KINDS)

@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ONBOARDING = "tests/integration/test_onboarding.py"
 LIFECYCLE = "tests/integration/test_lifecycle.py"
 PROMISES = "tests/integration/test_promises.py"
+RBAC = "tests/unit/test_render_rbac.py"
+GUARDRAILS = "tests/unit/test_admission_guardrails.py"
 NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
 
@@ -244,6 +246,47 @@ MUTANTS: tuple[Mutant, ...] = (
         "        return ApiError(404, NOT_SERVED,",
         '        return ApiError(404, "NotFound",',
         ("tests/unit/test_client.py",),
+    ),
+    # Issue 21: the paths around the box.
+    Mutant(
+        "endpoints-writable-by-tenants",
+        "tenant roles read Endpoints but never write them (CVE-2021-25740)",
+        "operator/tenantry/render/rbac.py",
+        '("", ["pods", "services", "configmaps",',
+        '("", ["pods", "services", "endpoints", "configmaps",',
+        (f"{RBAC}::test_tenant_roles_read_endpoints_but_never_write_them",),
+    ),
+    Mutant(
+        "hosts-any-host-allowed",
+        "an Ingress or route may use only the hosts its Organization owns",
+        "manifests/admission/guardrails/hosts.yaml",
+        "!variables.hosts.exists(p, p == h ||",
+        "!variables.hosts.exists(p, true ||",
+        (f"{GUARDRAILS}::test_an_organization_uses_only_its_own_hosts",),
+    ),
+    Mutant(
+        "hosts-wildcard-reaches-look-alikes",
+        "*.acme.<domain> covers names under acme.<domain>, not xacme.<domain>",
+        "manifests/admission/guardrails/hosts.yaml",
+        "h.endsWith(p.substring(1))",
+        "h.endsWith(p.substring(2))",
+        (f"{GUARDRAILS}::test_an_organization_uses_only_its_own_hosts",),
+    ),
+    Mutant(
+        "hosts-default-backend-allowed",
+        "an Ingress defaultBackend (a catch-all) is refused",
+        "manifests/admission/guardrails/hosts.yaml",
+        '    - expression: "!variables.newDefaultBackend"',
+        '    - expression: "true"',
+        (f"{GUARDRAILS}::test_no_host_a_default_backend_and_foreign_tls_hosts_are_refused",),
+    ),
+    Mutant(
+        "hosts-of-another-organization-approvable",
+        "no approval gives one Organization another Organization's hosts",
+        "operator/tenantry/render/guardrails.py",
+        "        if in_shared and not host_inside(host, tuple(own)):",
+        "        if False:",
+        ("tests/unit/test_render_guardrails.py::test_no_approval_gives_one_organization_another_ones_hosts",),
     ),
 )
 

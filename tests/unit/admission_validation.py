@@ -358,14 +358,19 @@ def _match_conditions(conditions: list[Json], path: str) -> list[str]:
         else:
             errs += [f"{path}[{i}].name: Invalid value: {name!r}: {p}" for p in is_qualified_name(name)]
             if name in seen:
-                errs.append(f'{path}[{i}].name: Duplicate value: "{name}"')
+                # validation.go: `{path}[i].name: Duplicate value`; `+listType=map` keyed by name
+                # makes server-side apply refuse it first, in its own words.
+                errs.append(f'{path}: duplicate entries for key [name="{name}"] (server-side apply)')
             seen.add(name)
     return errs
 
 
-def _variables(variables: list[Json], path: str) -> list[str]:
-    """validateVariable; and `variables` is `+listType=map` keyed by name (k8s.io/api
-    admissionregistration/v1 types.go), so a repeated name is refused as a duplicate key."""
+def _variables(variables: list[Json], path: str, keyed: bool) -> list[str]:
+    """validateVariable. validation.go lets a repeated name through (`kubectl create` stores it),
+    but a ValidatingAdmissionPolicy's `variables` is `+listType=map` keyed by name (k8s.io/api
+    admissionregistration/v1 types.go; a MutatingAdmissionPolicy's is atomic), so server-side
+    apply refuses it ("failed to create typed patch object ... duplicate entries for key"), as
+    seen on 1.36.2: we apply server-side, so it counts."""
     errs = []
     seen: set[str] = set()
     for i, variable in enumerate(variables):
@@ -374,8 +379,8 @@ def _variables(variables: list[Json], path: str) -> list[str]:
             errs.append(f"{path}[{i}].name: Required value: name is not specified")
         elif not CEL_IDENTIFIER.match(name) or name in CEL_RESERVED:
             errs.append(f"{path}[{i}].name: Invalid value: {name!r}: must be a valid CEL identifier")
-        if name in seen:
-            errs.append(f'{path}[{i}].name: Duplicate value: "{name}"')
+        if keyed and name in seen:
+            errs.append(f'{path}: duplicate entries for key [name="{name}"] (server-side apply)')
         seen.add(name)
         if not variable.get("expression", "").strip():
             errs.append(f"{path}[{i}].expression: Required value: expression is not specified")
@@ -434,7 +439,7 @@ def _audit_annotations(policy_name: str, annotations: list[Json], path: str) -> 
     return errs
 
 
-def _policy_common(spec: Json) -> list[str]:
+def _policy_common(spec: Json, variables_keyed: bool) -> list[str]:
     """What both policy specs check the same way: failurePolicy (defaulted to Fail), paramKind,
     matchConstraints with at least one resourceRule ("to provide type information"),
     matchConditions and variables."""
@@ -452,14 +457,14 @@ def _policy_common(spec: Json) -> list[str]:
         if not constraints.get("resourceRules"):
             errs.append("spec.matchConstraints.resourceRules: Required value")
     errs += _match_conditions(spec.get("matchConditions") or [], "spec.matchConditions")
-    errs += _variables(spec.get("variables") or [], "spec.variables")
+    errs += _variables(spec.get("variables") or [], "spec.variables", variables_keyed)
     return errs
 
 
 def _validating_policy(obj: Json) -> list[str]:
     """validateValidatingAdmissionPolicySpec."""
     spec = obj.get("spec") or {}
-    errs = _policy_common(spec)
+    errs = _policy_common(spec, variables_keyed=True)
     validations, annotations = spec.get("validations") or [], spec.get("auditAnnotations")
     if not validations and not annotations:
         errs.append(
@@ -481,7 +486,7 @@ def _validating_policy(obj: Json) -> list[str]:
 def _mutating_policy(obj: Json) -> list[str]:
     """validateMutatingAdmissionPolicySpec."""
     spec = obj.get("spec") or {}
-    errs = _policy_common(spec)
+    errs = _policy_common(spec, variables_keyed=False)
     errs += _mutable_operations(spec.get("matchConstraints") or {}, "spec.matchConstraints")
     mutations = spec.get("mutations") or []
     if not mutations:
@@ -553,7 +558,9 @@ def _validation_actions(actions: list[str], path: str) -> list[str]:
         if action not in VALIDATION_ACTIONS:
             errs.append(f'{path}[{i}]: Unsupported value: "{action}"')
         if action in seen:
-            errs.append(f'{path}[{i}]: Duplicate value: "{action}"')
+            # validation.go: `{path}[i]: Duplicate value`; but `+listType=set` makes server-side
+            # apply refuse it first, in its own words (seen on 1.36.2): we apply server-side.
+            errs.append(f'{path}: duplicate entries for key [="{action}"] (server-side apply)')
         seen.add(action)
     if {"Deny", "Warn"} <= seen:
         errs.append(f"{path}: Invalid value: {actions}: must not contain both Deny and Warn")

@@ -151,6 +151,10 @@ def _vap(**spec: Any) -> Json:
     }
 
 
+# A JSONPatch expression the real server compiles (`[]` is list(dyn) there, and refused).
+PATCH = "[JSONPatch{op: 'add', path: '/metadata/labels/x', value: 'y'}]"
+
+
 def _map(**spec: Any) -> Json:
     body: Json = {
         "matchConstraints": {
@@ -158,7 +162,7 @@ def _map(**spec: Any) -> Json:
                 {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
             ]
         },
-        "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": "[]"}}],
+        "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": PATCH}}],
         "reinvocationPolicy": "Never",
     }
     body.update(spec)
@@ -201,49 +205,46 @@ def _messages(obj: Json) -> list[str]:
 RESOURCES = "spec.matchConstraints.resourceRules[0].resources"
 
 
-@pytest.mark.parametrize(
-    ("resources", "expected"),
-    [
-        (["*/*"], []),
-        (["*"], []),
-        (["*", "pods/status"], []),  # `*` is resources without subresources: a subresource may join
-        (["pods", "pods/*"], []),
-        (
-            ["*", "*/*"],
-            [
-                f"{RESOURCES}: Invalid value: ['*', '*/*']: "
-                "if '*/*' is present, must not specify other resources"
-            ],
-        ),
-        (
-            ["pods", "*/*"],
-            [
-                f"{RESOURCES}: Invalid value: ['pods', '*/*']: "
-                "if '*/*' is present, must not specify other resources"
-            ],
-        ),
-        (
-            ["*", "pods"],
-            [
-                f"{RESOURCES}: Invalid value: ['*', 'pods']: "
-                "if '*' is present, must not specify other resources without subresources"
-            ],
-        ),
-        # validation.go's quirk: only the last entry without a `/` decides.
-        (["pods", "*"], []),
-        (
-            ["pods/*", "pods/log"],
-            [f"{RESOURCES}[1]: Invalid value: 'pods/log': if 'pods/*' is present, must not specify pods/log"],
-        ),
-        (
-            ["*/log", "pods/log"],
-            [f"{RESOURCES}[1]: Invalid value: 'pods/log': if '*/log' is present, must not specify pods/log"],
-        ),
-        (["pods/log", "pods/*"], []),  # order-dependent: only later entries are compared
-        ([], [f"{RESOURCES}: Required value"]),
-        (["pods", ""], [f"{RESOURCES}[1]: Required value"]),
-    ],
-)
+RESOURCE_CASES: list[tuple[Any, list[str]]] = [
+    (["*/*"], []),
+    (["*"], []),
+    (["*", "pods/status"], []),  # `*` is resources without subresources: a subresource may join
+    (["pods", "pods/*"], []),
+    (
+        ["*", "*/*"],
+        [f"{RESOURCES}: Invalid value: ['*', '*/*']: if '*/*' is present, must not specify other resources"],
+    ),
+    (
+        ["pods", "*/*"],
+        [
+            f"{RESOURCES}: Invalid value: ['pods', '*/*']: "
+            "if '*/*' is present, must not specify other resources"
+        ],
+    ),
+    (
+        ["*", "pods"],
+        [
+            f"{RESOURCES}: Invalid value: ['*', 'pods']: "
+            "if '*' is present, must not specify other resources without subresources"
+        ],
+    ),
+    # validation.go's quirk: only the last entry without a `/` decides.
+    (["pods", "*"], []),
+    (
+        ["pods/*", "pods/log"],
+        [f"{RESOURCES}[1]: Invalid value: 'pods/log': if 'pods/*' is present, must not specify pods/log"],
+    ),
+    (
+        ["*/log", "pods/log"],
+        [f"{RESOURCES}[1]: Invalid value: 'pods/log': if '*/log' is present, must not specify pods/log"],
+    ),
+    (["pods/log", "pods/*"], []),  # order-dependent: only later entries are compared
+    ([], [f"{RESOURCES}: Required value"]),
+    (["pods", ""], [f"{RESOURCES}[1]: Required value"]),
+]
+
+
+@pytest.mark.parametrize(("resources", "expected"), RESOURCE_CASES)
 def test_resources(resources: list[str], expected: list[str]) -> None:
     assert errors(_with_rules(_rule(resources=resources))) == expected
 
@@ -251,43 +252,37 @@ def test_resources(resources: list[str], expected: list[str]) -> None:
 RULE = "spec.matchConstraints.resourceRules[0]"
 
 
-@pytest.mark.parametrize(
-    ("fields", "expected"),
-    [
-        (
-            {"apiGroups": ["*", "apps"]},
-            ["apiGroups: Invalid value: ['*', 'apps']: if '*' is present, must not specify other API groups"],
-        ),
-        ({"apiGroups": []}, ["apiGroups: Required value"]),
-        (
-            {"apiVersions": ["*", "v1"]},
-            [
-                "apiVersions: Invalid value: ['*', 'v1']: "
-                "if '*' is present, must not specify other API versions"
-            ],
-        ),
-        ({"apiVersions": [""]}, ["apiVersions[0]: Required value"]),
-        (
-            {"operations": ["*", "CREATE"]},
-            [
-                "operations: Invalid value: ['*', 'CREATE']: "
-                "if '*' is present, must not specify other operations"
-            ],
-        ),
-        ({"operations": ["PATCH"]}, ['operations[0]: Unsupported value: "PATCH"']),
-        ({"operations": []}, ["operations: Required value"]),
-        ({"scope": "Namespace"}, ['scope: Unsupported value: "Namespace"']),
-        (
-            {"resourceNames": ["a/b", "x", "x", ".."]},
-            [
-                "resourceNames[0]: Invalid value: 'a/b': may not contain '/'",
-                'resourceNames[2]: Duplicate value: "x"',
-                "resourceNames[3]: Invalid value: '..': may not be '..'",
-            ],
-        ),
-        ({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "scope": "*"}, []),
-    ],
-)
+RULE_CASES: list[tuple[Any, list[str]]] = [
+    (
+        {"apiGroups": ["*", "apps"]},
+        ["apiGroups: Invalid value: ['*', 'apps']: if '*' is present, must not specify other API groups"],
+    ),
+    ({"apiGroups": []}, ["apiGroups: Required value"]),
+    (
+        {"apiVersions": ["*", "v1"]},
+        ["apiVersions: Invalid value: ['*', 'v1']: if '*' is present, must not specify other API versions"],
+    ),
+    ({"apiVersions": [""]}, ["apiVersions[0]: Required value"]),
+    (
+        {"operations": ["*", "CREATE"]},
+        ["operations: Invalid value: ['*', 'CREATE']: if '*' is present, must not specify other operations"],
+    ),
+    ({"operations": ["PATCH"]}, ['operations[0]: Unsupported value: "PATCH"']),
+    ({"operations": []}, ["operations: Required value"]),
+    ({"scope": "Namespace"}, ['scope: Unsupported value: "Namespace"']),
+    (
+        {"resourceNames": ["a/b", "x", "x", ".."]},
+        [
+            "resourceNames[0]: Invalid value: 'a/b': may not contain '/'",
+            'resourceNames[2]: Duplicate value: "x"',
+            "resourceNames[3]: Invalid value: '..': may not be '..'",
+        ],
+    ),
+    ({"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "scope": "*"}, []),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), RULE_CASES)
 def test_rules(fields: Json, expected: list[str]) -> None:
     assert errors(_with_rules(_rule(**fields))) == [f"{RULE}.{e}" for e in expected]
 
@@ -343,38 +338,38 @@ def test_failure_policy_defaults_to_fail_and_takes_only_fail_or_ignore() -> None
     assert errors(_map(failurePolicy="fail")) == ['spec.failurePolicy: Unsupported value: "fail"']
 
 
-@pytest.mark.parametrize(
-    ("kind", "expected"),
-    [
-        ({"apiVersion": "tenantry.dev/v1alpha1", "kind": "TenancyPolicy"}, []),
-        ({"apiVersion": "v1", "kind": "ConfigMap"}, []),
-        ({"kind": "ConfigMap"}, ["spec.paramKind.apiVersion: Required value"]),
-        (
-            {"apiVersion": "a/b/c", "kind": "X"},
-            ["spec.paramKind.apiVersion: Invalid value: 'a/b/c': unexpected GroupVersion string: a/b/c"],
-        ),
-        (
-            {"apiVersion": "tenantry.dev/", "kind": "X"},
-            ["spec.paramKind.apiVersion: Invalid value: 'tenantry.dev/': version must be specified"],
-        ),
-        (
-            {"apiVersion": "Tenantry.dev/v1", "kind": "X"},
-            [
-                "spec.paramKind.apiVersion: Invalid value: 'Tenantry.dev': "
-                "a lowercase RFC 1123 subdomain must consist of "
-                "lower case alphanumeric characters, '-' or '.'"
-            ],
-        ),
-        ({"apiVersion": "v1", "kind": ""}, ["spec.paramKind.kind: Required value"]),
-        (
-            {"apiVersion": "v1", "kind": "Config_Map"},
-            [
-                "spec.paramKind.kind: Invalid value: 'Config_Map': "
-                "may have mixed case, but should otherwise match a DNS-1035 label"
-            ],
-        ),
-    ],
-)
+PARAM_KIND_CASES: list[tuple[Any, list[str]]] = [
+    ({"apiVersion": "tenantry.dev/v1alpha1", "kind": "TenancyPolicy"}, []),
+    ({"apiVersion": "v1", "kind": "ConfigMap"}, []),
+    ({"kind": "ConfigMap"}, ["spec.paramKind.apiVersion: Required value"]),
+    (
+        {"apiVersion": "a/b/c", "kind": "X"},
+        ["spec.paramKind.apiVersion: Invalid value: 'a/b/c': unexpected GroupVersion string: a/b/c"],
+    ),
+    (
+        {"apiVersion": "tenantry.dev/", "kind": "X"},
+        ["spec.paramKind.apiVersion: Invalid value: 'tenantry.dev/': version must be specified"],
+    ),
+    (
+        {"apiVersion": "Tenantry.dev/v1", "kind": "X"},
+        [
+            "spec.paramKind.apiVersion: Invalid value: 'Tenantry.dev': "
+            "a lowercase RFC 1123 subdomain must consist of "
+            "lower case alphanumeric characters, '-' or '.'"
+        ],
+    ),
+    ({"apiVersion": "v1", "kind": ""}, ["spec.paramKind.kind: Required value"]),
+    (
+        {"apiVersion": "v1", "kind": "Config_Map"},
+        [
+            "spec.paramKind.kind: Invalid value: 'Config_Map': "
+            "may have mixed case, but should otherwise match a DNS-1035 label"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "expected"), PARAM_KIND_CASES)
 def test_param_kind(kind: Json, expected: list[str]) -> None:
     assert errors(_vap(paramKind=kind)) == expected
 
@@ -387,7 +382,7 @@ def test_match_conditions_names_count_and_expressions() -> None:
         {"name": "", "expression": "  "},
     ]
     assert errors(_vap(matchConditions=conditions)) == [
-        'spec.matchConditions[1].name: Duplicate value: "a"',
+        'spec.matchConditions: duplicate entries for key [name="a"] (server-side apply)',
         "spec.matchConditions[2].name: Invalid value: 'not a name!': "
         "name part must consist of alphanumeric characters, '-', '_' or '.'",
         "spec.matchConditions[3].expression: Required value",
@@ -411,9 +406,11 @@ def test_variable_names_are_cel_identifiers_once_each() -> None:
     assert errors(_vap(variables=variables)) == [
         "spec.variables[1].name: Invalid value: 'has-dash': must be a valid CEL identifier",
         "spec.variables[2].name: Invalid value: 'namespace': must be a valid CEL identifier",
-        'spec.variables[3].name: Duplicate value: "ok_1"',
+        'spec.variables: duplicate entries for key [name="ok_1"] (server-side apply)',
         "spec.variables[4].expression: Required value: expression is not specified",
     ]
+    repeated = [{"name": "a", "expression": "1"}, {"name": "a", "expression": "2"}]
+    assert errors(_map(variables=repeated)) == [], "a mutating policy's variables are an atomic list"
 
 
 def test_validations_messages_and_reasons() -> None:
@@ -494,51 +491,51 @@ def test_metadata_name_namespace_and_labels() -> None:
 # --- bindings ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("actions", "expected"),
-    [
-        (["Deny"], []),
-        (["Warn", "Audit"], []),
-        (["Deny", "Audit"], []),
-        (
-            ["Deny", "Warn"],
-            ["spec.validationActions: Invalid value: ['Deny', 'Warn']: must not contain both Deny and Warn"],
-        ),
-        (["Deny", "Deny"], ['spec.validationActions[1]: Duplicate value: "Deny"']),
-        (["Block"], ['spec.validationActions[0]: Unsupported value: "Block"']),
-        ([], ["spec.validationActions: Required value: at least one validation action is required"]),
-    ],
-)
+ACTION_CASES: list[tuple[Any, list[str]]] = [
+    (["Deny"], []),
+    (["Warn", "Audit"], []),
+    (["Deny", "Audit"], []),
+    (
+        ["Deny", "Warn"],
+        ["spec.validationActions: Invalid value: ['Deny', 'Warn']: must not contain both Deny and Warn"],
+    ),
+    (["Deny", "Deny"], ['spec.validationActions: duplicate entries for key [="Deny"] (server-side apply)']),
+    (["Block"], ['spec.validationActions[0]: Unsupported value: "Block"']),
+    ([], ["spec.validationActions: Required value: at least one validation action is required"]),
+]
+
+
+@pytest.mark.parametrize(("actions", "expected"), ACTION_CASES)
 def test_validation_actions(actions: list[str], expected: list[str]) -> None:
     assert errors(_binding(validationActions=actions)) == expected
 
 
-@pytest.mark.parametrize(
-    ("ref", "expected"),
-    [
-        ({"name": "default", "parameterNotFoundAction": "Deny"}, []),
-        ({"selector": {}, "parameterNotFoundAction": "Allow"}, []),
-        ({"name": "default"}, ["spec.paramRef.parameterNotFoundAction: Required value"]),
-        (
-            {"name": "a", "selector": {}, "parameterNotFoundAction": "Deny"},
-            [
-                "spec.paramRef.name: Forbidden: name and selector are mutually exclusive",
-                "spec.paramRef.selector: Forbidden: name and selector are mutually exclusive",
-            ],
-        ),
-        (
-            {"parameterNotFoundAction": "Deny"},
-            ["spec.paramRef: Required value: one of name or selector must be specified"],
-        ),
-        (
-            {"name": "a%b", "parameterNotFoundAction": "Ignore"},
-            [
-                "spec.paramRef.name: Invalid value: 'a%b': may not contain '%'",
-                'spec.paramRef.parameterNotFoundAction: Unsupported value: "Ignore"',
-            ],
-        ),
-    ],
-)
+PARAM_REF_CASES: list[tuple[Any, list[str]]] = [
+    ({"name": "default", "parameterNotFoundAction": "Deny"}, []),
+    ({"selector": {}, "parameterNotFoundAction": "Allow"}, []),
+    ({"name": "default"}, ["spec.paramRef.parameterNotFoundAction: Required value"]),
+    (
+        {"name": "a", "selector": {}, "parameterNotFoundAction": "Deny"},
+        [
+            "spec.paramRef.name: Forbidden: name and selector are mutually exclusive",
+            "spec.paramRef.selector: Forbidden: name and selector are mutually exclusive",
+        ],
+    ),
+    (
+        {"parameterNotFoundAction": "Deny"},
+        ["spec.paramRef: Required value: one of name or selector must be specified"],
+    ),
+    (
+        {"name": "a%b", "parameterNotFoundAction": "Ignore"},
+        [
+            "spec.paramRef.name: Invalid value: 'a%b': may not contain '%'",
+            'spec.paramRef.parameterNotFoundAction: Unsupported value: "Ignore"',
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("ref", "expected"), PARAM_REF_CASES)
 def test_param_ref(ref: Json, expected: list[str]) -> None:
     assert errors(_binding(paramRef=ref)) == expected
     assert errors(_binding(MUTATING_BINDING, paramRef=ref)) == expected
@@ -614,3 +611,108 @@ def test_the_fixed_mfa_policy_still_matches_every_resource_and_subresource() -> 
     (rule, connect) = mfa["spec"]["matchConstraints"]["resourceRules"]
     assert rule["resources"] == ["*/*"] and rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
     assert connect["operations"] == ["CONNECT"]
+
+
+# === the samples tests/e2e sends to a real API server ===============================================
+
+
+def _excluding_delete() -> Json:
+    policy = _map()
+    policy["spec"]["matchConstraints"]["excludeResourceRules"] = [_rule(operations=["DELETE"])]
+    return policy
+
+
+def samples() -> list[tuple[str, Json]]:
+    """One object per case above, named apart: tests/e2e/test_admission_validation_model.py
+    sends each to a real API server (a server-side dry run) and asserts it is refused exactly
+    when `errors()` says so, at the paths it names."""
+    found: list[tuple[str, Json]] = [
+        (f"resources {r}", _with_rules(_rule(resources=r))) for r, _ in RESOURCE_CASES
+    ]
+    found += [(f"rule {f}", _with_rules(_rule(**f))) for f, _ in RULE_CASES]
+    found += [(f"paramKind {k}", _vap(paramKind=k)) for k, _ in PARAM_KIND_CASES]
+    found += [(f"validationActions {a}", _binding(validationActions=a)) for a, _ in ACTION_CASES]
+    found += [(f"paramRef {r}", _binding(paramRef=r)) for r, _ in PARAM_REF_CASES]
+    found += [
+        (f"mutating binding paramRef {r}", _binding(MUTATING_BINDING, paramRef=r)) for r, _ in PARAM_REF_CASES
+    ]
+    found += [
+        ("the refused tenantry-mfa", yaml.safe_load(REFUSED_MFA)),
+        (
+            "variables",
+            _vap(variables=[{"name": "ok_1", "expression": "1"}, {"name": "namespace", "expression": "1"}]),
+        ),
+        (
+            "duplicate variables",
+            _vap(variables=[{"name": "a", "expression": "1"}, {"name": "a", "expression": "2"}]),
+        ),
+        ("message with a line break", _vap(validations=[{"expression": "true", "message": "two\nlines"}])),
+        ("blank message", _vap(validations=[{"expression": "true", "message": "  "}])),
+        ("reason", _vap(validations=[{"expression": "true", "reason": "Unauthorized"}])),
+        ("no validations", _vap(validations=[])),
+        (
+            "audit annotations only",
+            _vap(validations=[], auditAnnotations=[{"key": "k", "valueExpression": "'v'"}]),
+        ),
+        (
+            "duplicate audit annotation",
+            _vap(
+                auditAnnotations=[
+                    {"key": "k", "valueExpression": "'v'"},
+                    {"key": "k", "valueExpression": "'w'"},
+                ]
+            ),
+        ),
+        (
+            "duplicate matchConditions",
+            _vap(matchConditions=[{"name": "a", "expression": "true"}, {"name": "a", "expression": "false"}]),
+        ),
+        (
+            "a mutating policy's variables may repeat a name",
+            _map(variables=[{"name": "a", "expression": "1"}, {"name": "a", "expression": "2"}]),
+        ),
+        (
+            "65 matchConditions",
+            _vap(matchConditions=[{"name": f"c{i}", "expression": "true"} for i in range(65)]),
+        ),
+        (
+            "64 matchConditions",
+            _vap(matchConditions=[{"name": f"c{i}", "expression": "true"} for i in range(64)]),
+        ),
+        ("failurePolicy", _vap(failurePolicy="Warn")),
+        (
+            "mutating DELETE",
+            _map(matchConstraints={"resourceRules": [_rule(operations=["CREATE", "DELETE"])]}),
+        ),
+        ("mutating excluding DELETE", _excluding_delete()),
+        (
+            "mutating binding DELETE",
+            _binding(MUTATING_BINDING, matchResources={"resourceRules": [_rule(operations=["DELETE"])]}),
+        ),
+        ("reinvocationPolicy", _map(reinvocationPolicy="Always")),
+        ("no mutations", _map(mutations=[])),
+        ("binding without resourceRules", _binding(matchResources={"namespaceSelector": {}})),
+        (
+            "a binding's */* beside *",
+            _binding(matchResources={"resourceRules": [_rule(resources=["*", "*/*"])]}),
+        ),
+        (
+            "In without values",
+            _vap(
+                matchConstraints={
+                    "resourceRules": [_rule()],
+                    "namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]},
+                }
+            ),
+        ),
+    ]
+    for i, (_, obj) in enumerate(found):
+        obj["metadata"]["name"] = f"e2e-model-{i}"
+    return found
+
+
+def test_the_samples_cover_accepted_and_refused_objects_of_every_kind() -> None:
+    found = samples()
+    assert {obj["kind"] for _, obj in found} == set(KINDS)
+    verdicts = [bool(errors(obj)) for _, obj in found]
+    assert sum(verdicts) >= 30 and verdicts.count(False) >= 15

@@ -11,21 +11,27 @@ for those): this is the RBAC half. Objects are named `e2e-acc*` and cleaned up.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import grant_spec
-from tests.e2e.test_install_on_a_real_cluster import tenantry_run
-from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, get, kubectl, ready, wait_for
-
-pytestmark = pytest.mark.skipif(
-    not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
+from tests.e2e.conftest import (
+    Operator,
+    OperatorFactory,
+    apply,
+    can,
+    delete,
+    get,
+    install_crds_and_roles,
+    needs_cluster,
+    ready,
+    wait_for,
 )
+
+pytestmark = needs_cluster
 
 PROD = "e2e-acc-prod"
 GRANT = "tenantry:grant:inc-1"
@@ -78,94 +84,84 @@ def grant(expires: dt.datetime, approved: bool) -> dict[str, Any]:
     )
 
 
-def can(verb: str, resource: str, namespace: str, *groups: str, user: str = "e2e-person") -> bool:
-    args = ["auth", "can-i", verb, resource, "-n", namespace, "--as", user]
-    for group in groups:
-        args += ["--as-group", group]
-    proc = kubectl(*args, check=False)
-    answer = proc.stdout.strip()
-    assert answer in ("yes", "no"), proc.stderr
-    return answer == "yes"
-
-
-def apply(obj: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(obj))
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
+    install_crds_and_roles()
     apply(policy())
     yield
-    kubectl("delete", "organization", "e2e-acc", "--ignore-not-found", "--wait=false", check=False)
-    kubectl("delete", "tenancypolicy", "e2e-access", "--ignore-not-found", check=False)
+    delete("organization", "e2e-acc", wait=True)
+    delete("tenancypolicy", "e2e-access")
     for ns in (PROD, "e2e-acc-dev"):
-        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        delete("namespace", ns)
 
 
 @pytest.fixture
-def operator(cluster: None) -> Iterator[subprocess.Popen[str]]:
-    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18084/healthz")
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+def operator(cluster: None, start_operator: OperatorFactory) -> Operator:
+    return start_operator()
 
 
-def test_mfa_environment_gives_nothing_without_the_mfa_group(operator: subprocess.Popen[str]) -> None:
+def test_mfa_environment_gives_nothing_without_the_mfa_group(operator: Operator) -> None:
     apply(organization())
     ready("e2e-acc")
     assert not can("get", "pods", PROD, "e2e-devs"), "no MFA: not even reads"
     assert not can("create", "deployments.apps", PROD, "e2e-devs")
     assert can("get", "pods", PROD, "e2e-devs:mfa")
     assert can("create", "deployments.apps", PROD, "e2e-devs:mfa"), "with MFA: what the role allows"
-    assert not can("create", "pods/exec", PROD, "e2e-devs:mfa"), "developers never exec in prod"
+    assert not can("create", "pods", PROD, "e2e-devs:mfa", subresource="exec"), (
+        "developers never exec in prod"
+    )
     assert can("get", "pods", "e2e-acc-dev", "e2e-devs"), "dev needs no MFA"
+    assert can("create", "pods", "e2e-acc-dev", "e2e-devs", subresource="exec"), "dev sets developerExec"
 
 
-def test_a_grant_gives_exactly_its_elevation_only_once_approved_until_it_expires(
-    operator: subprocess.Popen[str],
-) -> None:
+def test_a_grant_gives_exactly_its_elevation_only_once_approved_until_it_expires(operator: Operator) -> None:
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=45)
     apply(organization(grant(expires, approved=False)))
     ready("e2e-acc")
     assert get("rolebinding", GRANT, "-n", PROD) is None, "not bound before approval"
-    assert not can("create", "pods/exec", PROD, "e2e-oncall:mfa")
+    assert not can("create", "pods", PROD, "e2e-oncall:mfa", subresource="exec")
 
     apply(organization(grant(expires, approved=True)))
-    wait_for(lambda: get("rolebinding", GRANT, "-n", PROD), timeout=30)
-    assert can("create", "pods/exec", PROD, "e2e-oncall:mfa")
-    assert not can("create", "pods/exec", PROD, "e2e-oncall"), "the grant is bound in its MFA form"
+    wait_for(
+        lambda: get("rolebinding", GRANT, "-n", PROD), timeout=30, what=f"RoleBinding {GRANT} once approved"
+    )
+    assert can("create", "pods", PROD, "e2e-oncall:mfa", subresource="exec")
+    assert not can("create", "pods", PROD, "e2e-oncall", subresource="exec"), (
+        "the grant is bound in its MFA form"
+    )
     assert not can("create", "deployments.apps", PROD, "e2e-oncall:mfa"), "exactly its elevation"
-    assert not can("create", "pods/exec", "e2e-acc-dev", "e2e-oncall:mfa"), "only its environment"
+    assert not can("create", "pods", "e2e-acc-dev", "e2e-oncall:mfa", subresource="exec"), (
+        "only its environment"
+    )
 
     wait_for(
-        lambda: get("rolebinding", GRANT, "-n", PROD) is None, timeout=(expires - now()).total_seconds() + 30
+        lambda: get("rolebinding", GRANT, "-n", PROD) is None,
+        timeout=(expires - now()).total_seconds() + 30,
+        what=f"RoleBinding {GRANT} to go at the grant's expiry",
+        interval=0.2,
     )
     late = (now() - expires).total_seconds()
     assert late <= EXPIRY_SLACK, f"the grant outlived its expiry by {late:.1f} s"
-    assert not can("create", "pods/exec", PROD, "e2e-oncall:mfa")
+    assert not can("create", "pods", PROD, "e2e-oncall:mfa", subresource="exec")
 
 
-def test_a_grant_that_expires_while_the_operator_is_down_is_gone_right_after_start(cluster: None) -> None:
-    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18085/healthz")
+def test_a_grant_that_expires_while_the_operator_is_down_is_gone_right_after_start(
+    cluster: None, start_operator: OperatorFactory
+) -> None:
+    first = start_operator()
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
-    try:
-        apply(organization(grant(expires, approved=True)))
-        wait_for(lambda: get("rolebinding", GRANT, "-n", PROD), timeout=60)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    apply(organization(grant(expires, approved=True)))
+    wait_for(lambda: get("rolebinding", GRANT, "-n", PROD), timeout=60, what=f"RoleBinding {GRANT}")
+    first.stop()
     time.sleep(max(0.0, (expires - now()).total_seconds()) + 2)
     assert get("rolebinding", GRANT, "-n", PROD) is not None, "nobody removed it while the operator was down"
     started = time.monotonic()
-    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18086/healthz")
-    try:
-        wait_for(lambda: get("rolebinding", GRANT, "-n", PROD) is None, timeout=60)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    start_operator()
+    wait_for(
+        lambda: get("rolebinding", GRANT, "-n", PROD) is None,
+        timeout=60,
+        what=f"the restarted operator to remove the expired RoleBinding {GRANT}",
+    )
     assert time.monotonic() - started < 30, "removed by the first reconcile after start"
 
 

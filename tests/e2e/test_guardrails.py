@@ -4,7 +4,8 @@ server, with no operator running: the guardrails hold while the operator is scal
 
 The namespaces and their ConfigMap tenantry-guardrails are what `tenantry render` prints for an
 Organization under tests/unit/test_admission_guardrails.py's policy, applied as the operator's
-ServiceAccount (impersonated: only it may create the parameter). Requests are sent impersonating
+ServiceAccount (impersonated, with the operator's RBAC from manifests/base bound to it: only it may
+create the parameter). Requests are sent impersonating
 a tenant with cluster-admin rights, so only the admission policies can refuse them. Server-side
 dry runs: nothing is stored but the namespaces, the parameters and the policies.
 """
@@ -21,13 +22,25 @@ import yaml
 
 from tenantry.api.organization import Organization
 from tenantry.render import render_organization
-from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, get, kubectl, wait_for
+from tests.e2e.conftest import (
+    OPERATOR_SA,
+    ROOT,
+    admission_installed,
+    apply,
+    delete,
+    get,
+    impersonating,
+    install_operator_identity,
+    kubectl,
+    needs_cluster,
+    wait_for,
+)
 from tests.unit.test_admission_guardrails import POLICY, organization
 
-pytestmark = pytest.mark.skipif(not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set")
+pytestmark = needs_cluster
 
-OPERATOR = "system:serviceaccount:tenantry-system:tenantry"
-TENANT = ("--as", "e2e-tenant", "--as-group", "system:masters")
+OPERATOR = impersonating(OPERATOR_SA)
+TENANT = impersonating("e2e-tenant", "system:masters")
 GUARDRAILS = ROOT / "manifests/admission/guardrails"
 PLACEMENT = ROOT / "manifests/admission/placement"
 
@@ -40,22 +53,30 @@ def _rendered() -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] in ("Namespace", "ConfigMap")]
 
 
+def apply_parameters() -> None:
+    for obj in _rendered():
+        apply(obj, force=False, impersonate=OPERATOR)
+
+
 @pytest.fixture(scope="module")
 def guarded() -> Iterator[bool]:
     """The guardrails installed, two tenant namespaces with their parameter; yields whether the
     placement mutation is served (Kubernetes >= 1.36)."""
-    kubectl("apply", "--server-side", "-k", str(GUARDRAILS))
-    mutating = kubectl("api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name").stdout
-    has_map = "mutatingadmissionpolicies.admissionregistration.k8s.io" in mutating and (
-        kubectl("apply", "--server-side", "-k", str(PLACEMENT), check=False).returncode == 0
-    )
-    for obj in _rendered():
-        kubectl("--as", OPERATOR, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
-    yield has_map
-    for ns in ("e2e-g-prod", "e2e-g-dev"):
-        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-    kubectl("delete", "-k", str(PLACEMENT), "--ignore-not-found", check=False)
-    kubectl("delete", "-k", str(GUARDRAILS), "--ignore-not-found", check=False)
+    install_operator_identity()
+    mutating = served_resources("admissionregistration.k8s.io")
+    has_map = "mutatingadmissionpolicies.admissionregistration.k8s.io" in mutating
+    installed = (GUARDRAILS, PLACEMENT) if has_map else (GUARDRAILS,)
+    try:
+        with admission_installed(*installed):
+            apply_parameters()
+            yield has_map
+    finally:
+        for ns in ("e2e-g-prod", "e2e-g-dev"):
+            delete("namespace", ns)
+
+
+def served_resources(group: str) -> str:
+    return kubectl("api-resources", f"--api-group={group}", "-o", "name").stdout
 
 
 def dry_run(obj: dict[str, Any]) -> tuple[bool, str, dict[str, Any] | None]:
@@ -70,7 +91,9 @@ def refused(obj: dict[str, Any], *needles: str) -> None:
         ok, stderr, _ = dry_run(obj)
         return None if ok else stderr  # not loaded yet: retry
 
-    stderr = wait_for(check, timeout=30)
+    stderr = wait_for(
+        check, timeout=30, what=f"the guardrails to refuse {obj['kind']} {obj['metadata']['name']}"
+    )
     for needle in needles:
         assert needle in stderr, stderr
 
@@ -179,7 +202,9 @@ def test_placement(guarded: bool) -> None:
         pytest.skip("MutatingAdmissionPolicy v1 not served: placement is validated, not set")
     bare = pod()
     del bare["spec"]["nodeSelector"]
-    _, _, created = wait_for(lambda: (r := dry_run(bare))[0] and r, timeout=30)
+    _, _, created = wait_for(
+        lambda: (r := dry_run(bare))[0] and r, timeout=30, what="a bare pod to be admitted and placed"
+    )
     assert created is not None and created["spec"]["nodeSelector"] == {"pool": "tenants"}
     assert {"key": "dedicated", "operator": "Equal", "value": "tenants", "effect": "NoSchedule"} in created[
         "spec"
@@ -196,10 +221,11 @@ def test_only_the_operator_writes_the_parameter(guarded: bool) -> None:
         "kind": "ConfigMap",
         "metadata": {"name": "tenantry-guardrails", "namespace": "e2e-g-prod"},
     }
-    kubectl("--as", OPERATOR, "delete", "configmap", "tenantry-guardrails", "-n", "e2e-g-prod")
+    # The admin deletes it (protect-managed-objects is not installed here; the operator's role has
+    # no delete on ConfigMaps).
+    kubectl("delete", "configmap", "tenantry-guardrails", "-n", "e2e-g-prod")
     try:
         refused(fake, "tenantry-guardrail-parameter")
         refused(pod(), "no params found")  # new pods without the parameter: fail closed
     finally:
-        for obj in _rendered():
-            kubectl("--as", OPERATOR, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
+        apply_parameters()

@@ -12,61 +12,38 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, get, kubectl, org, ready, wait_for
-
-pytestmark = pytest.mark.skipif(
-    not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
+from tests.e2e.conftest import (
+    KUBECONFIG,
+    ROOT,
+    Operator,
+    OperatorFactory,
+    apply,
+    delete,
+    get,
+    install_crds_and_roles,
+    kubectl,
+    needs_cluster,
+    org,
+    ready,
+    served,
+    wait_for,
 )
 
-
-def tenantry_run(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tenantry",
-            "run",
-            "--kubeconfig",
-            str(KUBECONFIG),
-            "--metrics-port",
-            "0",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def served(group_version: str) -> bool:
-    return kubectl("get", "--raw", f"/apis/{group_version}", check=False).returncode == 0
+pytestmark = needs_cluster
 
 
 @pytest.fixture(scope="module")
-def operator() -> Iterator[subprocess.Popen[str]]:
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
-    proc = tenantry_run("--standalone", "--liveness", "http://127.0.0.1:18081/healthz")
-    yield proc
-    kubectl(
-        "delete",
-        "organization",
-        "e2e-crd",
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=120s",
-        check=False,
-    )
-    proc.terminate()
-    proc.wait(timeout=30)
+def operator(start_module_operator: OperatorFactory) -> Iterator[Operator]:
+    install_crds_and_roles()
+    yield start_module_operator()
+    delete("organization", "e2e-crd", wait=True)
+    start_module_operator.close()
     for ns in ("e2e-crd-prod", "e2e-crd-dev"):
-        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        delete("namespace", ns)
 
 
 def test_both_crds_install_and_become_established() -> None:
@@ -105,59 +82,51 @@ def test_the_reserved_prefix_rule_is_enforced_by_the_api_server() -> None:
     )
 
 
-def test_run_works_without_argocd(operator: subprocess.Popen[str]) -> None:
+def test_run_works_without_argocd(operator: Operator) -> None:
     # Round one: a text/plain 404 for argoproj.io/v1alpha1 crashed start-up every 60 s.
     if served("argoproj.io/v1alpha1"):
         pytest.skip("this cluster serves argoproj.io/v1alpha1 (Argo CD is installed)")
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(org("e2e-crd")))
+    apply(org("e2e-crd"))
     ready("e2e-crd")
-    assert operator.poll() is None
+    assert operator.alive(), operator.tail()
 
 
-def test_replicas_elect_a_leader_without_kopf_peering_crds() -> None:
+def test_replicas_elect_a_leader_without_kopf_peering_crds(start_operator: OperatorFactory) -> None:
     # Round one: without --standalone it idled forever on a cluster without Kopf's peering CRDs.
     kubectl("create", "namespace", "e2e-tenantry-system", check=False)
-    proc = tenantry_run(
-        "--operator-namespace",
-        "e2e-tenantry-system",
-        "--lease-name",
-        "e2e",
-        "--liveness",
-        "http://127.0.0.1:18082/healthz",
-    )
     try:
-        lease = wait_for(lambda: get("lease", "e2e", "-n", "e2e-tenantry-system"), timeout=60)
+        leader = start_operator(
+            "--operator-namespace", "e2e-tenantry-system", "--lease-name", "e2e", standalone=False
+        )
+        lease = wait_for(
+            lambda: get("lease", "e2e", "-n", "e2e-tenantry-system"),
+            timeout=60,
+            what="the operator to create and hold the Lease e2e",
+        )
         assert lease["spec"]["holderIdentity"]
         time.sleep(5)
-        assert proc.poll() is None, "the leader keeps running"
+        assert leader.alive(), "the leader keeps running"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        kubectl(
-            "delete", "namespace", "e2e-tenantry-system", "--ignore-not-found", "--wait=false", check=False
-        )
+        start_operator.close()
+        delete("namespace", "e2e-tenantry-system")
 
 
-def test_run_without_its_namespace_exits_saying_what_to_do() -> None:
-    proc = tenantry_run(
-        "--operator-namespace", "e2e-does-not-exist", "--liveness", "http://127.0.0.1:18083/healthz"
-    )
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert "e2e-does-not-exist" in output and "--standalone" in output
+def test_run_without_its_namespace_exits_saying_what_to_do(start_operator: OperatorFactory) -> None:
+    started = start_operator("--operator-namespace", "e2e-does-not-exist", standalone=False)
+    assert started.wait(timeout=120) != 0
+    output = started.output()
+    assert "e2e-does-not-exist" in output and "--standalone" in output, output
 
 
-def test_deleting_the_organization_crd_keeps_tenants_and_the_operator(
-    operator: subprocess.Popen[str],
-) -> None:
+def test_deleting_the_organization_crd_keeps_tenants_and_the_operator(operator: Operator) -> None:
     # Round one: the operator died on the watch's 404 and never resumed.
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(org("e2e-crd", deletionPolicy="Delete")))
+    apply(org("e2e-crd", deletionPolicy="Delete"))
     ready("e2e-crd")
-    namespace: dict[str, Any] | None = get("namespace", "e2e-crd-prod")
+    namespace = get("namespace", "e2e-crd-prod")
     assert namespace is not None
     kubectl("delete", "crd", "organizations.tenantry.dev", "--wait=true", "--timeout=120s")
     time.sleep(3)
-    assert operator.poll() is None, "the operator survives its CRD being deleted"
+    assert operator.alive(), "the operator survives its CRD being deleted"
     kept = get("namespace", "e2e-crd-prod")
     assert kept is not None and kept["metadata"]["uid"] == namespace["metadata"]["uid"]
     assert not kept["metadata"].get("deletionTimestamp"), (
@@ -165,16 +134,15 @@ def test_deleting_the_organization_crd_keeps_tenants_and_the_operator(
     )
     assert get("rolebinding", "tenantry:organization-admins", "-n", "e2e-crd-prod") is not None
 
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(org("e2e-crd", deletionPolicy="Delete")))
+    install_crds_and_roles()
+    apply(org("e2e-crd", deletionPolicy="Delete"))
     ready("e2e-crd")  # resumed without a restart
     again = get("namespace", "e2e-crd-prod")
     assert again is not None and again["metadata"]["uid"] == namespace["metadata"]["uid"]
-    assert operator.poll() is None
+    assert operator.alive(), operator.tail()
 
 
-def test_the_readme_steps_work_verbatim(operator: subprocess.Popen[str]) -> None:
+def test_the_readme_steps_work_verbatim(operator: Operator) -> None:
     # README "Running the operator against a cluster": every command, in order.
     text = (ROOT / "README.md").read_text()
     block = (
@@ -193,13 +161,11 @@ def test_the_readme_steps_work_verbatim(operator: subprocess.Popen[str]) -> None
                 continue  # the operator itself: the module fixture runs exactly this, with --standalone
             local = command.replace(".venv/bin/tenantry", f"{sys.executable} -m tenantry")
             proc = subprocess.run(
-                local, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+                local, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=180
             )
             assert proc.returncode == 0, f"{command}: {proc.stderr}"
         ready("acme")
     finally:
-        kubectl(
-            "delete", "-f", str(ROOT / "examples/organization-acme.yaml"), "--ignore-not-found", check=False
-        )
-        for env in ("prod", "staging", "dev"):  # Retain keeps them: an e2e run leaves nothing behind
-            kubectl("delete", "namespace", f"acme-{env}", "--ignore-not-found", "--wait=false", check=False)
+        delete("-f", str(ROOT / "examples/organization-acme.yaml"), wait=True)
+        for name in ("prod", "staging", "dev"):  # Retain keeps them: an e2e run leaves nothing behind
+            delete("namespace", f"acme-{name}")

@@ -11,138 +11,72 @@ Objects are named `e2e-*` and cleaned up.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
-from tests.conftest import minimal_org
-
-KUBECONFIG = os.environ.get("TENANTRY_E2E_KUBECONFIG")
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
+from tests.e2e.conftest import (
+    ROOT,
+    Operator,
+    OperatorFactory,
+    admission_installed,
+    apply,
+    conditions,
+    delete,
+    get,
+    impersonating,
+    install_crds_and_roles,
+    kubectl,
+    needs_cluster,
+    org,
+    ready,
+    wait_for,
 )
 
+pytestmark = needs_cluster
 
-def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert KUBECONFIG is not None
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", KUBECONFIG, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode:
-        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
-def get(*args: str) -> dict[str, Any] | None:
-    proc = kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def apply(obj: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s")
-
-
-def org(name: str, **spec: Any) -> dict[str, Any]:
-    spec.setdefault("members", {"admins": [{"kind": "Group", "name": f"{name}-admins"}]})
-    return minimal_org(name, **spec)
-
-
-def ready(name: str) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get("organization", name)
-        conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
-        ok = conds.get("Ready", {}).get("status") == "True"
-        return (
-            obj
-            if ok and obj and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
-            else None
-        )
-
-    result: dict[str, Any] = wait_for(check)
-    return result
+RESYNC = 10  # seconds between the operator's full re-checks in this module
 
 
 @pytest.fixture(scope="module")
-def operator() -> Iterator[subprocess.Popen[bytes]]:
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tenantry",
-            "run",
-            "--kubeconfig",
-            str(KUBECONFIG),
-            "--standalone",
-            "--metrics-port",
-            "0",
-            "--liveness",
-            "http://127.0.0.1:18080/healthz",
-            "--resync-seconds",
-            "20",
-        ],
-    )
-    yield proc
+def operator(start_module_operator: OperatorFactory) -> Iterator[Operator]:
+    install_crds_and_roles()
+    yield start_module_operator(resync=RESYNC)
     for name in ("e2e-a", "e2e-b", "e2e-c"):
-        kubectl(
-            "delete", "organization", name, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False
-        )
-    proc.terminate()
-    proc.wait(timeout=30)
+        delete("organization", name, wait=True)
+    start_module_operator.close()
     for ns in ("e2e-a-prod", "e2e-a-dev", "e2e-b-prod", "e2e-b-dev", "e2e-c-prod", "e2e-c-dev"):
-        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        delete("namespace", ns)
+    delete("tenancypolicy", "e2e")
 
 
 def test_the_api_server_rejects_what_one_object_reveals() -> None:
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    proc = kubectl(
-        "apply", "-f", "-", stdin=yaml.safe_dump(org("kube", environments=["system"])), check=False
-    )
-    assert proc.returncode != 0 and "reserved prefix" in proc.stderr
+    install_crds_and_roles()
+    proc = apply(org("kube", environments=["system"]), dry_run=True, check=False)
+    assert proc.returncode != 0 and "reserved prefix" in proc.stderr, proc.stderr
     bad = org("e2e-x", members={"admins": [{"kind": "Group", "name": "system:masters"}]})
-    proc = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
-    assert proc.returncode != 0 and "system:" in proc.stderr
+    proc = apply(bad, dry_run=True, check=False)
+    assert proc.returncode != 0 and "system:" in proc.stderr, proc.stderr
 
 
+ADMISSION = ROOT / "manifests/admission"
 ADMISSION_POLICIES = (
     "tenantry-protect-managed-objects",
     "tenantry-protect-namespace-labels",
     "tenantry-quota-approval",
+    "tenantry-mfa",
+    "tenantry-grant-approval",
 )
 
 
 def test_the_admission_policies_are_accepted() -> None:
-    """The API server compiles every expression of a ValidatingAdmissionPolicy when it is stored
-    and refuses the whole policy if one does not compile (1.36.2 refused all three: `variables`
-    in matchConditions). A server-side dry run compiles them without storing anything."""
-    proc = kubectl(
-        "apply", "--server-side", "--dry-run=server", "-k", str(ROOT / "manifests/admission"), check=False
-    )
+    """The API server validates every admission object and compiles every expression of a
+    policy when it is stored, and refuses the whole object if one check fails (1.36.2 refused all
+    three first policies: `variables` in matchConditions; then tenantry-mfa: `*` beside `*/*`).
+    A server-side dry run does all of that without storing anything."""
+    proc = kubectl("apply", "--server-side", "--dry-run=server", "-k", str(ADMISSION), check=False)
     assert proc.returncode == 0, proc.stderr
     for name in ADMISSION_POLICIES:
         assert f"validatingadmissionpolicy.admissionregistration.k8s.io/{name}" in proc.stdout
@@ -153,62 +87,61 @@ def test_the_admission_policies_deny_with_their_message() -> None:
     """Applied for real (and removed again before the operator starts: they would deny its
     writes, it does not run as tenantry-system/tenantry here): a namespace carrying our ownership
     label is refused even for system:masters, with the policy's messageExpression."""
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/tenancypolicies.tenantry.dev", "--timeout=60s")
+    install_crds_and_roles()
     created_default = get("tenancypolicy", "default") is None
     if created_default:
         kubectl("apply", "--server-side", "-f", str(ROOT / "examples/policy-default.yaml"))
-    kubectl("apply", "--server-side", "-k", str(ROOT / "manifests/admission"))
     claim = {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": "e2e-claimed", "labels": {"app.kubernetes.io/managed-by": "tenantry"}},
     }
+    intruder = impersonating("e2e-intruder", "system:masters")
     try:
+        with admission_installed(ADMISSION):
 
-        def denied() -> str | None:
-            proc = kubectl(
-                "--as", "e2e-intruder", "--as-group", "system:masters",
-                "create", "-f", "-", stdin=yaml.safe_dump(claim), check=False,
-            )  # fmt: skip
-            if proc.returncode == 0:
-                kubectl("delete", "namespace", "e2e-claimed", "--wait=false")
-                return None  # the policy is not loaded yet
-            return proc.stderr
+            def denied() -> str | None:
+                proc = kubectl(*intruder, "create", "-f", "-", stdin=yaml.safe_dump(claim), check=False)
+                if proc.returncode == 0:
+                    delete("namespace", "e2e-claimed")
+                    return None  # the policy is not loaded yet
+                return proc.stderr
 
-        stderr = wait_for(denied, timeout=30)
-        assert "ValidatingAdmissionPolicy 'tenantry-protect-namespace-labels'" in stderr
-        assert "carries Tenantry ownership labels" in stderr and "e2e-intruder may not" in stderr
-        for name in ADMISSION_POLICIES:
-            policy = get("validatingadmissionpolicy", name)
-            assert policy is not None, name
+            stderr = wait_for(denied, timeout=30, what="tenantry-protect-namespace-labels to refuse a claim")
+            assert "ValidatingAdmissionPolicy 'tenantry-protect-namespace-labels'" in stderr, stderr
+            assert "carries Tenantry ownership labels" in stderr and "e2e-intruder may not" in stderr, stderr
+            for name in ADMISSION_POLICIES:
+                assert get("validatingadmissionpolicy", name) is not None, name
     finally:
-        kubectl("delete", "-k", str(ROOT / "manifests/admission"), "--ignore-not-found", check=False)
-        kubectl("delete", "namespace", "e2e-claimed", "--ignore-not-found", "--wait=false", check=False)
+        delete("namespace", "e2e-claimed")
         if created_default:
-            kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", check=False)
+            delete("tenancypolicy", "default")
 
 
-def test_onboarding_drift_and_an_idle_resync_that_writes_nothing(operator: object) -> None:
+def test_onboarding_drift_and_an_idle_resync_that_writes_nothing(operator: Operator) -> None:
     apply(org("e2e-a", deletionPolicy="Delete"))
     ready("e2e-a")
     netpol = ("networkpolicy", "tenantry-default-deny", "-n", "e2e-a-prod")
     before = get(*netpol)
     assert before is not None
-    time.sleep(45)  # two resyncs
+    time.sleep(2 * RESYNC + 3)  # two resyncs
     after = get(*netpol)
     assert after is not None and after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     kubectl("delete", *netpol)
-    wait_for(lambda: get(*netpol), timeout=10)
+    wait_for(lambda: get(*netpol), timeout=10, what="the deleted default-deny NetworkPolicy to be back")
     kubectl("patch", *netpol, "--type=merge", "-p", json.dumps({"spec": {"ingress": [{}]}}))
-    wait_for(lambda: not (get(*netpol) or {}).get("spec", {}).get("ingress"), timeout=10)
+    wait_for(
+        lambda: not (get(*netpol) or {}).get("spec", {}).get("ingress"),
+        timeout=10,
+        what="the ingress rule patched into default-deny to be removed",
+    )
     events = kubectl(
         "get", "events", "-n", "default", "--field-selector", "reason=DriftCorrected", "-o", "json"
     )
     assert any("e2e-a" in e["involvedObject"]["name"] for e in json.loads(events.stdout)["items"])
 
 
-def test_a_dropped_quota_key_really_goes_with_server_side_apply(operator: object) -> None:
+def test_a_dropped_quota_key_really_goes_with_server_side_apply(operator: Operator) -> None:
     apply(org("e2e-b"))
     ready("e2e-b")
     policy = {
@@ -228,11 +161,13 @@ def test_a_dropped_quota_key_really_goes_with_server_side_apply(operator: object
         lambda: (
             (get("resourcequota", "tenantry-quota", "-n", "e2e-b-prod") or {}).get("spec", {}).get("hard")
             == {"pods": "7"}
-        )
+        ),
+        timeout=30,
+        what="e2e-b-prod's quota to be exactly {pods: 7}",
     )
 
 
-def test_retain_orphans_and_recreation_readopts(operator: object) -> None:
+def test_retain_orphans_and_recreation_readopts(operator: Operator) -> None:
     apply(org("e2e-c"))
     ready("e2e-c")
     kubectl("delete", "organization", "e2e-c", "--wait=true", "--timeout=120s")
@@ -245,31 +180,28 @@ def test_retain_orphans_and_recreation_readopts(operator: object) -> None:
     assert ns is not None and "tenantry.dev/orphaned" not in ns["metadata"]["labels"]
 
 
-def test_a_pre_existing_namespace_is_refused(operator: object) -> None:
+def test_a_pre_existing_namespace_is_refused(operator: Operator) -> None:
     kubectl("create", "namespace", "e2e-d-prod")
     try:
         apply(org("e2e-d"))
-
-        def refused() -> bool:
-            obj = get("organization", "e2e-d") or {}
-            conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
-            return conds.get("Ready", {}).get("reason") == "NamespaceConflict"
-
-        wait_for(refused)
+        wait_for(
+            lambda: (
+                conditions(get("organization", "e2e-d")).get("Ready", {}).get("reason") == "NamespaceConflict"
+            ),
+            timeout=60,
+            what="Organization e2e-d to report NamespaceConflict",
+        )
         assert get("resourcequota", "tenantry-quota", "-n", "e2e-d-prod") is None
     finally:
-        kubectl("delete", "organization", "e2e-d", "--ignore-not-found", "--wait=true", check=False)
-        kubectl(
-            "delete",
-            "namespace",
-            "e2e-d-prod",
-            "e2e-d-dev",
-            "--ignore-not-found",
-            "--wait=false",
-            check=False,
-        )
+        delete("organization", "e2e-d", wait=True)
+        delete("namespace", "e2e-d-prod", "e2e-d-dev")
 
 
-def test_delete_policy_removes_namespaces_through_real_finalization(operator: object) -> None:
-    kubectl("delete", "organization", "e2e-a", "--wait=true", "--timeout=180s")
-    wait_for(lambda: get("namespace", "e2e-a-prod") is None, timeout=180)
+def test_delete_policy_removes_namespaces_through_real_finalization(operator: Operator) -> None:
+    # e2e-a is the Organization onboarded above, with deletionPolicy Delete.
+    kubectl("delete", "organization", "e2e-a", "--wait=true", "--timeout=120s")
+    wait_for(
+        lambda: get("namespace", "e2e-a-prod") is None,
+        timeout=120,
+        what="namespace e2e-a-prod to be finalized and gone",
+    )

@@ -58,7 +58,7 @@ class QuotaUsage(Model):
     used: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
-GUARDRAIL_LINES = 8  # one line per guardrail admission policy (5 today)
+GUARDRAIL_LINES = 12  # one line per guardrail admission policy (8 today)
 GUARDRAIL_LINE_MAX = 512
 
 

@@ -902,6 +902,16 @@ def external(name: str, namespace: str = "acme-prod") -> Json:
 def test_external_names_only_to_listed_targets_never_inside_the_cluster() -> None:
     assert create(external("api.stripe.com")).allowed
     assert create(external("s3.eu-west-1.amazonaws.com.")).allowed  # under *.amazonaws.com, FQDN
+    two_labels = cluster_for(
+        organization(),
+        TenancyPolicy.model_validate(
+            {"metadata": {"name": "default"}, "spec": {"guardrails": {"externalNames": ["stripe.com"]}}}
+        ),
+    )
+    assert create(external("stripe.com."), cluster=two_labels).allowed  # fully qualified
+    assert (
+        "write example.com. with the trailing dot" in create(external("stripe.com"), cluster=two_labels).why
+    )
     refused = create(external("evil.example.net"))
     assert refused.why == (
         "Service acme-prod/x: type ExternalName to evil.example.net is not allowed in acme-prod "
@@ -917,6 +927,8 @@ def test_external_names_only_to_listed_targets_never_inside_the_cluster() -> Non
         "169.254.169.254",
         "10.244.2.17",
         "localhost",
+        "billing",  # the search path: billing.<namespace>.svc.cluster.local
+        "billing.beta-prod",  # billing.beta-prod.svc.cluster.local
     ):
         why = create(external(target)).why
         assert "it is an IP address or a cluster-internal name" in why, target

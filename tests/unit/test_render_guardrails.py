@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from tenantry.api.organization import Organization
+from tenantry.api.policy import TenancyPolicy
 from tenantry.render import render_organization
 from tenantry.render.checks import check_organization, errors_only
 from tenantry.render.guardrails import effective_guardrails, guardrail_status
@@ -146,3 +150,19 @@ def test_the_parameter_carries_hosts_names_volumes_and_annotations() -> None:
     assert prod["persistentVolumes"] == "acme-prod-*"
     assert prod["deniedIngressAnnotations"].startswith("*-snippet,nginx.ingress.kubernetes.io/auth-secret,")
     assert data["acme-dev"]["persistentVolumes"] == "acme-dev-*"
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("169.254.169.254", "is an IP address"),
+        ("billing.beta-prod.svc", "is a cluster-internal name"),
+        ("*.svc.cluster.local", "is a cluster-internal name"),
+        ("kubernetes", "is a single label"),
+    ],
+)
+def test_a_policy_cannot_allow_external_names_inside_the_cluster(entry: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        TenancyPolicy.model_validate(
+            {"metadata": {"name": "p"}, "spec": {"guardrails": {"externalNames": [entry]}}}
+        )

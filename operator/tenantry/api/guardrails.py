@@ -98,6 +98,11 @@ def external_name_refusal(name: str) -> str | None:
         or (".svc." in bare)
     ):
         return "is a cluster-internal name (*.svc, *.cluster.local): it would lead into other namespaces"
+    if "." not in bare:
+        return (
+            "is a single label, which a pod's DNS search path resolves as a Service of the cluster; "
+            "list a fully qualified name"
+        )
     return None
 
 

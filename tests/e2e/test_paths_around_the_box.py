@@ -368,6 +368,29 @@ def test_gpus_ephemeral_storage_and_object_counts_are_capped(box: Operator, alic
     refused(alice, pages, "exceeded quota: tenantry-quota", "requests.hugepages-1Gi")
 
 
+def test_the_crds_take_every_quota_key_kubernetes_accepts(box: Operator) -> None:
+    keys = {
+        "requests.nvidia.com/gpu": "0",
+        "hugepages-2Mi": "0",
+        "requests.hugepages-1Gi": "0",
+        "count/deployments.apps": "10",
+        "gold.storageclass.storage.k8s.io/requests.storage": "10Gi",
+        "requests.ephemeral-storage": "10Gi",
+    }
+
+    def policy(quota: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": "e2e-box-keys"},
+            "spec": {"environments": [{"name": "prod", "quota": quota}]},
+        }
+
+    apply(policy(keys), dry_run=True)
+    proc = apply(policy({"gpus": "1"}), dry_run=True, check=False)
+    assert proc.returncode != 0 and "not a quota resource Kubernetes accepts" in proc.stderr, proc.stderr
+
+
 # --- 6. volumes and 7. tokens -----------------------------------------------------------------------
 
 

@@ -80,6 +80,13 @@ def kubectl(
     return proc
 
 
+def manifest(obj: dict[str, Any]) -> str:
+    """An object as kubectl's stdin: JSON, not YAML. PyYAML writes the string "n" unquoted and
+    kubectl reads YAML 1.1, where `n` is a boolean (seen on 1.36.2: "cannot unmarshal bool into
+    Go struct field PodSpec.spec.nodeName of type string")."""
+    return json.dumps(obj)
+
+
 def get(*args: str, kubeconfig: str | Path | None = None) -> dict[str, Any] | None:
     """The object as JSON, or None when kubectl cannot get it (not found, or not allowed)."""
     proc = kubectl("get", *args, "-o", "json", check=False, kubeconfig=kubeconfig)
@@ -101,7 +108,7 @@ def apply(
         args.append("--force-conflicts")
     if dry_run:
         args.append("--dry-run=server")
-    return kubectl(*impersonate, *args, stdin=yaml.safe_dump(obj), check=check)
+    return kubectl(*impersonate, *args, stdin=manifest(obj), check=check)
 
 
 def delete(*args: str, wait: bool = False, timeout: str = "120s") -> None:

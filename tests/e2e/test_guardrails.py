@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from tenantry.api.organization import Organization
 from tenantry.render import render_organization
@@ -32,6 +31,7 @@ from tests.e2e.conftest import (
     impersonating,
     install_operator_identity,
     kubectl,
+    manifest,
     needs_cluster,
     wait_for,
 )
@@ -69,10 +69,37 @@ def guarded() -> Iterator[bool]:
     try:
         with admission_installed(*installed):
             apply_parameters()
+            skip_if_parameters_are_frozen()
             yield has_map
     finally:
         for ns in ("e2e-g-prod", "e2e-g-dev"):
-            delete("namespace", ns)
+            delete("namespace", ns, wait=True)
+
+
+def skip_if_parameters_are_frozen() -> None:
+    """Kubernetes 1.36 stops the API server's ConfigMap informer for admission parameters for
+    good once no binding names a ConfigMap paramKind (kubernetes/kubernetes#130887, fix pending
+    in #141015): guardrails installed again in the same kube-apiserver process never see a
+    ConfigMap created or deleted after that ("no params found", or a deleted one still used).
+    This module's own teardown does exactly that, so on a second run against one API server
+    the guardrails cannot be tested: skip, saying why, rather than fail on the server's bug."""
+    wrong_pool = pod(nodeSelector={"pool": "system"})
+    last: list[str] = []
+
+    def answer() -> str | None:
+        ok, stderr, _ = dry_run(wrong_pool)
+        last[:] = [stderr]
+        return None if ok or "no params found" in stderr else stderr
+
+    try:
+        wait_for(answer, timeout=20, what="the guardrails to read e2e-g-prod's parameter")
+    except AssertionError:
+        if "no params found" not in last[0]:
+            raise  # admitted: the guardrail itself does not hold
+        pytest.skip(
+            "this kube-apiserver no longer sees new ConfigMap parameters (kubernetes/kubernetes#130887: "
+            "the guardrails were removed earlier in this API server process): restart it to run these"
+        )
 
 
 def served_resources(group: str) -> str:
@@ -81,9 +108,15 @@ def served_resources(group: str) -> str:
 
 def dry_run(obj: dict[str, Any]) -> tuple[bool, str, dict[str, Any] | None]:
     proc = kubectl(
-        *TENANT, "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=yaml.safe_dump(obj), check=False
+        *TENANT, "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=manifest(obj), check=False
     )
     return proc.returncode == 0, proc.stderr, json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def admitted(obj: dict[str, Any]) -> dict[str, Any]:
+    ok, stderr, created = dry_run(obj)
+    assert ok and created is not None, stderr
+    return created
 
 
 def refused(obj: dict[str, Any], *needles: str) -> None:
@@ -99,11 +132,17 @@ def refused(obj: dict[str, Any], *needles: str) -> None:
 
 
 def pod(namespace: str = "e2e-g-prod", **spec: Any) -> dict[str, Any]:
+    """A pod that Pod Security Admission's `restricted` level admits (the tenant namespaces carry
+    its enforce label, and that built-in plugin refuses before any admission policy runs), so
+    only the guardrails can refuse it."""
     body: dict[str, Any] = {
         "containers": [{"name": "a", "image": "ghcr.io/acme/app:1"}],
         "nodeSelector": {"pool": "tenants"},
     }
     body.update(spec)
+    body["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in body["containers"]:
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -134,7 +173,7 @@ def test_classes(guarded: bool) -> None:
         "Allowed: nginx, internal",
     )
     ingress["spec"]["ingressClassName"] = "nginx"
-    assert dry_run(ingress)[0]
+    admitted(ingress)
     claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -168,7 +207,7 @@ def test_images_and_classes_of_pods_and_templates(guarded: bool) -> None:
         },
     }
     refused(deployment, "Deployment e2e-g-prod/e2e-d: image quay.io/x:1")
-    assert dry_run(pod())[0]
+    admitted(pod())
 
 
 def test_services_and_labels(guarded: bool) -> None:
@@ -180,7 +219,7 @@ def test_services_and_labels(guarded: bool) -> None:
     }
     refused(service, "tenantry-guardrail-services", "type NodePort is not allowed")
     service["metadata"]["namespace"] = "e2e-g-dev"
-    assert dry_run(service)[0]
+    admitted(service)
     service["spec"] = {"ports": [{"port": 80}], "externalIPs": ["192.0.2.1"]}
     refused(service, "CVE-2020-8554")
     labelled = {
@@ -212,7 +251,7 @@ def test_placement(guarded: bool) -> None:
 
 
 def test_kube_system_is_never_affected(guarded: bool) -> None:
-    assert dry_run(pod("kube-system", nodeName="n", containers=[{"name": "a", "image": "quay.io/x:1"}]))[0]
+    admitted(pod("kube-system", nodeName="n", containers=[{"name": "a", "image": "quay.io/x:1"}]))
 
 
 def test_only_the_operator_writes_the_parameter(guarded: bool) -> None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import (
     KUBECONFIG,
@@ -26,6 +25,7 @@ from tests.e2e.conftest import (
     get,
     install_crds_and_roles,
     kubectl,
+    manifest,
     needs_cluster,
     org,
     ready,
@@ -62,7 +62,7 @@ def test_a_tenancy_policy_without_optional_sections_is_accepted() -> None:
             "metadata": {"name": "e2e-optional"},
             "spec": spec,
         }
-        kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(policy))
+        kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest(policy))
 
 
 def test_the_reserved_prefix_rule_is_enforced_by_the_api_server() -> None:
@@ -73,13 +73,11 @@ def test_the_reserved_prefix_rule_is_enforced_by_the_api_server() -> None:
             "--dry-run=server",
             "-f",
             "-",
-            stdin=yaml.safe_dump(org(name, environments=[env])),
+            stdin=manifest(org(name, environments=[env])),
             check=False,
         )
         assert proc.returncode != 0 and "reserved prefix" in proc.stderr, (name, env, proc.stderr)
-    kubectl(
-        "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(org("kubeflow", environments=["prod"]))
-    )
+    kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest(org("kubeflow", environments=["prod"])))
 
 
 def test_run_works_without_argocd(operator: Operator) -> None:

@@ -132,16 +132,19 @@ def can(
     *groups: str,
     user: str = "e2e-person",
     subresource: str | None = None,
+    kubeconfig: Path | None = None,
 ) -> bool:
-    """`kubectl auth can-i` as `user` in `groups`: the API server's own RBAC decision.
+    """`kubectl auth can-i` as `user` in `groups` (impersonated by the admin), or as the user of
+    `kubeconfig` (its own credentials, no impersonation): the API server's own RBAC decision.
 
     A subresource goes in `--subresource`: `can-i create pods/exec` asks about a pod *named*
     exec, which no role mentions, so it would answer "no" for every exec grant."""
     assert "/" not in resource, f"pass the subresource of {resource} as subresource="
-    args = ["auth", "can-i", verb, resource, "-n", namespace, *impersonating(user, *groups)]
+    who = () if kubeconfig else impersonating(user, *groups)
+    args = ["auth", "can-i", verb, resource, "-n", namespace, *who]
     if subresource:
         args += ["--subresource", subresource]
-    proc = kubectl(*args, check=False)
+    proc = kubectl(*args, check=False, kubeconfig=kubeconfig)
     answer = proc.stdout.strip()
     assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {resource}: {proc.stderr}"
     return answer == "yes"
@@ -340,6 +343,10 @@ class OperatorFactory:
         if not any(a.startswith("--liveness") for a in args):
             command += ["--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
         command += args
+        return self.spawn(command)
+
+    def spawn(self, command: list[str]) -> Operator:
+        """Run `command` with its output in a new log file, tracked like an operator."""
         log = self.directory / f"operator-{len(self.started) + 1}.log"
         with log.open("wb") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -1,6 +1,7 @@
 """End-to-end: every guardrail of manifests/admission/guardrails (and the placement mutation
 where the server serves admissionregistration.k8s.io/v1 MutatingAdmissionPolicy) on a real API
 server, with no operator running: the guardrails hold while the operator is scaled to zero.
+Last, the operator as production runs it (its ServiceAccount, every admission policy installed).
 
 The namespaces and their ConfigMap tenantry-guardrails are what `tenantry render` prints for an
 Organization under tests/unit/test_admission_guardrails.py's policy, applied as the operator's
@@ -8,6 +9,9 @@ ServiceAccount (impersonated, with the operator's RBAC from manifests/base bound
 create the parameter). Requests are sent impersonating
 a tenant with cluster-admin rights, so only the admission policies can refuse them. Server-side
 dry runs: nothing is stored but the namespaces, the parameters and the policies.
+
+One module for both because Kubernetes 1.36 cannot install these guardrails twice in one
+kube-apiserver process (see `skip_if_parameters_are_frozen`): they are installed once, here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,16 +28,24 @@ from tenantry.api.organization import Organization
 from tenantry.render import render_organization
 from tests.e2e.conftest import (
     OPERATOR_SA,
+    OPERATOR_SA_NAME,
+    OPERATOR_SA_NAMESPACE,
     ROOT,
+    OperatorFactory,
     admission_installed,
     apply,
+    conditions,
     delete,
     get,
     impersonating,
+    install_crds_and_roles,
     install_operator_identity,
     kubectl,
     manifest,
     needs_cluster,
+    org,
+    ready,
+    serviceaccount_kubeconfig,
     wait_for,
 )
 from tests.unit.test_admission_guardrails import POLICY, organization
@@ -268,3 +281,74 @@ def test_only_the_operator_writes_the_parameter(guarded: bool) -> None:
         refused(pod(), "no params found")  # new pods without the parameter: fail closed
     finally:
         apply_parameters()
+
+
+# --- the operator as production runs it ----------------------------------------------------------
+
+ADMISSION = ROOT / "manifests/admission"
+# manifests/admission less the guardrails, which the module fixture keeps installed.
+NOT_GUARDRAILS = (
+    ADMISSION / "access",
+    ADMISSION / "protect-managed-objects.yaml",
+    ADMISSION / "protect-namespace-labels.yaml",
+    ADMISSION / "quota-approval.yaml",
+)
+PRODUCTION = "e2e-prod-install"
+PRODUCTION_NAMESPACES = (f"{PRODUCTION}-prod", f"{PRODUCTION}-dev")
+
+
+@pytest.fixture
+def default_policy() -> Iterator[None]:
+    """The protect policies' parameter: the TenancyPolicy `default` (docs/admission.md)."""
+    install_crds_and_roles()
+    created = get("tenancypolicy", "default") is None
+    if created:
+        kubectl("apply", "--server-side", "-f", str(ROOT / "examples/policy-default.yaml"))
+    yield
+    if created:
+        delete("tenancypolicy", "default")
+
+
+def test_the_operator_as_its_serviceaccount_under_every_admission_policy(
+    guarded: bool, default_policy: None, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """The other modules run the operator as the cluster admin without these policies (they
+    refuse every writer of Tenantry's objects but this ServiceAccount). Here it logs in with a
+    token from `kubectl create token`: the ClusterRole of manifests/base must suffice for an
+    Organization's whole life, and no policy may refuse it."""
+    token = serviceaccount_kubeconfig(tmp_path, OPERATOR_SA_NAMESPACE, OPERATOR_SA_NAME)
+    try:
+        kubectl("apply", "--server-side", "-k", str(ADMISSION))  # the guardrails: unchanged
+        operator = start_operator(kubeconfig=token)
+        apply(org(PRODUCTION, deletionPolicy="Delete"))
+        obj = ready(PRODUCTION)
+        assert conditions(obj)["RBACReady"]["status"] == "True"
+        for namespace in PRODUCTION_NAMESPACES:
+            assert get("resourcequota", "tenantry-quota", "-n", namespace) is not None
+            assert get("networkpolicy", "tenantry-default-deny", "-n", namespace) is not None
+            assert get("configmap", "tenantry-guardrails", "-n", namespace) is not None
+        # The admin may not touch what the operator owns (the policies are live).
+        refused = kubectl(
+            "delete", "networkpolicy", "tenantry-default-deny", "-n", PRODUCTION_NAMESPACES[0], check=False
+        )
+        assert refused.returncode != 0 and "tenantry-protect-managed-objects" in refused.stderr, (
+            refused.stderr
+        )
+        # deletionPolicy Delete: only the operator may delete the namespaces, and the namespace
+        # controller empties them under the same policies.
+        kubectl("delete", "organization", PRODUCTION, "--wait=true", "--timeout=120s")
+        wait_for(
+            lambda: all(get("namespace", ns) is None for ns in PRODUCTION_NAMESPACES),
+            timeout=120,
+            what=f"{', '.join(PRODUCTION_NAMESPACES)} to be deleted by the operator and finalized",
+        )
+        assert operator.alive(), operator.tail()
+        assert "apply failed" not in operator.output(), operator.tail()
+    finally:
+        delete("organization", PRODUCTION, wait=True)
+        start_operator.close()
+        for path in NOT_GUARDRAILS:
+            flag = "-k" if path.is_dir() else "-f"
+            kubectl("delete", flag, str(path), "--ignore-not-found", check=False)
+        for namespace in PRODUCTION_NAMESPACES:
+            delete("namespace", namespace)

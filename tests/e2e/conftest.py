@@ -80,6 +80,13 @@ def kubectl(
     return proc
 
 
+def manifest(obj: dict[str, Any]) -> str:
+    """An object as kubectl's stdin: JSON, not YAML. PyYAML writes the string "n" unquoted and
+    kubectl reads YAML 1.1, where `n` is a boolean (seen on 1.36.2: "cannot unmarshal bool into
+    Go struct field PodSpec.spec.nodeName of type string")."""
+    return json.dumps(obj)
+
+
 def get(*args: str, kubeconfig: str | Path | None = None) -> dict[str, Any] | None:
     """The object as JSON, or None when kubectl cannot get it (not found, or not allowed)."""
     proc = kubectl("get", *args, "-o", "json", check=False, kubeconfig=kubeconfig)
@@ -101,7 +108,7 @@ def apply(
         args.append("--force-conflicts")
     if dry_run:
         args.append("--dry-run=server")
-    return kubectl(*impersonate, *args, stdin=yaml.safe_dump(obj), check=check)
+    return kubectl(*impersonate, *args, stdin=manifest(obj), check=check)
 
 
 def delete(*args: str, wait: bool = False, timeout: str = "120s") -> None:
@@ -125,16 +132,19 @@ def can(
     *groups: str,
     user: str = "e2e-person",
     subresource: str | None = None,
+    kubeconfig: Path | None = None,
 ) -> bool:
-    """`kubectl auth can-i` as `user` in `groups`: the API server's own RBAC decision.
+    """`kubectl auth can-i` as `user` in `groups` (impersonated by the admin), or as the user of
+    `kubeconfig` (its own credentials, no impersonation): the API server's own RBAC decision.
 
     A subresource goes in `--subresource`: `can-i create pods/exec` asks about a pod *named*
     exec, which no role mentions, so it would answer "no" for every exec grant."""
     assert "/" not in resource, f"pass the subresource of {resource} as subresource="
-    args = ["auth", "can-i", verb, resource, "-n", namespace, *impersonating(user, *groups)]
+    who = () if kubeconfig else impersonating(user, *groups)
+    args = ["auth", "can-i", verb, resource, "-n", namespace, *who]
     if subresource:
         args += ["--subresource", subresource]
-    proc = kubectl(*args, check=False)
+    proc = kubectl(*args, check=False, kubeconfig=kubeconfig)
     answer = proc.stdout.strip()
     assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {resource}: {proc.stderr}"
     return answer == "yes"
@@ -333,6 +343,10 @@ class OperatorFactory:
         if not any(a.startswith("--liveness") for a in args):
             command += ["--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
         command += args
+        return self.spawn(command)
+
+    def spawn(self, command: list[str]) -> Operator:
+        """Run `command` with its output in a new log file, tracked like an operator."""
         log = self.directory / f"operator-{len(self.started) + 1}.log"
         with log.open("wb") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

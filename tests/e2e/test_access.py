@@ -85,11 +85,14 @@ def grant(expires: dt.datetime, approved: bool) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
+def cluster(start_module_operator: OperatorFactory) -> Iterator[None]:
     install_crds_and_roles()
     apply(policy())
     yield
+    # The tests' operators are gone; one more removes the Organization's finalizer.
+    start_module_operator()
     delete("organization", "e2e-acc", wait=True)
+    start_module_operator.close()
     delete("tenancypolicy", "e2e-access")
     for ns in (PROD, "e2e-acc-dev"):
         delete("namespace", ns)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import (
     KUBECONFIG,
@@ -22,14 +21,17 @@ from tests.e2e.conftest import (
     Operator,
     OperatorFactory,
     apply,
+    can,
     delete,
     get,
     install_crds_and_roles,
     kubectl,
+    manifest,
     needs_cluster,
     org,
     ready,
     served,
+    user_kubeconfig,
     wait_for,
 )
 
@@ -62,7 +64,7 @@ def test_a_tenancy_policy_without_optional_sections_is_accepted() -> None:
             "metadata": {"name": "e2e-optional"},
             "spec": spec,
         }
-        kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(policy))
+        kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest(policy))
 
 
 def test_the_reserved_prefix_rule_is_enforced_by_the_api_server() -> None:
@@ -73,13 +75,11 @@ def test_the_reserved_prefix_rule_is_enforced_by_the_api_server() -> None:
             "--dry-run=server",
             "-f",
             "-",
-            stdin=yaml.safe_dump(org(name, environments=[env])),
+            stdin=manifest(org(name, environments=[env])),
             check=False,
         )
         assert proc.returncode != 0 and "reserved prefix" in proc.stderr, (name, env, proc.stderr)
-    kubectl(
-        "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(org("kubeflow", environments=["prod"]))
-    )
+    kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest(org("kubeflow", environments=["prod"])))
 
 
 def test_run_works_without_argocd(operator: Operator) -> None:
@@ -140,6 +140,31 @@ def test_deleting_the_organization_crd_keeps_tenants_and_the_operator(operator: 
     again = get("namespace", "e2e-crd-prod")
     assert again is not None and again["metadata"]["uid"] == namespace["metadata"]["uid"]
     assert operator.alive(), operator.tail()
+
+
+def test_real_users_get_what_the_organization_gives_them(operator: Operator) -> None:
+    """With their own client certificates (no impersonation): alice, whose certificate carries
+    the group acme-admins, administers an Organization that names that group; bob gets nothing.
+    Needs alice.kubeconfig and bob.kubeconfig beside the admin kubeconfig."""
+    alice, bob = user_kubeconfig("alice"), user_kubeconfig("bob")
+    name = "e2e-users"
+    try:
+        apply(org(name, members={"admins": [{"kind": "Group", "name": "acme-admins"}]}))
+        ready(name)
+        dev = f"{name}-dev"
+        assert can("create", "deployments.apps", dev, kubeconfig=alice)
+        assert can("delete", "pods", dev, kubeconfig=alice)
+        assert not can("patch", "networkpolicies.networking.k8s.io", dev, kubeconfig=alice), (
+            "the platform's NetworkPolicies are not the tenant's"
+        )
+        assert not can("patch", "resourcequotas", dev, kubeconfig=alice)
+        assert not can("create", "namespaces", "default", kubeconfig=alice)
+        assert not can("get", "pods", "default", kubeconfig=alice), "nothing outside the Organization"
+        assert not can("get", "pods", dev, kubeconfig=bob)
+    finally:
+        delete("organization", name, wait=True)
+        for env in ("prod", "dev"):
+            delete("namespace", f"{name}-{env}")
 
 
 def test_the_readme_steps_work_verbatim(operator: Operator) -> None:

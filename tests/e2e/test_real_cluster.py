@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import (
     ROOT,
@@ -29,6 +28,7 @@ from tests.e2e.conftest import (
     impersonating,
     install_crds_and_roles,
     kubectl,
+    manifest,
     needs_cluster,
     org,
     ready,
@@ -101,11 +101,12 @@ def test_the_admission_policies_deny_with_their_message() -> None:
         with admission_installed(ADMISSION):
 
             def denied() -> str | None:
-                proc = kubectl(*intruder, "create", "-f", "-", stdin=yaml.safe_dump(claim), check=False)
-                if proc.returncode == 0:
-                    delete("namespace", "e2e-claimed")
-                    return None  # the policy is not loaded yet
-                return proc.stderr
+                # A server-side dry run: admission runs, nothing is stored (a namespace created
+                # before the policy is loaded would still be terminating at the next try).
+                proc = kubectl(
+                    *intruder, "create", "--dry-run=server", "-f", "-", stdin=manifest(claim), check=False
+                )
+                return None if proc.returncode == 0 else proc.stderr  # admitted: not loaded yet
 
             stderr = wait_for(denied, timeout=30, what="tenantry-protect-namespace-labels to refuse a claim")
             assert "ValidatingAdmissionPolicy 'tenantry-protect-namespace-labels'" in stderr, stderr

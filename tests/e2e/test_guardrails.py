@@ -176,7 +176,21 @@ def test_classes(guarded: bool) -> None:
         "metadata": {"name": "e2e-i", "namespace": "e2e-g-prod"},
         "spec": {
             "ingressClassName": "public",
-            "defaultBackend": {"service": {"name": "s", "port": {"number": 80}}},
+            # A host of its own (tenantry-guardrail-hosts refuses others and a defaultBackend).
+            "rules": [
+                {
+                    "host": "shop.e2e-g.apps.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "s", "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ],
         },
     }
     refused(

@@ -75,6 +75,7 @@ def box(
         apply(org(B))
         ready(A)
         ready(B)
+        skip_if_parameters_are_frozen()
         yield operator
     finally:
         # The operator releases the Organizations (finalizer), then goes; the admission policies
@@ -88,6 +89,37 @@ def box(
         delete("crd", ROUTES_CRD)
         if not had_default:
             delete("tenancypolicy", "default")
+
+
+def skip_if_parameters_are_frozen() -> None:
+    """On an API server where guardrails were removed earlier in the same process, new ConfigMap
+    parameters are never seen (kubernetes/kubernetes#130887; tests/e2e/test_guardrails.py has the
+    details): every new object in a new tenant namespace is refused with "no params found".
+    Skip, saying why, rather than fail on the server's bug."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta("e2e-probe"),
+        "spec": {"ports": [{"port": 80}]},
+    }
+    last: list[str] = [""]
+
+    def answer() -> bool:
+        proc = kubectl(
+            *ADMIN_TENANT, "create", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(service), check=False
+        )
+        last[0] = proc.stderr
+        return proc.returncode == 0
+
+    try:
+        wait_for(answer, timeout=20, what=f"the guardrails to read {PROD}'s parameter")
+    except AssertionError:
+        if "no params found" not in last[0]:
+            raise
+        pytest.skip(
+            "this kube-apiserver no longer sees new ConfigMap parameters (kubernetes/kubernetes#130887: "
+            "guardrails were removed earlier in this API server process): restart it to run these"
+        )
 
 
 def as_alice(alice: Path, obj: dict[str, Any], verb: str = "create") -> tuple[bool, str]:

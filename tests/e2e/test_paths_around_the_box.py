@@ -73,8 +73,14 @@ def box(
         operator = start_module_operator(kubeconfig=token)
         apply(org(A, members={"admins": [{"kind": "Group", "name": "acme-admins"}]}))
         apply(org(B))
-        ready(A)
-        ready(B)
+        try:
+            ready(A)
+            ready(B)
+        except AssertionError:
+            # The operator's own writes into the new namespaces meet the same server bug.
+            if "no params found" in operator.output():
+                frozen()
+            raise
         skip_if_parameters_are_frozen()
         yield operator
     finally:
@@ -116,10 +122,14 @@ def skip_if_parameters_are_frozen() -> None:
     except AssertionError:
         if "no params found" not in last[0]:
             raise
-        pytest.skip(
-            "this kube-apiserver no longer sees new ConfigMap parameters (kubernetes/kubernetes#130887: "
-            "guardrails were removed earlier in this API server process): restart it to run these"
-        )
+        frozen()
+
+
+def frozen() -> None:
+    pytest.skip(
+        "this kube-apiserver no longer sees new ConfigMap parameters (kubernetes/kubernetes#130887: "
+        "guardrails were removed earlier in this API server process): restart it to run these"
+    )
 
 
 def as_alice(alice: Path, obj: dict[str, Any], verb: str = "create") -> tuple[bool, str]:

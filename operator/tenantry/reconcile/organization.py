@@ -14,9 +14,9 @@ from tenantry.api.documents import parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
+from tenantry.kube import drift
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, KubeClient
-from tenantry.kube.compare import drifted_fields, in_sync, stale_keys
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
@@ -30,6 +30,8 @@ from tenantry.render import labels as lbl
 FINALIZER = "tenantry.dev/finalizer"
 # One write of a reconcile: the desired object, the live one (None: missing), what it corrects.
 Write = tuple[dict[str, Any], dict[str, Any] | None, str | None]
+# Why a write did not happen: the API server refused it, or the object still differs after it.
+Failure = ApiError | drift.StillDifferentError
 log = get_logger("tenantry.reconcile")
 
 
@@ -220,7 +222,7 @@ class OrganizationReconciler:
             if _namespace_of(obj) in blocked or obj["kind"] in self.cluster.missing_kinds:
                 continue
             live = self.cluster.inventory.get(object_key(obj))
-            if in_sync(obj, live):
+            if drift.in_sync(obj, live):
                 continue
             wave = res.kind_of(obj["apiVersion"], obj["kind"]).wave
             waves.setdefault(wave, []).append((obj, live, self._drift(obj, live, applied_before)))
@@ -230,7 +232,7 @@ class OrganizationReconciler:
         """What applying `obj` corrects, if it is drift (decided before the write: the watch
         event of our own write must not change the answer)."""
         if live is not None and applied_before:
-            return "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
+            return "modified: " + drift.describe(drift.differences(obj, live))
         if live is None and (applied_before or self.cluster.inventory.was_deleted(object_key(obj))):
             return "deleted"
         return None
@@ -245,40 +247,41 @@ class OrganizationReconciler:
         their results in rendering order, so status, events and logs do not depend on timing."""
         limit = asyncio.Semaphore(self.cluster.applies_in_flight)
 
-        async def send(obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any] | ApiError:
+        async def send(obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any] | Failure:
             async with limit:
                 try:
                     return await self._send(obj, live)
-                except ApiError as exc:
+                except (ApiError, drift.StillDifferentError) as exc:
                     return exc
 
         results = await asyncio.gather(*(send(obj, live) for obj, live, _ in wave))
-        for (obj, _, drift), result in zip(wave, results, strict=True):
-            await self._record(body, obj, drift, result, outcome)
+        for (obj, _, correction), result in zip(wave, results, strict=True):
+            await self._record(body, obj, correction, result, outcome)
 
     async def _send(self, obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
-        stale = stale_keys(obj, live)
-        if stale:
-            # Server-side apply drops fields we stopped sending only if our manager owns
-            # them; remove our stale keys explicitly so re-adoption works whoever set them.
-            kind = res.kind_of(obj["apiVersion"], obj["kind"])
-            patch = {"metadata": {part: dict.fromkeys(keys) for part, keys in stale.items()}}
-            await self.client.merge_patch(
-                kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
-            )
-        return await self.client.apply(obj)
+        """Heal with server-side apply's semantics (kube/drift.py): a forced apply, then, only if
+        another manager added fields the apply cannot remove, a merge patch removing exactly
+        those, on the condition that the object is still the one the apply returned."""
+        applied = await self.client.apply(obj)
+        patch = drift.leftovers(obj, applied)
+        if patch is None:
+            return applied
+        kind = res.kind_of(obj["apiVersion"], obj["kind"])
+        return await self.client.merge_patch(
+            kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
+        )
 
     async def _record(
         self,
         body: dict[str, Any],
         obj: dict[str, Any],
-        drift: str | None,
-        result: dict[str, Any] | ApiError,
+        correction: str | None,
+        result: dict[str, Any] | Failure,
         outcome: Outcome,
     ) -> None:
         org = body["metadata"]["name"]
         namespace = _namespace_of(obj)
-        if isinstance(result, ApiError):
+        if isinstance(result, ApiError | drift.StillDifferentError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {result}"
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
@@ -288,17 +291,17 @@ class OrganizationReconciler:
             )
             return
         self.cluster.inventory.upsert(result)
-        if drift:
-            change = "deleted" if drift == "deleted" else "modified"
+        if correction:
+            change = "deleted" if correction == "deleted" else "modified"
             metrics.DRIFT.labels(kind=obj["kind"], change=change).inc()
             what = (
                 f"{obj['kind']} {namespace}/{obj['metadata']['name']}"
                 if obj["metadata"].get("namespace")
                 else f"{obj['kind']} {obj['metadata']['name']}"
             )
-            message = f"{what} was {drift}; restored to the desired state"
+            message = f"{what} was {correction}; restored to the desired state"
             log.warning(
-                "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=drift
+                "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=correction
             )
             await self.event(body, "Warning", reasons.DRIFT_CORRECTED, message)
         else:

@@ -14,6 +14,7 @@ from tenantry.api.documents import parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
+from tenantry.api.status import MAX_OWNED_NAMESPACES
 from tenantry.kube import drift
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, KubeClient
@@ -46,6 +47,10 @@ class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an er
 def _namespace_of(obj: dict[str, Any]) -> str | None:
     """The namespace an object is in, or is (for a Namespace); None for cluster-scoped ones."""
     return str(obj["metadata"]["name"]) if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+
+
+def _recorded(owned_namespaces: list[dict[str, str]]) -> set[tuple[str, str]]:
+    return {(str(n.get("name")), str(n.get("uid"))) for n in owned_namespaces}
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
@@ -162,7 +167,9 @@ class OrganizationReconciler:
         for wave in sorted(waves):
             await self._apply_wave(body, waves[wave], outcome)
 
-        await self._prune(body, org, desired_keys, blocked)
+        owned_namespaces = self._owned_namespaces(body, org.name, rendering.namespaces)
+        outcome.owned_namespaces = owned_namespaces
+        await self._prune(body, org, desired_keys, blocked, _recorded(owned_namespaces))
         for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
             if entry["phase"] in ("Missing", "Adopting"):
                 entry["phase"] = await self._namespace_phase(org.name, entry["name"])
@@ -314,10 +321,38 @@ class OrganizationReconciler:
             )
 
     # -- pruning ---------------------------------------------------------------------------------
+    def _owned_namespaces(
+        self, body: dict[str, Any], org: str, rendered: dict[str, str]
+    ) -> list[dict[str, str]]:
+        """The record of the namespaces `org` created or adopted: those it renders now and that
+        are ours (the inventory has them with our labels), and those recorded before that still
+        exist with the same uid (a namespace deleted and re-created by someone else with copied
+        labels is not the one we recorded). Kept in status.ownedNamespaces."""
+        by_name: dict[str, str] = {}
+        for entry in (body.get("status") or {}).get("ownedNamespaces") or []:
+            live = self.cluster.inventory.get(("v1", "Namespace", "", entry.get("name", "")))
+            ours = live is not None and lbl.owner_of(live["metadata"].get("labels")) == org
+            if ours and live is not None and live["metadata"].get("uid") == entry.get("uid"):
+                by_name[entry["name"]] = entry["uid"]
+        for namespace in rendered.values():
+            live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+            if live is not None and lbl.owner_of(live["metadata"].get("labels")) == org:
+                by_name[namespace] = str(live["metadata"].get("uid") or "")
+        current = set(rendered.values())
+        # Bounded by the CRD (MAX_OWNED_NAMESPACES): rendered ones first; an old orphan left out
+        # is only ever left alone, never deleted.
+        names = sorted(by_name, key=lambda n: (n not in current, n))[:MAX_OWNED_NAMESPACES]
+        return [{"name": n, "uid": by_name[n]} for n in sorted(names)]
+
     async def _prune(
-        self, body: dict[str, Any], org: Organization, desired: set[ObjectKey], blocked: set[str]
+        self,
+        body: dict[str, Any],
+        org: Organization,
+        desired: set[ObjectKey],
+        blocked: set[str],
+        recorded: set[tuple[str, str]],
     ) -> None:
-        owned = self._owned(org.name, besides=desired)
+        owned = self._owned(org.name, recorded, besides=desired)
         dropped_namespaces = {o["metadata"]["name"] for o in owned if o["kind"] == "Namespace"}
         policy = org.spec.deletion_policy
         for obj in owned:
@@ -341,20 +376,32 @@ class OrganizationReconciler:
             elif action == "orphan":
                 await self._orphan(body, obj)
 
-    def _owned(self, org: str, besides: set[ObjectKey] | None = None) -> list[dict[str, Any]]:
-        """What we created for `org`: our labels AND a name we generate; without `besides`.
+    def _owned(
+        self, org: str, recorded: set[tuple[str, str]], besides: set[ObjectKey] | None = None
+    ) -> list[dict[str, Any]]:
+        """What we created for `org`: our labels AND a name we generate AND, for a namespace and
+        what is in it, the namespace in our record (status.ownedNamespaces, by name and uid);
+        without `besides`.
 
-        Labels alone do not prove it (anyone can copy them onto an object); whatever fails the
-        name test is never pruned, orphaned or deleted. Chosen by key, so only what is returned
-        is unpacked from the inventory (a reconcile prunes little or nothing of ~40 objects).
+        Labels and names alone do not prove it (anyone can create `<org>-anything` and copy our
+        labels onto it); whatever fails is never pruned, orphaned or deleted. Chosen by key, so
+        only what is returned is unpacked from the inventory (a reconcile prunes little or
+        nothing of ~40 objects).
         """
         inventory = self.cluster.inventory
+        recorded_names = {name for name, _ in recorded}
         owned = []
         for key in inventory.owned_keys(org):
             _, kind, namespace, name = key
-            if not is_managed_name(kind, name, org):
+            if kind == "Namespace":
+                recorded_here = name in recorded_names
+            elif namespace and res.kind_of(key[0], kind).in_tenant_namespace:
+                recorded_here = namespace in recorded_names
+            else:  # cluster-scoped (the member role and binding), or in Argo CD's namespace
+                recorded_here = True
+            if not is_managed_name(kind, name, org) or not recorded_here:
                 log.warning(
-                    "object carries our labels but a name we never create; left alone",
+                    "object carries our labels but is not one we created; left alone",
                     organization=org,
                     namespace=namespace or None,
                     kind=kind,
@@ -364,8 +411,14 @@ class OrganizationReconciler:
             if besides is not None and key in besides:
                 continue
             obj = inventory.get(key)
-            if obj is not None:
-                owned.append(obj)
+            if obj is None:
+                continue
+            if kind == "Namespace" and (name, obj["metadata"].get("uid")) not in recorded:
+                log.warning(
+                    "namespace re-created since we recorded it; left alone", organization=org, name=name
+                )
+                continue
+            owned.append(obj)
         return owned
 
     async def _delete(self, obj: dict[str, Any]) -> bool:
@@ -435,7 +488,7 @@ class OrganizationReconciler:
         if FINALIZER not in (body["metadata"].get("finalizers") or []):
             return
         policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
-        owned = self._owned(name)
+        owned = self._owned(name, _recorded((body.get("status") or {}).get("ownedNamespaces") or []))
         namespaces = [o for o in owned if o["kind"] == "Namespace"]
         if await self.cluster.crd_going_away(res.ORGANIZATION_CRD):
             # Deleting the CRD deletes every Organization: carrying out each deletionPolicy then

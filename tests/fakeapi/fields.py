@@ -17,9 +17,10 @@ Modelled (Kubernetes docs "Server-Side Apply"; apimachinery's managedfields):
 - `metadata.managedFields` rendered from that ownership (FieldsV1 trees, one entry per manager,
   operation and subresource).
 
-Not modelled (left to tests/e2e): `+mapType=atomic` maps (none in what Tenantry writes), list-map and list-set merge strategies (`x-kubernetes-list-type:
-map` items owned separately), shared ownership of one value by several appliers beyond "keep it",
-and managedFields sent by clients.
+Not modelled (left to tests/e2e): `+mapType=atomic` maps (none in what Tenantry writes), list-map
+and list-set merge strategies (`x-kubernetes-list-type: map` items owned separately), and
+managedFields sent by clients. Shared ownership is: applying the value a field already has is no
+conflict, so both managers own it (seen on 1.36.2, test_fake_apiserver.py).
 """
 
 from __future__ import annotations

@@ -392,30 +392,26 @@ class OrganizationReconciler:
         recorded_names = {name for name, _ in recorded}
         owned = []
         for key in inventory.owned_keys(org):
-            _, kind, namespace, name = key
-            if kind == "Namespace":
-                recorded_here = name in recorded_names
-            elif namespace and res.kind_of(key[0], kind).in_tenant_namespace:
-                recorded_here = namespace in recorded_names
-            else:  # cluster-scoped (the member role and binding), or in Argo CD's namespace
-                recorded_here = True
-            if not is_managed_name(kind, name, org) or not recorded_here:
+            api_version, kind, namespace, name = key
+            if besides is not None and key in besides:
+                continue
+            inside_unrecorded = (
+                kind != "Namespace"
+                and bool(namespace)
+                and res.kind_of(api_version, kind).in_tenant_namespace
+                and namespace not in recorded_names
+            )
+            obj = inventory.get(key)
+            if obj is None:
+                continue
+            unrecorded = kind == "Namespace" and (name, obj["metadata"].get("uid")) not in recorded
+            if not is_managed_name(kind, name, org) or inside_unrecorded or unrecorded:
                 log.warning(
                     "object carries our labels but is not one we created; left alone",
                     organization=org,
                     namespace=namespace or None,
                     kind=kind,
                     name=name,
-                )
-                continue
-            if besides is not None and key in besides:
-                continue
-            obj = inventory.get(key)
-            if obj is None:
-                continue
-            if kind == "Namespace" and (name, obj["metadata"].get("uid")) not in recorded:
-                log.warning(
-                    "namespace re-created since we recorded it; left alone", organization=org, name=name
                 )
                 continue
             owned.append(obj)

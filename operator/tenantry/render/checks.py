@@ -297,6 +297,23 @@ def check_organization(
                 )
             )
 
+    # The other Organization's environments are named from the same environment names: the
+    # policy's (Organizations that exchange traffic are expected to share a policy's names; a
+    # name the policy does not define would select no namespace that exists).
+    policy_envs = [e.name for e in policy.spec.environments]
+    selections = [("allowFrom", i, x.environments) for i, x in enumerate(spec.network.allow_from)]
+    selections += [("egress", i, x.environments) for i, x in enumerate(spec.network.egress)]
+    for section, i, environments in selections:
+        for j, env in enumerate(environments or []):
+            if env not in policy_envs:
+                problems.append(
+                    Problem(
+                        f"spec.network.{section}[{i}].environments[{j}]",
+                        f"{env!r} is not an environment of policy {policy.name!r} "
+                        f"(allowed: {', '.join(policy_envs)})",
+                    )
+                )
+
     for i, exception in enumerate(spec.network.allow_from):
         if not exception.active_on(today):
             problems.append(

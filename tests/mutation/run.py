@@ -28,7 +28,7 @@ the repository root with the project's interpreter:
     .venv/bin/python tests/mutation/run.py --ref HEAD  # mutate a commit, not the working tree
     .venv/bin/python tests/mutation/run.py -j 2        # two mutants at a time
 
-(Measured: 16 mutants, baseline included, 64 s with -j 1 on a 2-CPU machine; the integration
+(Measured: 28 mutants, baseline included, 66 s with -j 2 on a 2-CPU machine; the integration
 mutants dominate: the terminating-namespace one waits for two 2-second requeues, ~17 s.)
 """
 

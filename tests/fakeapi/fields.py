@@ -3,18 +3,24 @@
 Modelled (Kubernetes docs "Server-Side Apply"; apimachinery's managedfields):
 - JSON merge patch (RFC 7386); strategic merge patch is treated as a merge patch (the two differ
   only for lists with merge keys, which Tenantry never patches);
-- server-side apply for leaf fields, lists atomic: a manager owns the fields it applied; fields it
-  applied before and omits now are removed unless another manager owns them too; without
-  `force`, changing a field another manager owns is a 409 Conflict; with `force` the field moves
-  to the applier;
+- server-side apply with the API types' merge semantics: maps and structs are granular (each key
+  is a field of its own: a label, a key of `spec.hard` or `data`), except the structs a resource
+  declares atomic (`ResourceInfo.atomic`, from the `+structType=atomic` markers: a LabelSelector
+  such as a NetworkPolicy's `spec.podSelector`, a binding's `roleRef`, a quota's
+  `scopeSelector`), which are one field, replaced whole by an apply; lists are atomic (every list
+  Tenantry writes is `+listType=atomic`). A manager owns the fields it applied; fields it applied
+  before and omits now are removed unless another manager owns them too; without `force`,
+  changing a field another manager owns is a 409 Conflict; with `force` the field moves to the
+  applier; a field another manager owns and the applier does not send stays, force or not;
 - an update (merge patch, JSON patch, PUT) takes every field it changes away from the other
   managers and gives it to the updater (`fieldManager`, or the User-Agent before its first "/");
 - `metadata.managedFields` rendered from that ownership (FieldsV1 trees, one entry per manager,
   operation and subresource).
 
-Not modelled (left to tests/e2e): list-map and list-set merge strategies (`x-kubernetes-list-type:
-map` items owned separately), shared ownership of one value by several appliers beyond "keep it",
-and managedFields sent by clients.
+Not modelled (left to tests/e2e): `+mapType=atomic` maps (none in what Tenantry writes), list-map
+and list-set merge strategies (`x-kubernetes-list-type: map` items owned separately), and
+managedFields sent by clients. Shared ownership is: applying the value a field already has is no
+conflict, so both managers own it (seen on 1.36.2, test_fake_apiserver.py).
 """
 
 from __future__ import annotations
@@ -64,10 +70,12 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def field_paths(body: Any, *, status: bool = False, prefix: FieldPath = ()) -> set[FieldPath]:
+def field_paths(
+    body: Any, *, status: bool = False, prefix: FieldPath = (), atomic: frozenset[FieldPath] = frozenset()
+) -> set[FieldPath]:
     """The leaf fields of `body` a manager can own: the main resource's (status=False) or the
-    status subresource's (status=True). Lists and empty maps are leaves."""
-    if not isinstance(body, Mapping) or (not body and prefix):
+    status subresource's (status=True). Lists, empty maps and atomic structs are leaves."""
+    if not isinstance(body, Mapping) or (not body and prefix) or prefix in atomic:
         return {prefix} if prefix else set()
     out: set[FieldPath] = set()
     for key, value in body.items():
@@ -78,8 +86,19 @@ def field_paths(body: Any, *, status: bool = False, prefix: FieldPath = ()) -> s
                 continue
         if prefix == ("metadata",) and key in SERVER_META:
             continue
-        out |= field_paths(value, status=status, prefix=(*prefix, key))
+        out |= field_paths(value, status=status, prefix=(*prefix, key), atomic=atomic)
     return out
+
+
+def apply_merge(target: Any, applied: Any, atomic: frozenset[FieldPath], prefix: FieldPath = ()) -> Any:
+    """The object with an applied configuration merged in: granular maps key by key, atomic
+    structs (and lists, and scalars) replaced whole."""
+    if not isinstance(applied, Mapping) or (prefix and prefix in atomic):
+        return copy.deepcopy(applied)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in applied.items():
+        result[key] = apply_merge(result.get(key), value, atomic, (*prefix, key))
+    return result
 
 
 def value_at(obj: Any, path: FieldPath) -> Any:
@@ -116,9 +135,10 @@ Owner = tuple[str, str, str]  # (manager, "Apply" | "Update", subresource or "")
 class Ownership:
     """Who owns which leaf fields of one object."""
 
-    def __init__(self) -> None:
+    def __init__(self, atomic: frozenset[FieldPath] = frozenset()) -> None:
         self.owners: dict[Owner, set[FieldPath]] = {}
         self.times: dict[Owner, str] = {}
+        self.atomic = atomic  # the paths of the resource's atomic structs
 
     def apply(
         self,
@@ -133,7 +153,7 @@ class Ownership:
         """The object after `manager` applies `body` (raises ApplyConflictError without force)."""
         status = subresource == "status"
         me: Owner = (manager, "Apply", subresource)
-        sent = field_paths(body, status=status)
+        sent = field_paths(body, status=status, atomic=self.atomic)
         others = {owner: paths for owner, paths in self.owners.items() if owner != me}
         conflicts = [
             (owner[0], path)
@@ -143,7 +163,7 @@ class Ownership:
         ]
         if conflicts and not force:
             raise ApplyConflictError(conflicts)
-        new: dict[str, Any] = merge_patch(old, _without_nulls(body))
+        new: dict[str, Any] = apply_merge(old, _without_nulls(body), self.atomic)
         owned_elsewhere = set().union(*others.values()) if others else set()
         for path in self.owners.get(me, set()) - sent - owned_elsewhere:
             remove_at(new, path)  # applied before, omitted now, nobody else owns it
@@ -162,7 +182,8 @@ class Ownership:
         status = subresource == "status"
         changed = {
             path
-            for path in field_paths(new, status=status) | field_paths(old, status=status)
+            for path in field_paths(new, status=status, atomic=self.atomic)
+            | field_paths(old, status=status, atomic=self.atomic)
             if value_at(new, path) != value_at(old, path)
         }
         if not changed:

@@ -27,6 +27,10 @@ class ResourceInfo:
     verbs: frozenset[str] = VERBS
     short_names: tuple[str, ...] = ()
     singular: str = field(default="")
+    # Structs that server-side apply treats as one field (`+structType=atomic` in
+    # k8s.io/api/*/types.go), by path; every other map and struct is granular, every list
+    # Tenantry writes atomic (tests/fakeapi/fields.py).
+    atomic: frozenset[tuple[str, ...]] = frozenset()
 
     @property
     def key(self) -> str:
@@ -46,6 +50,7 @@ def _r(group: str, version: str, plural: str, kind: str, namespaced: bool, **mor
 
 
 STATUS = frozenset({"status"})
+_ROLE_REF = frozenset({("roleRef",)})  # rbac/v1 RoleRef
 
 # Everything Tenantry reads or writes, and what its tests and bench create.
 TENANTRY_RESOURCES: tuple[ResourceInfo, ...] = (
@@ -58,7 +63,16 @@ TENANTRY_RESOURCES: tuple[ResourceInfo, ...] = (
         subresources=frozenset({"status", "finalize"}),
         short_names=("ns",),
     ),
-    _r("", "v1", "resourcequotas", "ResourceQuota", True, subresources=STATUS, short_names=("quota",)),
+    _r(
+        "",
+        "v1",
+        "resourcequotas",
+        "ResourceQuota",
+        True,
+        subresources=STATUS,
+        short_names=("quota",),
+        atomic=frozenset({("spec", "scopeSelector")}),  # core/v1 ScopeSelector
+    ),
     _r("", "v1", "limitranges", "LimitRange", True, short_names=("limits",)),
     _r("", "v1", "configmaps", "ConfigMap", True, short_names=("cm",)),
     _r("", "v1", "events", "Event", True, short_names=("ev",)),
@@ -71,9 +85,17 @@ TENANTRY_RESOURCES: tuple[ResourceInfo, ...] = (
         True,
         generation=True,
         short_names=("netpol",),
+        atomic=frozenset({("spec", "podSelector")}),  # meta/v1 LabelSelector
     ),
-    _r("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
-    _r("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    _r("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, atomic=_ROLE_REF),
+    _r(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        False,
+        atomic=_ROLE_REF,
+    ),
     _r("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     _r("coordination.k8s.io", "v1", "leases", "Lease", True),
     _r(

@@ -640,7 +640,9 @@ class FakeApiServer:
 
     # ---- writes -----------------------------------------------------------------------------------
     def _ownership_of(self, key: str, namespace: str | None, name: str) -> Ownership:
-        return self._ownership.setdefault((key, namespace or "", name), Ownership())
+        info = self.served.get(key)
+        atomic = info.atomic if info is not None else frozenset()
+        return self._ownership.setdefault((key, namespace or "", name), Ownership(atomic))
 
     def _commit(
         self,

@@ -28,7 +28,7 @@ the repository root with the project's interpreter:
     .venv/bin/python tests/mutation/run.py --ref HEAD  # mutate a commit, not the working tree
     .venv/bin/python tests/mutation/run.py -j 2        # two mutants at a time
 
-(Measured: 16 mutants, baseline included, 64 s with -j 1 on a 2-CPU machine; the integration
+(Measured: 28 mutants, baseline included, 66 s with -j 2 on a 2-CPU machine; the integration
 mutants dominate: the terminating-namespace one waits for two 2-second requeues, ~17 s.)
 """
 
@@ -52,6 +52,8 @@ LIFECYCLE = "tests/integration/test_lifecycle.py"
 PROMISES = "tests/integration/test_promises.py"
 RBAC = "tests/unit/test_render_rbac.py"
 GUARDRAILS = "tests/unit/test_admission_guardrails.py"
+DRIFT = "tests/integration/test_drift.py"
+OWNERSHIP = "tests/integration/test_ownership.py"
 NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
 
@@ -71,7 +73,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "in_sync-always-false",
         "a no-op resync and a restart make zero writes",
-        "operator/tenantry/kube/compare.py",
+        "operator/tenantry/kube/drift.py",
         '    """Would applying `desired` change `live`? (False means: write.)"""\n',
         '    """Would applying `desired` change `live`? (False means: write.)"""\n    return False\n',
         (NO_OP_RESYNC, RESTART),
@@ -262,6 +264,65 @@ MUTANTS: tuple[Mutant, ...] = (
         "    parameterNotFoundAction: Allow\n",
         "",
         ("tests/unit/test_admission_validation.py",),
+    ),
+    Mutant(
+        "owned-by-another-organization-check-removed",
+        "a namespace another Organization owns is refused, nothing written into it",
+        "operator/tenantry/reconcile/organization.py",
+        '        if lbl.owner_of(live["metadata"].get("labels")) != org:\n            return "Refused"\n',
+        "",
+        (f"{OWNERSHIP}::test_a_namespace_of_another_organization_is_refused",),
+    ),
+    Mutant(
+        "quota-approval-at-the-default",
+        "only a quota above the policy default needs spec.quotaApproval",
+        "operator/tenantry/render/checks.py",
+        "parse_quantity(value) > parse_quantity(default)",
+        "parse_quantity(value) >= parse_quantity(default)",
+        ("tests/unit/test_render_namespaces_quota.py",),
+    ),
+    Mutant(
+        "namespace-record-ignored",
+        "a namespace is orphaned or deleted only if it is in the Organization's record",
+        "operator/tenantry/reconcile/organization.py",
+        'unrecorded = kind == "Namespace" and (name, obj["metadata"].get("uid")) not in recorded',
+        "unrecorded = False",
+        (f"{OWNERSHIP}::test_a_lookalike_namespace_is_not_deleted_with_its_organization",),
+    ),
+    Mutant(
+        "namespace-contents-record-ignored",
+        "what carries our labels inside a namespace we never recorded is never deleted",
+        "operator/tenantry/reconcile/organization.py",
+        "                and namespace not in recorded_names\n",
+        "                and False\n",
+        (f"{OWNERSHIP}::test_a_lookalike_namespace_is_not_orphaned_and_its_contents_stay",),
+    ),
+    Mutant(
+        "drift-is-a-subset-test",
+        "a field someone added inside what we own is drift (not only a changed or missing one)",
+        "operator/tenantry/kube/drift.py",
+        "            if key not in have or key not in want:\n",
+        "            if key not in have:\n",
+        (
+            "tests/unit/test_drift.py",
+            f"{DRIFT}::test_a_narrowed_default_deny_is_restored_and_reported_with_its_field_path",
+        ),
+    ),
+    Mutant(
+        "applied-record-ignored",
+        "a namespace label we applied and no longer render is removed",
+        "operator/tenantry/kube/drift.py",
+        "        ours_too = set(applied.get(part, ()))\n",
+        "        ours_too: set[str] = set()\n",
+        (f"{DRIFT}::test_a_namespace_label_dropped_from_the_policy_goes_and_others_labels_stay",),
+    ),
+    Mutant(
+        "foreign-fields-left-after-apply",
+        "what another manager added in a granular map is removed after the forced apply",
+        "operator/tenantry/reconcile/organization.py",
+        "        patch = drift.leftovers(obj, applied)\n",
+        "        patch = None\n",
+        (f"{DRIFT}::test_a_key_another_manager_added_to_our_quota_is_removed",),
     ),
     Mutant(
         "plain-404-is-a-missing-object",

@@ -217,6 +217,42 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "has host bits set",
     ),
     (
+        "IPv4-mapped IPv6 cidr",
+        _set("spec/network/egress", [{"cidr": "::ffff:10.0.0.0/104", "reason": "r"}]),
+        "spec.network.egress[0].cidr",
+        "IPv4-mapped IPv6",
+    ),
+    (
+        "leading zero in a cidr",
+        _set("spec/network/egress", [{"cidr": "010.0.0.0/16", "reason": "r"}]),
+        "spec.network.egress[0].cidr",
+        "is not a CIDR",
+    ),
+    (
+        "except of another address family",
+        _set("spec/network/egress", [{"cidr": "10.0.0.0/16", "except": ["fd00::/64"], "reason": "r"}]),
+        "spec.network.egress[0]",
+        "except fd00::/64 is not inside cidr 10.0.0.0/16",
+    ),
+    (
+        "egress to cloud metadata over NAT64",
+        _set("spec/network/egress", [{"cidr": "64:ff9b::a9fe:a9fe/128", "reason": "r"}]),
+        "spec.network.egress[0].cidr",
+        "denies for all tenants",
+    ),
+    (
+        "exception from an environment the policy lacks",
+        _set("spec/network/allowFrom", [{"organization": "beta", "environments": ["qa"], "reason": "r"}]),
+        "spec.network.allowFrom[0].environments[0]",
+        "'qa' is not an environment of policy 'default'",
+    ),
+    (
+        "egress to an environment the policy lacks",
+        _set("spec/network/egress", [{"organization": "beta", "environments": ["qa"], "reason": "r"}]),
+        "spec.network.egress[0].environments[0]",
+        "'qa' is not an environment of policy 'default'",
+    ),
+    (
         "except outside cidr",
         _set("spec/network/egress", [{"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"], "reason": "r"}]),
         "spec.network.egress[0]",

@@ -24,6 +24,7 @@ from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tests.conftest import EXAMPLES, ROOT
 from tests.unit import cel_cost
+from tests.unit.cidr_cel import FUNCTIONS as CIDR_FUNCTIONS
 from tests.unit.test_bad_inputs import BASE
 
 OLD = ROOT / "tests" / "data" / "crds-refused-by-1.36"
@@ -135,6 +136,26 @@ def test_calibration_per_rule_numbers() -> None:
 )
 def test_cost_rules(rule: str, schema: dict[str, Any], cost: int) -> None:
     assert cel_cost.rule_cost(rule, schema) == cost
+
+
+_CIDR_FIELD = {"type": "object", "properties": {"c": {"type": "string", "maxLength": 43}}}
+
+
+def test_cidr_functions_cost_as_kubernetes_library_estimates_them() -> None:
+    # isCIDR(self.c): ceil(0.1 * 4 * 43) + 2; cidr(...) == cidr(...).masked(): 2 x 20 + 1 (masked) + 1 (==)
+    assert cel_cost.rule_cost("isCIDR(self.c)", _CIDR_FIELD) == 18 + 2
+    assert cel_cost.rule_cost("cidr(self.c) == cidr(self.c).masked()", _CIDR_FIELD) == 20 + 20 + 1 + 1
+    # containsCIDR with a string: ceil(3.2) + ceil(1.6) + 1 + ceil(0.1 * 172), plus both operands
+    assert cel_cost.rule_cost("cidr(self.c).containsCIDR(self.c)", _CIDR_FIELD) == 20 + (4 + 2 + 1 + 18) + 2
+
+
+def test_cidr_inequality_is_costed_as_the_api_server_costs_it() -> None:
+    # A 1.36.2 API server refused `cidr(self.cidr) != cidr('169.254.169.254/32')` in the egress
+    # rules "by factor of more than 100x": only `==` has Kubernetes' O(1) cost, `!=` is cel-go's
+    # traversal of an operand of unknown size. `!(a == b)` is what the CRD uses.
+    refused = cel_cost.rule_cost("cidr(self.c) != cidr('169.254.169.254/32')", _CIDR_FIELD)
+    assert refused > 100 * cel_cost.PER_RULE_LIMIT
+    assert cel_cost.rule_cost("!(cidr(self.c) == cidr('169.254.169.254/32'))", _CIDR_FIELD) == 20 + 2 + 1 + 1
 
 
 def test_unmodelled_constructs_are_refused_not_guessed() -> None:
@@ -277,7 +298,7 @@ _CEL = celpy.Environment()
 
 
 def _evaluate(rule: str, value: Any) -> Any:
-    program = _CEL.program(_CEL.compile(rule.replace("__namespace__", "namespace")))
+    program = _CEL.program(_CEL.compile(rule.replace("__namespace__", "namespace")), functions=CIDR_FUNCTIONS)
     try:
         return program.evaluate({"self": celpy.json_to_cel(value)})
     except celpy.CELEvalError as exc:

@@ -4,6 +4,7 @@ API server (schema + CEL) would accept the examples and reject what a single obj
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ import yaml
 
 from tenantry.api.crd import all_crds, organization_crd
 from tenantry.api.documents import dump_yaml
-from tenantry.api.organization import ALWAYS_RESERVED_PREFIXES, reserved_prefix_rule
+from tenantry.api.organization import ALWAYS_RESERVED_PREFIXES, METADATA_ENDPOINTS, reserved_prefix_rule
+from tenantry.api.policy import TenancyPolicy
+from tenantry.render import checks
 from tests.conftest import EXAMPLES, ROOT
+from tests.unit.cidr_cel import FUNCTIONS as CIDR_FUNCTIONS
 from tests.unit.test_bad_inputs import BASE, CASES
 
 CRD_DIR = ROOT / "crds"
@@ -53,7 +57,7 @@ _CEL = celpy.Environment()
 
 def _cel_ok(rule: str, data: Any) -> bool:
     # Kubernetes escapes the CEL keyword `namespace` as `__namespace__`; cel-python does not need to.
-    program = _CEL.program(_CEL.compile(rule.replace("__namespace__", "namespace")))
+    program = _CEL.program(_CEL.compile(rule.replace("__namespace__", "namespace")), functions=CIDR_FUNCTIONS)
     return bool(program.evaluate({"self": celpy.json_to_cel(data)}))
 
 
@@ -133,6 +137,14 @@ REJECTED_AT_API = {
     "quantity with a space",
     "negative zero",
     "egress to no environment",
+    "prefix length out of range",
+    "host bits set",
+    "except outside cidr",
+    "egress to cloud metadata",
+    "IPv4-mapped IPv6 cidr",
+    "leading zero in a cidr",
+    "except of another address family",
+    "egress to cloud metadata over NAT64",
     "exception from no environment",
 }
 
@@ -142,6 +154,25 @@ def test_api_server_rejects_what_one_object_reveals(case: Any) -> None:
     doc = copy.deepcopy(BASE)
     case[1](doc)
     assert api_server_rejects(doc), f"the CRD would admit: {case[0]}"
+
+
+def test_the_crd_names_exactly_the_metadata_endpoints_rendering_carves_out() -> None:
+    # render/checks.py denies them (and their IPv6 spellings) whatever the policy; the CRD's
+    # copy leaves out the IPv4-mapped ones, which its CIDR rule refuses as a spelling.
+    always = checks.denied_networks(
+        TenancyPolicy.model_validate(
+            {
+                "metadata": {"name": "p"},
+                "spec": {
+                    "environments": [{"name": "dev", "quota": {"pods": "1"}}],
+                    "network": {"deniedEgressCidrs": []},
+                },
+            }
+        )
+    )
+    mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+    expected = {n for n in always if not (n.version == 6 and n.subnet_of(mapped))}
+    assert {ipaddress.ip_network(c) for c in METADATA_ENDPOINTS} == expected
 
 
 def test_every_named_api_case_exists() -> None:

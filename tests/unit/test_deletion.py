@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tenantry.kube import drift
 from tenantry.kube import resources as res
 from tenantry.reconcile.deletion import when_not_rendered, when_released
 
@@ -36,7 +37,7 @@ def test_quotas_and_limits_only_go_with_their_namespace(kind: res.Kind) -> None:
     assert when_not_rendered(kind) == expected
 
 
-def test_every_child_kind_reports_in_a_status_area_and_keeps_its_sections() -> None:
+def test_every_child_kind_reports_in_a_status_area_and_has_its_drift_sections() -> None:
     for kind in res.CHILD_KINDS:
         assert kind.area in {"NamespacesReady", "QuotaReady", "NetworkReady", "RBACReady"}, kind.kind
-        assert kind.sections, kind.kind
+        assert kind.kind in drift.SECTIONS, kind.kind

@@ -218,3 +218,117 @@ async def test_bookmarks_come_periodically_when_asked_for_and_the_stream_ends_at
             == []
         )
         assert asyncio.get_running_loop().time() - started < 2
+
+
+NETPOL = "/apis/networking.k8s.io/v1/namespaces/team/networkpolicies"
+DENY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "deny"},
+    "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+}
+
+
+def owners(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["manager"]: m["fieldsV1"] for m in obj["metadata"]["managedFields"]}
+
+
+async def test_an_edit_inside_an_atomic_struct_takes_the_whole_struct(client: Client) -> None:
+    # meta/v1 types.go: LabelSelector is `+structType=atomic`; seen on 1.36.2 (issue 15 item 1):
+    # `kubectl patch --field-manager=intruder` of podSelector.matchLabels owns f:podSelector.
+    await client.apply(f"{NETPOL}/deny", DENY, "tenantry")
+    status, obj = await client.send(
+        "PATCH",
+        f"{NETPOL}/deny?fieldManager=intruder",
+        {"spec": {"podSelector": {"matchLabels": {"x": "y"}}}},
+        MERGE,
+    )
+    assert status == 200 and obj["spec"]["podSelector"] == {"matchLabels": {"x": "y"}}
+    assert owners(obj)["intruder"] == {"f:spec": {"f:podSelector": {}}}
+    assert "f:podSelector" not in owners(obj)["tenantry"]["f:spec"]
+
+
+async def test_a_forced_apply_replaces_an_atomic_struct_whole(client: Client) -> None:
+    await client.apply(f"{NETPOL}/deny", DENY, "tenantry")
+    await client.send(
+        "PATCH",
+        f"{NETPOL}/deny?fieldManager=intruder",
+        {"spec": {"podSelector": {"matchLabels": {"x": "y"}}}},
+        MERGE,
+    )
+    status, body = await client.apply(f"{NETPOL}/deny", DENY, "tenantry", force=False)
+    assert status == 409 and body["details"]["causes"][0]["field"] == ".spec.podSelector"
+    status, obj = await client.apply(f"{NETPOL}/deny", DENY, "tenantry")
+    assert status == 200 and obj["spec"]["podSelector"] == {}
+    assert "intruder" not in owners(obj)
+
+
+async def test_a_key_another_manager_added_to_a_granular_map_survives_a_forced_apply(client: Client) -> None:
+    # A map without `+mapType=atomic` is granular: each key is a field; an apply removes only
+    # what its manager owned (Server-Side Apply docs, "Merge strategy").
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "q"},
+        "spec": {"hard": {"pods": "1"}},
+    }
+    await client.apply(f"{QUOTA}/q", quota, "tenantry")
+    await client.send(
+        "PATCH", f"{QUOTA}/q?fieldManager=intruder", {"spec": {"hard": {"services": "5"}}}, MERGE
+    )
+    status, obj = await client.apply(f"{QUOTA}/q", quota, "tenantry")
+    assert status == 200 and obj["spec"]["hard"] == {"pods": "1", "services": "5"}
+    assert owners(obj)["intruder"] == {"f:spec": {"f:hard": {"f:services": {}}}}
+
+
+async def test_applying_a_foreign_key_with_its_value_only_shares_it(client: Client) -> None:
+    # Server-Side Apply docs, "Conflicts" / shared ownership: applying the value a field already
+    # has is no conflict, so force takes nothing: both managers own it, and omitting it later
+    # leaves it (the other manager still owns it). "Apply it, then apply without it" is no way
+    # to remove someone else's key: Tenantry removes it with a merge patch (next test).
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "q"},
+        "spec": {"hard": {"pods": "1"}},
+    }
+    await client.apply(f"{QUOTA}/q", quota, "tenantry")
+    await client.send(
+        "PATCH", f"{QUOTA}/q?fieldManager=intruder", {"spec": {"hard": {"services": "5"}}}, MERGE
+    )
+    taken = {**quota, "spec": {"hard": {"pods": "1", "services": "5"}}}
+    _, obj = await client.apply(f"{QUOTA}/q", taken, "tenantry")
+    assert owners(obj)["intruder"] == {"f:spec": {"f:hard": {"f:services": {}}}}
+    _, obj = await client.apply(f"{QUOTA}/q", quota, "tenantry")
+    assert obj["spec"]["hard"] == {"pods": "1", "services": "5"}
+
+
+async def test_a_merge_patch_with_a_stale_resource_version_is_a_conflict(client: Client) -> None:
+    # API concepts, "Resource versions": an update carrying metadata.resourceVersion is refused
+    # with 409 Conflict when the object changed since; with the current one it removes the key.
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "q"},
+        "spec": {"hard": {"pods": "1"}},
+    }
+    _, obj = await client.apply(f"{QUOTA}/q", quota, "tenantry")
+    _, patched = await client.send(
+        "PATCH", f"{QUOTA}/q?fieldManager=intruder", {"spec": {"hard": {"x": "5"}}}, MERGE
+    )
+    removal = {"spec": {"hard": {"x": None}}}
+    status, _ = await client.send(
+        "PATCH",
+        f"{QUOTA}/q",
+        {**removal, "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}},
+        MERGE,
+    )
+    assert status == 409
+    status, done = await client.send(
+        "PATCH",
+        f"{QUOTA}/q",
+        {**removal, "metadata": {"resourceVersion": patched["metadata"]["resourceVersion"]}},
+        MERGE,
+    )
+    assert status == 200 and done["spec"]["hard"] == {"pods": "1"}
+    assert "intruder" not in owners(done)

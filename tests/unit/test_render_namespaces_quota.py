@@ -71,6 +71,18 @@ def test_override_at_or_below_default_needs_no_approval() -> None:
     assert hard["limits.cpu"] == "16"  # untouched resources keep the default
 
 
+def test_an_override_equal_to_the_default_in_any_spelling_is_no_raise() -> None:
+    # Only a value above the default needs spec.quotaApproval (`>`, not `>=`).
+    equal = {"requests.cpu": "8000m", "limits.memory": "32Gi", "pods": 200, "services.nodeports": "0"}
+    hard = find(
+        render(minimal_org(quota={"prod": equal})).objects, "ResourceQuota", "tenantry-quota", "acme-prod"
+    )
+    assert hard["spec"]["hard"]["requests.cpu"] == "8000m"
+    assert "tenantry.dev/quota-approved-by" not in hard["metadata"].get("annotations", {})
+    with pytest.raises(InvalidObjectError, match=r"requires spec\.quotaApproval"):
+        render(minimal_org(quota={"prod": {"requests.cpu": "8001m"}}))
+
+
 def test_override_above_default_is_honoured_with_a_complete_approval(acme_doc: dict[str, Any]) -> None:
     quota = find(render(acme_doc).objects, "ResourceQuota", "tenantry-quota", "acme-prod")
     assert quota["spec"]["hard"]["requests.cpu"] == "16"

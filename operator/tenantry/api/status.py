@@ -48,6 +48,20 @@ class NamespaceStatus(Model):
     phase: str = Field(max_length=DNS_LABEL_MAX)
 
 
+# Environments come and go; namespaces kept by `Retain` stay recorded while they exist.
+MAX_OWNED_NAMESPACES = 3 * MAX_ENVIRONMENTS
+UID_MAX = 36  # a UUID, as the API server writes metadata.uid
+
+
+class OwnedNamespace(Model):
+    """A namespace this Organization created or adopted (it rendered it), by name and uid: the
+    record that makes it ours to orphan or delete later. Labels alone never do (anyone can copy
+    them onto a namespace named `<org>-anything`)."""
+
+    name: str = Field(max_length=DNS_LABEL_MAX)
+    uid: str = Field(max_length=UID_MAX)
+
+
 class QuotaUsage(Model):
     environment: str = Field(max_length=DNS_LABEL_MAX)
     namespace: str = Field(max_length=DNS_LABEL_MAX)
@@ -96,6 +110,7 @@ class OrganizationStatus(Model):
     applied_objects: str | None = Field(default=None, max_length=64)
     conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     namespaces: list[NamespaceStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
+    owned_namespaces: list[OwnedNamespace] = Field(default_factory=list, max_length=MAX_OWNED_NAMESPACES)
     quota: list[QuotaUsage] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     guardrails: list[GuardrailStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     grants: list[GrantStatus] = Field(default_factory=list, max_length=MAX_GRANTS)

@@ -23,11 +23,10 @@ from typing import Any
 from tenantry.api.documents import parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import builtin_default_policy
-from tenantry.kube.resources import CHILD_KINDS, child_kind
+from tenantry.kube import drift
+from tenantry.kube.resources import child_kind
 from tenantry.render import ObjectKey, object_key, render_organization
 from tenantry.render import labels as lbl
-
-_ALL_SECTIONS = tuple(sorted({section for kind in CHILD_KINDS for section in kind.sections}))
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -37,14 +36,19 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     }
     if meta.get("labels"):
         kept_meta["labels"] = dict(meta["labels"])
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("tenantry.dev/")}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if drift.ours(k)}
     if annotations:
         kept_meta["annotations"] = annotations
     out: dict[str, Any] = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": kept_meta}
-    row = child_kind(obj["apiVersion"], obj["kind"])
-    for section in row.sections if row is not None else _ALL_SECTIONS:
+    # What drift compares (kube/drift.py): the kind's sections, and which label and annotation
+    # keys our field manager applied (from managedFields, which is not kept).
+    for section in drift.sections_of(obj["kind"]):
         if section in obj:
             out[section] = obj[section]
+    applied = drift.applied_record(obj)
+    if applied:
+        out["applied"] = applied
+    row = child_kind(obj["apiVersion"], obj["kind"])
     keep_status = row.status if row is not None else "none"
     if keep_status == "all" and "status" in obj:
         out["status"] = obj["status"]

@@ -13,16 +13,14 @@ Purpose = Literal["namespace", "guardrail", "access"]
 @dataclass(frozen=True)
 class Kind:
     """A kind Tenantry reads or writes. For the kinds an Organization renders to (CHILD_KINDS)
-    the rest of the row says, in one place, how the operator treats them: what the inventory
-    keeps and drift compares, which status condition reports them, and what happens to them when
-    they are no longer rendered or their Organization lets them go (reconcile/deletion.py)."""
+    the rest of the row says how the operator treats them: which status condition reports them,
+    and what happens to them when they are no longer rendered or their Organization lets them go
+    (reconcile/deletion.py). What counts as drift in them is kube/drift.py's to say."""
 
     api_version: str
     kind: str
     plural: str
     namespaced: bool
-    # Top-level body sections that are ours: kept in the inventory and compared for drift.
-    sections: tuple[str, ...] = ("spec",)
     # How much of `status` the inventory keeps ("phase": only status.phase).
     status: Literal["none", "phase", "all"] = "none"
     # The Organization status condition that reports objects of this kind.
@@ -88,7 +86,6 @@ GUARDRAILS = Kind(
     "ConfigMap",
     "configmaps",
     True,
-    ("data",),
     area="QuotaReady",
     purpose="guardrail",
     pruned_alone=False,
@@ -103,20 +100,16 @@ ROLE_BINDING = Kind(
     "RoleBinding",
     "rolebindings",
     True,
-    ("roleRef", "subjects"),
     area="RBACReady",
     purpose="access",
     wave=3,
 )
-CLUSTER_ROLE = Kind(
-    _RBAC, "ClusterRole", "clusterroles", False, ("rules",), area="RBACReady", purpose="access"
-)
+CLUSTER_ROLE = Kind(_RBAC, "ClusterRole", "clusterroles", False, area="RBACReady", purpose="access")
 CLUSTER_ROLE_BINDING = Kind(
     _RBAC,
     "ClusterRoleBinding",
     "clusterrolebindings",
     False,
-    ("roleRef", "subjects"),
     area="RBACReady",
     purpose="access",
     wave=3,

@@ -15,6 +15,7 @@ from typing import Any
 
 from tenantry.api.documents import parse_object
 from tenantry.api.policy import TenancyPolicy
+from tenantry.kube import drift
 from tenantry.kube import resources as res
 from tenantry.kube.inventory import slim
 from tenantry.observe import metrics
@@ -131,7 +132,7 @@ class Events:
             if seen:
                 return  # our own write, already recorded from its response
             # A quota's usage changed (its status only): refresh the status, it is not drift.
-            priority = Priority.RESYNC if _same_but_status(previous, slim(obj)) else Priority.DRIFT
+            priority = Priority.RESYNC if drift.status_only(previous, slim(obj)) else Priority.DRIFT
         if owner and owner in self.cluster.organizations:
             await self.queue.put(owner, priority)
         elif owner and priority == Priority.DRIFT:
@@ -171,14 +172,6 @@ def _ready_of(body: dict[str, Any]) -> str:
         if cond.get("type") == "Ready" and cond.get("status") in ("True", "False"):
             return str(cond["status"])
     return "Unknown"
-
-
-def _same_but_status(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    def essence(obj: dict[str, Any]) -> dict[str, Any]:
-        meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
-        return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
-
-    return a is not None and b is not None and essence(a) == essence(b)
 
 
 def _policy_of(org: dict[str, Any]) -> str:

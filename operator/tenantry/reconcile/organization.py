@@ -14,9 +14,10 @@ from tenantry.api.documents import parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
+from tenantry.api.status import MAX_OWNED_NAMESPACES
+from tenantry.kube import drift
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError, KubeClient
-from tenantry.kube.compare import drifted_fields, in_sync, stale_keys
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
@@ -30,6 +31,8 @@ from tenantry.render import labels as lbl
 FINALIZER = "tenantry.dev/finalizer"
 # One write of a reconcile: the desired object, the live one (None: missing), what it corrects.
 Write = tuple[dict[str, Any], dict[str, Any] | None, str | None]
+# Why a write did not happen: the API server refused it, or the object still differs after it.
+Failure = ApiError | drift.StillDifferentError
 log = get_logger("tenantry.reconcile")
 
 
@@ -44,6 +47,10 @@ class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an er
 def _namespace_of(obj: dict[str, Any]) -> str | None:
     """The namespace an object is in, or is (for a Namespace); None for cluster-scoped ones."""
     return str(obj["metadata"]["name"]) if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+
+
+def _recorded(owned_namespaces: list[dict[str, str]]) -> set[tuple[str, str]]:
+    return {(str(n.get("name")), str(n.get("uid"))) for n in owned_namespaces}
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
@@ -160,7 +167,9 @@ class OrganizationReconciler:
         for wave in sorted(waves):
             await self._apply_wave(body, waves[wave], outcome)
 
-        await self._prune(body, org, desired_keys, blocked)
+        owned_namespaces = self._owned_namespaces(body, org.name, rendering.namespaces)
+        outcome.owned_namespaces = owned_namespaces
+        await self._prune(body, org, desired_keys, blocked, _recorded(owned_namespaces))
         for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
             if entry["phase"] in ("Missing", "Adopting"):
                 entry["phase"] = await self._namespace_phase(org.name, entry["name"])
@@ -220,7 +229,7 @@ class OrganizationReconciler:
             if _namespace_of(obj) in blocked or obj["kind"] in self.cluster.missing_kinds:
                 continue
             live = self.cluster.inventory.get(object_key(obj))
-            if in_sync(obj, live):
+            if drift.in_sync(obj, live):
                 continue
             wave = res.kind_of(obj["apiVersion"], obj["kind"]).wave
             waves.setdefault(wave, []).append((obj, live, self._drift(obj, live, applied_before)))
@@ -230,7 +239,7 @@ class OrganizationReconciler:
         """What applying `obj` corrects, if it is drift (decided before the write: the watch
         event of our own write must not change the answer)."""
         if live is not None and applied_before:
-            return "modified: " + ", ".join(drifted_fields(obj, live) or ["fields"])
+            return "modified: " + drift.describe(drift.differences(obj, live))
         if live is None and (applied_before or self.cluster.inventory.was_deleted(object_key(obj))):
             return "deleted"
         return None
@@ -245,40 +254,41 @@ class OrganizationReconciler:
         their results in rendering order, so status, events and logs do not depend on timing."""
         limit = asyncio.Semaphore(self.cluster.applies_in_flight)
 
-        async def send(obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any] | ApiError:
+        async def send(obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any] | Failure:
             async with limit:
                 try:
                     return await self._send(obj, live)
-                except ApiError as exc:
+                except (ApiError, drift.StillDifferentError) as exc:
                     return exc
 
         results = await asyncio.gather(*(send(obj, live) for obj, live, _ in wave))
-        for (obj, _, drift), result in zip(wave, results, strict=True):
-            await self._record(body, obj, drift, result, outcome)
+        for (obj, _, correction), result in zip(wave, results, strict=True):
+            await self._record(body, obj, correction, result, outcome)
 
     async def _send(self, obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
-        stale = stale_keys(obj, live)
-        if stale:
-            # Server-side apply drops fields we stopped sending only if our manager owns
-            # them; remove our stale keys explicitly so re-adoption works whoever set them.
-            kind = res.kind_of(obj["apiVersion"], obj["kind"])
-            patch = {"metadata": {part: dict.fromkeys(keys) for part, keys in stale.items()}}
-            await self.client.merge_patch(
-                kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
-            )
-        return await self.client.apply(obj)
+        """Heal with server-side apply's semantics (kube/drift.py): a forced apply, then, only if
+        another manager added fields the apply cannot remove, a merge patch removing exactly
+        those, on the condition that the object is still the one the apply returned."""
+        applied = await self.client.apply(obj)
+        patch = drift.leftovers(obj, applied)
+        if patch is None:
+            return applied
+        kind = res.kind_of(obj["apiVersion"], obj["kind"])
+        return await self.client.merge_patch(
+            kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
+        )
 
     async def _record(
         self,
         body: dict[str, Any],
         obj: dict[str, Any],
-        drift: str | None,
-        result: dict[str, Any] | ApiError,
+        correction: str | None,
+        result: dict[str, Any] | Failure,
         outcome: Outcome,
     ) -> None:
         org = body["metadata"]["name"]
         namespace = _namespace_of(obj)
-        if isinstance(result, ApiError):
+        if isinstance(result, ApiError | drift.StillDifferentError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {result}"
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
@@ -288,17 +298,17 @@ class OrganizationReconciler:
             )
             return
         self.cluster.inventory.upsert(result)
-        if drift:
-            change = "deleted" if drift == "deleted" else "modified"
+        if correction:
+            change = "deleted" if correction == "deleted" else "modified"
             metrics.DRIFT.labels(kind=obj["kind"], change=change).inc()
             what = (
                 f"{obj['kind']} {namespace}/{obj['metadata']['name']}"
                 if obj["metadata"].get("namespace")
                 else f"{obj['kind']} {obj['metadata']['name']}"
             )
-            message = f"{what} was {drift}; restored to the desired state"
+            message = f"{what} was {correction}; restored to the desired state"
             log.warning(
-                "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=drift
+                "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=correction
             )
             await self.event(body, "Warning", reasons.DRIFT_CORRECTED, message)
         else:
@@ -311,10 +321,38 @@ class OrganizationReconciler:
             )
 
     # -- pruning ---------------------------------------------------------------------------------
+    def _owned_namespaces(
+        self, body: dict[str, Any], org: str, rendered: dict[str, str]
+    ) -> list[dict[str, str]]:
+        """The record of the namespaces `org` created or adopted: those it renders now and that
+        are ours (the inventory has them with our labels), and those recorded before that still
+        exist with the same uid (a namespace deleted and re-created by someone else with copied
+        labels is not the one we recorded). Kept in status.ownedNamespaces."""
+        by_name: dict[str, str] = {}
+        for entry in (body.get("status") or {}).get("ownedNamespaces") or []:
+            live = self.cluster.inventory.get(("v1", "Namespace", "", entry.get("name", "")))
+            ours = live is not None and lbl.owner_of(live["metadata"].get("labels")) == org
+            if ours and live is not None and live["metadata"].get("uid") == entry.get("uid"):
+                by_name[entry["name"]] = entry["uid"]
+        for namespace in rendered.values():
+            live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+            if live is not None and lbl.owner_of(live["metadata"].get("labels")) == org:
+                by_name[namespace] = str(live["metadata"].get("uid") or "")
+        current = set(rendered.values())
+        # Bounded by the CRD (MAX_OWNED_NAMESPACES): rendered ones first; an old orphan left out
+        # is only ever left alone, never deleted.
+        names = sorted(by_name, key=lambda n: (n not in current, n))[:MAX_OWNED_NAMESPACES]
+        return [{"name": n, "uid": by_name[n]} for n in sorted(names)]
+
     async def _prune(
-        self, body: dict[str, Any], org: Organization, desired: set[ObjectKey], blocked: set[str]
+        self,
+        body: dict[str, Any],
+        org: Organization,
+        desired: set[ObjectKey],
+        blocked: set[str],
+        recorded: set[tuple[str, str]],
     ) -> None:
-        owned = self._owned(org.name, besides=desired)
+        owned = self._owned(org.name, recorded, besides=desired)
         dropped_namespaces = {o["metadata"]["name"] for o in owned if o["kind"] == "Namespace"}
         policy = org.spec.deletion_policy
         for obj in owned:
@@ -338,31 +376,45 @@ class OrganizationReconciler:
             elif action == "orphan":
                 await self._orphan(body, obj)
 
-    def _owned(self, org: str, besides: set[ObjectKey] | None = None) -> list[dict[str, Any]]:
-        """What we created for `org`: our labels AND a name we generate; without `besides`.
+    def _owned(
+        self, org: str, recorded: set[tuple[str, str]], besides: set[ObjectKey] | None = None
+    ) -> list[dict[str, Any]]:
+        """What we created for `org`: our labels AND a name we generate AND, for a namespace and
+        what is in it, the namespace in our record (status.ownedNamespaces, by name and uid);
+        without `besides`.
 
-        Labels alone do not prove it (anyone can copy them onto an object); whatever fails the
-        name test is never pruned, orphaned or deleted. Chosen by key, so only what is returned
-        is unpacked from the inventory (a reconcile prunes little or nothing of ~40 objects).
+        Labels and names alone do not prove it (anyone can create `<org>-anything` and copy our
+        labels onto it); whatever fails is never pruned, orphaned or deleted. Chosen by key, so
+        only what is returned is unpacked from the inventory (a reconcile prunes little or
+        nothing of ~40 objects).
         """
         inventory = self.cluster.inventory
+        recorded_names = {name for name, _ in recorded}
         owned = []
         for key in inventory.owned_keys(org):
-            _, kind, namespace, name = key
-            if not is_managed_name(kind, name, org):
+            api_version, kind, namespace, name = key
+            if besides is not None and key in besides:
+                continue
+            inside_unrecorded = (
+                kind != "Namespace"
+                and bool(namespace)
+                and res.kind_of(api_version, kind).in_tenant_namespace
+                and namespace not in recorded_names
+            )
+            obj = inventory.get(key)
+            if obj is None:
+                continue
+            unrecorded = kind == "Namespace" and (name, obj["metadata"].get("uid")) not in recorded
+            if not is_managed_name(kind, name, org) or inside_unrecorded or unrecorded:
                 log.warning(
-                    "object carries our labels but a name we never create; left alone",
+                    "object carries our labels but is not one we created; left alone",
                     organization=org,
                     namespace=namespace or None,
                     kind=kind,
                     name=name,
                 )
                 continue
-            if besides is not None and key in besides:
-                continue
-            obj = inventory.get(key)
-            if obj is not None:
-                owned.append(obj)
+            owned.append(obj)
         return owned
 
     async def _delete(self, obj: dict[str, Any]) -> bool:
@@ -432,7 +484,7 @@ class OrganizationReconciler:
         if FINALIZER not in (body["metadata"].get("finalizers") or []):
             return
         policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
-        owned = self._owned(name)
+        owned = self._owned(name, _recorded((body.get("status") or {}).get("ownedNamespaces") or []))
         namespaces = [o for o in owned if o["kind"] == "Namespace"]
         if await self.cluster.crd_going_away(res.ORGANIZATION_CRD):
             # Deleting the CRD deletes every Organization: carrying out each deletionPolicy then

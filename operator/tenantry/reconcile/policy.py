@@ -12,7 +12,7 @@ from tenantry.api.documents import parse_object
 from tenantry.api.policy import TenancyPolicy
 from tenantry.kube import resources as res
 from tenantry.kube.client import ApiError
-from tenantry.kube.compare import in_sync
+from tenantry.kube.drift import in_sync
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
 from tenantry.reconcile.cluster import Cluster

@@ -32,6 +32,8 @@ class Outcome:
     grants: list[dict[str, Any]] = field(default_factory=list)
     # Fingerprint of the desired object set, kept in status once all of it is applied.
     applied_objects: str | None = None
+    # The namespaces this Organization created or adopted ({name, uid}); None: unchanged.
+    owned_namespaces: list[dict[str, str]] | None = None
 
     def fail(self, reason: str, message: str, *, stalled: bool) -> None:
         """Record a failure; every one is kept in the message. The first decides the Ready
@@ -125,6 +127,11 @@ def build_status(
     applied = outcome.applied_objects if ready else (current or {}).get("appliedObjects")
     if applied:
         status["appliedObjects"] = applied
+    owned = outcome.owned_namespaces
+    if owned is None:
+        owned = (current or {}).get("ownedNamespaces")
+    if owned is not None:
+        status["ownedNamespaces"] = owned
     if generation is not None:
         status["observedGeneration"] = generation
     return status

@@ -286,16 +286,7 @@ def check_organization(
                     )
                 )
 
-    for i, exception in enumerate(spec.network.allow_from):
-        if exception.organization == org.name:
-            problems.append(
-                Problem(
-                    f"spec.network.allowFrom[{i}].organization",
-                    f"{org.name!r} is this Organization; allowFrom admits other Organizations, "
-                    "its own environments stay isolated from each other",
-                )
-            )
-
+    problems += _allow_from_problems(org, policy)
     for i, exception in enumerate(spec.network.allow_from):
         if not exception.active_on(today):
             problems.append(
@@ -317,6 +308,35 @@ def check_organization(
                 )
             )
     return sorted(problems, key=lambda p: (p.severity != "error", p.path, p.message))
+
+
+def _allow_from_problems(org: Organization, policy: TenancyPolicy) -> list[Problem]:
+    """An exception admitting the Organization itself; environments of another Organization
+    (in allowFrom and egress) that the policy does not define. Organizations that exchange
+    traffic are expected to share the policy's environment names; a name it does not define
+    would select no namespace that exists."""
+    network = org.spec.network
+    problems = [
+        Problem(
+            f"spec.network.allowFrom[{i}].organization",
+            f"{org.name!r} is this Organization; allowFrom admits other Organizations, "
+            "its own environments stay isolated from each other",
+        )
+        for i, exception in enumerate(network.allow_from)
+        if exception.organization == org.name
+    ]
+    policy_envs = [e.name for e in policy.spec.environments]
+    selections = [("allowFrom", i, x.environments) for i, x in enumerate(network.allow_from)]
+    selections += [("egress", i, x.environments) for i, x in enumerate(network.egress)]
+    return problems + [
+        Problem(
+            f"spec.network.{section}[{i}].environments[{j}]",
+            f"{env!r} is not an environment of policy {policy.name!r} (allowed: {', '.join(policy_envs)})",
+        )
+        for section, i, environments in selections
+        for j, env in enumerate(environments or [])
+        if env not in policy_envs
+    ]
 
 
 def errors_only(problems: list[Problem]) -> list[Problem]:

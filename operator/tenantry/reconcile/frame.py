@@ -1,5 +1,6 @@
-"""Kopf, the operator's process frame: login, start-up, clean-up (and, from `tenantry run`,
-liveness and signals). It watches nothing of ours: the informers do."""
+"""Kopf, the operator's process frame: login, start-up, clean-up, the liveness probe (and, from
+`tenantry run`, the liveness endpoint and signals). It watches nothing of ours: the informers
+do (docs/architecture.md says why)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                     "check the kubeconfig or the operator's ClusterRole (manifests/base/operator-rbac.yaml)"
                 ) from exc
             raise
+
+    @kopf.on.probe(registry=registry, id="tenantry")
+    def liveness(**_: Any) -> dict[str, Any]:
+        # Kopf's liveness endpoint answers 500 when a probe fails permanently (and does not
+        # cache the failure), so the kubelet restarts a replica whose work is stuck.
+        problems = runtime.problems()
+        if problems:
+            raise kopf.PermanentError("not alive: " + "; ".join(problems))
+        return runtime.health()
 
     @kopf.on.cleanup(registry=registry, id="tenantry-cleanup")
     async def cleanup(**_: Any) -> None:

@@ -52,10 +52,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             raise
 
     @kopf.on.probe(registry=registry, id="tenantry")
-    def liveness(**_: Any) -> dict[str, Any]:
+    async def liveness(**_: Any) -> dict[str, Any]:
         # Kopf's liveness endpoint answers 500 when a probe fails permanently (and does not
-        # cache the failure), so the kubelet restarts a replica whose work is stuck.
-        problems = runtime.problems()
+        # cache the failure), so the kubelet restarts a replica whose work is stuck. Async: a
+        # sync probe runs in a thread, away from the event loop whose clock the Lease uses.
+        # Any other exception would be retried by Kopf for a minute, the request hanging.
+        try:
+            problems = runtime.problems()
+        except Exception as exc:
+            raise kopf.PermanentError(f"liveness not determined: {exc!r}") from exc
         if problems:
             raise kopf.PermanentError("not alive: " + "; ".join(problems))
         return runtime.health()

@@ -148,15 +148,36 @@ def installed() -> Iterator[None]:
     kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/serviceaccount.yaml"))
     kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/operator-rbac.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
+    # Left over by an interrupted run (deleted while no operator ran): let them go.
+    for name in NAMES:
+        if (get("organization", name) or {}).get("metadata", {}).get("deletionTimestamp"):
+            kubectl(
+                "patch",
+                "organization",
+                name,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":[]}}',
+                check=False,
+            )
+        kubectl(
+            "delete", "organization", name, "--ignore-not-found", "--wait=true", "--timeout=30s", check=False
+        )
     yield
-    for name in ("e2e-bd-a", "e2e-bd-b", "e2e-bd-c", "e2e-bd-x"):
-        kubectl("delete", "organization", name, "--ignore-not-found", "--wait=false", check=False)
+
+
+NAMES = ("e2e-bd-a", "e2e-bd-b", "e2e-bd-c", "e2e-bd-x")
 
 
 @pytest.fixture
 def replicas(tmp_path: Path, installed: None) -> Iterator[list[Replica]]:
     started: list[Replica] = []
     yield started
+    # While the replicas run, so the Organizations' finalizers are carried out.
+    for name in NAMES:
+        kubectl(
+            "delete", "organization", name, "--ignore-not-found", "--wait=true", "--timeout=90s", check=False
+        )
     for replica in started:
         replica.stop()
     for replica in started:  # kept for a failing test's report

@@ -66,6 +66,11 @@ class FaultProxy:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
 
+    @property
+    def open(self) -> int:
+        """Connections open now."""
+        return len(self._links)
+
     # -- faults -------------------------------------------------------------------------------
     def drop_all(self) -> int:
         """Reset every open connection; returns how many there were."""

@@ -21,6 +21,7 @@ from tenantry.reconcile.queue import Priority
 from tenantry.reconcile.runtime import Runtime
 from tests.faultproxy import FaultProxy
 from tests.integration.conftest import ORG, Api, Operator, org_body, reconciles, settled
+from tests.integration.kopf_harness import eventually
 from tests.integration.test_leadership import LEASE, writes_by
 from tests.integration.test_onboarding import condition, ready, until
 from tests.unit.helpers import TODAY
@@ -95,9 +96,10 @@ async def test_watches_dropped_mid_stream_resume_and_see_what_changed(
     runtime = await through(operator, proxy)
     await api.create(ORG, org_body())
     await ready(api)
+    watches = sum(1 for informer in runtime.informers if informer.served)  # one stream each
     for _ in range(3):
-        assert proxy.drop_all() > 0  # the watch streams (and any request) end mid-way
-        await asyncio.sleep(0.05)
+        await eventually(lambda: proxy.open >= watches)  # every watch (re)connected
+        assert proxy.drop_all() >= watches  # the watch streams (and any request) end mid-way
     await api.delete(NETPOL)
     await until(lambda: api.get(NETPOL), timeout=10)
     alive(runtime)

@@ -187,8 +187,8 @@ class OrganizationReconciler:
             await self._apply_wave(body, writes, outcome)
             for obj, _, _ in writes:
                 namespace = str(obj["metadata"]["name"])
-                missing = self.cluster.inventory.get(object_key(obj)) is None
-                if obj["kind"] == "Namespace" and namespace in outcome.refused_writes and missing:
+                create_refused = obj["kind"] == "Namespace" and namespace in outcome.refused_writes
+                if create_refused and self.cluster.inventory.get(object_key(obj)) is None:
                     blocked.add(namespace)
 
         await self._prune(body, org, desired_keys, blocked)

@@ -23,6 +23,7 @@ from tenantry.reconcile import reasons
 from tenantry.reconcile.status import Outcome, build_status
 from tenantry.reconcile.supervisor import Supervisor
 from tenantry.reconcile.workers import Workers
+from tests.integration.kopf_harness import eventually
 
 
 def failures(task: str) -> float:
@@ -41,8 +42,7 @@ async def test_a_long_running_task_that_fails_is_restarted_with_growing_capped_d
     before = failures("tenantry flaky")
     supervisor.keep(flaky, "tenantry flaky")
     try:
-        while len(starts) < 6:  # noqa: ASYNC110 - polling what the supervised task records
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(starts) >= 6)
         gaps = [b - a for a, b in itertools.pairwise(starts)]
         assert gaps[0] >= 0.01 and gaps[1] >= 0.02 and gaps[2] >= 0.04
         assert gaps[4] < 0.12, "capped at 0.04 (uncapped it would be 0.16)"
@@ -65,8 +65,7 @@ async def test_a_task_that_returns_is_restarted_too_and_a_healthy_run_is_not_a_p
 
     supervisor.keep(once_then_forever, "tenantry loop")
     try:
-        while len(runs) < 2:  # noqa: ASYNC110 - polling what the supervised task records
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(runs) >= 2)
         assert supervisor.problems(), "just failed"
         await asyncio.sleep(0.08)
         assert supervisor.problems() == [], "running well again for healthy_after"

@@ -173,11 +173,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "standby-writes",
         "a replica that does not hold the Lease writes nothing",
-        "operator/tenantry/reconcile/workers.py",
-        "            await self.active.wait()\n"
-        "            name = await queue.get()\n"
-        "            if not self.active.is_set():",
-        "            name = await queue.get()\n            if False:",
+        # Two guards: workers take names only while `active`, and every write is fenced by the
+        # Lease (kube/lease.py); removing one leaves the other, so the mutant unwires both.
+        "operator/tenantry/reconcile/runtime.py",
+        "            self.active = self.leadership.active\n"
+        "            client.fence = self.leadership.write_time_left\n",
+        "            self.active.set()\n",
         ("tests/integration/test_leadership.py",),
     ),
     Mutant(

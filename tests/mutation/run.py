@@ -193,7 +193,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "relist-emits-no-deleted",
         "a relist after 410 Gone reports what was deleted meanwhile (synthetic DELETED)",
         "operator/tenantry/kube/informer.py",
-        "        self._emit_deleted(before - self._known)\n",
+        "        self._emit_deleted(set(before) - set(seen))\n",
         "",
         (
             "tests/unit/test_informer.py",

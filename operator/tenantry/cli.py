@@ -307,6 +307,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             leader_election=not args.standalone,
             lease_name=args.lease_name,
             identity=identity,
+            max_backoff=args.max_backoff_seconds,
         ),
     )
     registry = kopf.OperatorRegistry()
@@ -349,6 +350,17 @@ def _at_least_one(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """Seconds for argparse: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
     return value
 
 
@@ -439,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--resync-seconds", type=float, default=300.0, help="full re-check of every Organization"
+    )
+    run.add_argument(
+        "--max-backoff-seconds",
+        type=_positive,
+        default=15.0,
+        help="longest wait before an Organization whose writes failed is retried (exponential "
+        "from 0.5 s; never sooner than the API server's Retry-After)",
     )
     run.add_argument("--operator-namespace", default="tenantry-system", help="where the operator runs")
     run.add_argument(

@@ -153,8 +153,17 @@ class Fault:
     message: str
     times: int | None = 1
     hits: int = 0
+    # Response headers (e.g. Retry-After, which API Priority and Fairness sends with a 429).
+    headers: dict[str, str] = field(default_factory=dict)
+    lifted: bool = False
+
+    def lift(self) -> None:
+        """The refusal ends (a maintenance freeze is over): matching requests are served again."""
+        self.lifted = True
 
     def matches(self, request: Request) -> bool:
+        if self.lifted:
+            return False
         if self.times is not None and self.hits >= self.times:
             return False
         if self.watch_of is not None:
@@ -311,10 +320,13 @@ class FakeApiServer:
         reason: str = "InternalError",
         message: str = "injected by the test",
         times: int | None = 1,
+        headers: dict[str, str] | None = None,
     ) -> Fault:
         """Answer the next `times` requests to `method path` (or watches of `watch_of`) with this
-        error, without serving them. Returns the fault; `fault.hits` counts its answers."""
-        fault = Fault(method, path, watch_of, code, reason, message, times)
+        error, without serving them (an admission refusal is `code=422, reason="Invalid"` or
+        403 "Forbidden", as ValidatingAdmissionPolicy answers). Returns the fault; `fault.hits`
+        counts its answers, `fault.lift()` ends it."""
+        fault = Fault(method, path, watch_of, code, reason, message, times, headers=dict(headers or {}))
         self.faults.append(fault)
         return fault
 
@@ -360,7 +372,15 @@ class FakeApiServer:
             for fault in self.faults:
                 if fault.matches(request):
                     fault.hits += 1
-                    raise ApiStatusError(fault.code, fault.reason, fault.message)
+                    request.status = fault.code
+                    self._observe(request)
+                    body = ApiStatusError(fault.code, fault.reason, fault.message).body()
+                    return aiohttp.web.Response(
+                        status=fault.code,
+                        body=json.dumps(body).encode(),
+                        content_type="application/json",
+                        headers=fault.headers,
+                    )
             if request.verb == "watch":
                 return await self._watch(raw, request)
             code, answer = self._serve(request)

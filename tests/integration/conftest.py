@@ -202,6 +202,8 @@ class Operator:
 
     def __init__(self, kube: FakeApiServer) -> None:
         self.kube = kube
+        # Where the operator connects: the fake API server, or a proxy in front of it.
+        self.server: str = kube.url
         self.runtime: Runtime | None = None
         self._ctx: Any = None
 
@@ -215,7 +217,7 @@ class Operator:
             "not_served_poll_seconds": 0.2,
         }
         defaults.update(config)
-        runtime = Runtime(Connection(server=self.kube.url), Config(**defaults))
+        runtime = Runtime(Connection(server=self.server), Config(**defaults))
         register(registry, runtime)
         self._ctx = run_operator(registry=registry, settings=kopf_settings())
         await self._ctx.__aenter__()

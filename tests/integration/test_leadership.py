@@ -22,8 +22,8 @@ from tests.unit.helpers import TODAY
 
 NETPOL = "/apis/networking.k8s.io/v1/namespaces/acme-prod/networkpolicies/tenantry-default-deny"
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/tenantry-system/leases/tenantry"
-# The fastest timings the election library accepts (each >= 1 s; renew > 1.2 x retry).
-FAST = LeaseTimings(duration=2, renew_deadline=1.5, retry=1.0)
+# Fast timings (retry < renew deadline < duration; a request times out before the deadline).
+FAST = LeaseTimings(duration=2, renew_deadline=1.5, retry=0.5, request_timeout=1.0)
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 

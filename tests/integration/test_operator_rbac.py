@@ -72,7 +72,9 @@ async def test_operator_role_matches_what_the_code_does(api: Api, operator: Oper
     # election included.
     await declare_argocd(api)
     await api.create("/api/v1/namespaces", {"metadata": {"name": "tenantry-system"}})
-    await operator.restart(leader_election=True, identity="rbac", lease_timings=LeaseTimings(2, 1.5, 1.0))
+    await operator.restart(
+        leader_election=True, identity="rbac", lease_timings=LeaseTimings(2, 1.5, 0.5, 1.0)
+    )
     assert operator.runtime is not None
     await asyncio.wait_for(operator.runtime.active.wait(), timeout=10)
     await asyncio.sleep(1.5)  # at least one renewal (update) of the Lease

@@ -74,6 +74,41 @@ async def test_run_serves_liveness_and_metrics_and_reconciles(api: Api, tmp_path
     assert b'"organization": "acme"' in stderr  # JSON logs with the organization on each line
 
 
+async def test_the_liveness_probe_answers_for_a_leader_elected_replica(api: Api, tmp_path: Path) -> None:
+    """The probe runs in Kopf's liveness endpoint, in the operator's event loop (the election's
+    clock is that loop's): 200 with what it saw, not a handler error retried for a minute."""
+    await api.create("/api/v1/namespaces", {"metadata": {"name": "tenantry-system"}})
+    health = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tenantry",
+        "run",
+        "--kubeconfig",
+        str(write_kubeconfig(api, tmp_path)),
+        "--liveness",
+        f"http://127.0.0.1:{health}/healthz",
+        "--metrics-port",
+        "0",
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await api.create(ORG, org_body())
+        await ready(api, timeout=20)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"http://127.0.0.1:{health}/healthz", timeout=aiohttp.ClientTimeout(total=10)
+            ) as response,
+        ):
+            assert response.status == 200
+            body = await response.json()
+        assert body["tenantry"]["leader"] is True and body["tenantry"]["started"] is True
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), timeout=20)
+
+
 async def test_run_with_leader_election_and_no_namespace_exits_saying_what_to_do(
     api: Api, tmp_path: Path
 ) -> None:

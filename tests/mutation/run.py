@@ -56,6 +56,8 @@ DRIFT = "tests/integration/test_drift.py"
 OWNERSHIP = "tests/integration/test_ownership.py"
 NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
+BAD_DAYS = "tests/integration/test_bad_days.py"
+UNIT_BAD_DAYS = "tests/unit/test_bad_days.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +108,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "no-yield-between-reconciles",
         "drift found during a pass over every Organization is not held until the pass ends",
         "operator/tenantry/reconcile/workers.py",
-        "            await asyncio.sleep(0)\n            await self.active.wait()\n",
-        "            await self.active.wait()\n",
+        "            await asyncio.sleep(0)\n            self.progress = time.monotonic()\n",
+        "            self.progress = time.monotonic()\n",
         (f"{PROMISES}::test_drift_during_a_pass_over_every_organization_is_healed_before_the_pass_ends",),
     ),
     Mutant(
@@ -175,11 +177,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "standby-writes",
         "a replica that does not hold the Lease writes nothing",
-        "operator/tenantry/reconcile/workers.py",
-        "            await self.active.wait()\n"
-        "            name = await queue.get()\n"
-        "            if not self.active.is_set():",
-        "            name = await queue.get()\n            if False:",
+        # Two guards: workers take names only while `active`, and every write is fenced by the
+        # Lease (kube/lease.py); removing one leaves the other, so the mutant unwires both.
+        "operator/tenantry/reconcile/runtime.py",
+        "            self.active = self.leadership.active\n"
+        "            client.fence = self.leadership.write_time_left\n",
+        "            self.active.set()\n",
         ("tests/integration/test_leadership.py",),
     ),
     Mutant(
@@ -194,7 +197,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "relist-emits-no-deleted",
         "a relist after 410 Gone reports what was deleted meanwhile (synthetic DELETED)",
         "operator/tenantry/kube/informer.py",
-        "        self._emit_deleted(before - self._known)\n",
+        "        self._emit_deleted(set(before) - set(seen))\n",
         "",
         (
             "tests/unit/test_informer.py",
@@ -205,7 +208,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "not-served-emits-no-deleted",
         "a resource that stops being served reports its objects as deleted",
         "operator/tenantry/kube/informer.py",
-        "        self._emit_deleted(self._known)\n",
+        "        self._emit_deleted(set(self._versions))\n",
         "",
         ("tests/unit/test_informer.py",),
     ),
@@ -372,6 +375,80 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if in_shared and not host_inside(host, tuple(own)):",
         "        if False:",
         ("tests/unit/test_render_guardrails.py::test_no_approval_gives_one_organization_another_ones_hosts",),
+    ),
+    Mutant(
+        "task-supervision-removed",
+        "a long-running task that fails or returns is restarted with backoff, never silently gone",
+        "operator/tenantry/reconcile/supervisor.py",
+        "            await asyncio.sleep(delay)\n            delay = min(delay * 2, self.max_delay)\n",
+        "            return\n",
+        (f"{UNIT_BAD_DAYS}::test_a_long_running_task_that_fails_is_restarted_with_growing_capped_delays",),
+    ),
+    Mutant(
+        "failed-apply-not-retried",
+        "a refused write fails the reconcile, so the Organization is retried with backoff",
+        "operator/tenantry/reconcile/organization.py",
+        "        if outcome.failed_writes:\n",
+        "        if False:\n",
+        (f"{BAD_DAYS}::test_an_admission_refusal_is_retried_with_backoff_and_healed_when_lifted",),
+    ),
+    Mutant(
+        "retry-after-ignored",
+        "a throttled request is retried no sooner than the API server's Retry-After",
+        "operator/tenantry/kube/client.py",
+        "await asyncio.sleep(max(pause, wait) if wait is not None else pause)",
+        "await asyncio.sleep(pause)",
+        (f"{UNIT_BAD_DAYS}::test_a_429_is_retried_no_sooner_than_its_retry_after",),
+    ),
+    Mutant(
+        "stale-response-guard-removed",
+        "an apply response older than what the watch delivered never replaces it in the inventory",
+        "operator/tenantry/kube/inventory.py",
+        "        if older(obj, previous):\n",
+        "        if False:\n",
+        (f"{UNIT_BAD_DAYS}::test_an_apply_response_older_than_the_watch_is_ignored",),
+    ),
+    Mutant(
+        "write-fence-removed",
+        "a replica that may no longer write sends no write",
+        "operator/tenantry/kube/client.py",
+        "                if left <= 0:\n",
+        "                if False:\n",
+        (f"{UNIT_BAD_DAYS}::test_a_fenced_client_sends_no_write_and_still_reads",),
+    ),
+    Mutant(
+        "lease-deadline-not-enforced",
+        "a leader that cannot renew stops writing at its renew deadline, before the Lease can be taken",
+        "operator/tenantry/kube/lease.py",
+        "        self._expiry = loop.call_at(",
+        "        self._expiry = None and loop.call_at(",
+        (f"{BAD_DAYS}::test_a_leader_that_cannot_renew_stops_writing_before_the_lease_can_be_taken",),
+    ),
+    Mutant(
+        "refused-namespace-not-blocked",
+        "nothing is written into a namespace whose create was refused",
+        "operator/tenantry/reconcile/organization.py",
+        "                    blocked.add(namespace)\n",
+        "                    pass\n",
+        (f"{BAD_DAYS}::test_nothing_is_written_into_a_namespace_whose_create_was_refused",),
+    ),
+    Mutant(
+        "relist-delivers-everything",
+        "a relist reports only what changed (memory stays bounded after an API-server restart)",
+        "operator/tenantry/kube/informer.py",
+        "            return None if before.get(ident) == version else self._relist_transform(item)\n",
+        "            return self._relist_transform(item)\n",
+        (
+            "tests/unit/test_informer.py::test_a_relist_reports_only_changed_objects_slimmed_as_they_are_decoded",
+        ),
+    ),
+    Mutant(
+        "namespace-ownership-check-removed",
+        "a namespace that exists without our ownership labels is never adopted",
+        "operator/tenantry/reconcile/organization.py",
+        '            if owner is None or owner != org:\n                return "Refused"\n',
+        "",
+        (f"{LIFECYCLE}::test_pre_existing_namespace_is_never_adopted",),
     ),
 )
 

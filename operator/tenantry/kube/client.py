@@ -19,11 +19,13 @@ library's exception types instead of one error type with the API server's reason
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import random
 import re
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -36,16 +38,20 @@ from kubernetes.aio import client as aio_client
 from tenantry import __version__
 from tenantry.kube.resources import EVENT, Kind, kind_of
 from tenantry.observe import metrics
+from tenantry.observe.logging import get_logger
 
 FIELD_MANAGER = "tenantry"
 T = TypeVar("T")
 RETRYABLE = {429, 500, 502, 503, 504}
 NOT_FOUND = frozenset({404})
+log = get_logger("tenantry.client")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
         self.status, self.reason, self.message = status, reason, message
+        # The API server's Retry-After (seconds) on a 429 or 503: when to ask again at the earliest.
+        self.retry_after = retry_after
         super().__init__(f"{status} {reason}: {message}")
 
     @property
@@ -57,6 +63,24 @@ class ApiError(Exception):
 
 
 NOT_SERVED = "NotServed"
+
+
+class NotLeaderError(Exception):
+    """A write not sent: this replica can no longer be sure it holds the leader Lease (it was
+    not renewed within the renew deadline). Not an ApiError: nothing was asked of the API
+    server, and the work is given back, not failed."""
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header. The API server sends whole seconds (API Priority and
+    Fairness, `--max-requests-inflight`); an HTTP date is not used by it and is ignored."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def error_from_response(status: int, content_type: str | None, raw: bytes) -> ApiError:
@@ -157,6 +181,12 @@ class Connection:
     certificate_data: bytes | None = None
     private_key_path: str | None = None
     private_key_data: bytes | None = None
+    # When to read the credentials again (time.time()), before they expire: an exec plugin's
+    # token, a token file (a projected service-account token, rotated by the kubelet). None:
+    # they do not expire (or only a 401 tells).
+    refresh_at: float | None = None
+    # The cluster's proxy-url from the kubeconfig (else the environment's HTTPS_PROXY/NO_PROXY).
+    proxy: str | None = None
 
     @classmethod
     def from_kopf(cls, info: Any) -> Connection:
@@ -195,6 +225,9 @@ class Retry:
     attempts: int = 6
     first_delay: float = 0.2
     max_delay: float = 5.0
+    # The longest Retry-After honoured between two attempts of one request; a longer one ends
+    # the request (the Organization's own backoff, which honours it too, takes over).
+    max_retry_after: float = 10.0
 
 
 def configuration_for(connection: Connection) -> aio_client.Configuration:
@@ -216,7 +249,7 @@ def configuration_for(connection: Connection) -> aio_client.Configuration:
     # operator's busiest code at 1,000 Organizations. Kubernetes credentials never come from
     # .netrc; the proxy is resolved here once, from the same variables aiohttp reads.
     conf.client_session_kwargs = {"trust_env": False}
-    conf.proxy = proxy_for(connection.server)
+    conf.proxy = connection.proxy or proxy_for(connection.server)
     return conf
 
 
@@ -230,11 +263,12 @@ def proxy_for(server: str) -> str | None:
 
 def _same_transport(a: Connection, b: Connection) -> bool:
     """Do two connections need the same TLS set-up (everything but the token)?"""
-    return (a.server, a.ca_path, a.ca_data, a.insecure, a.certificate_path, a.certificate_data) == (
+    return (a.server, a.ca_path, a.ca_data, a.insecure, a.proxy, a.certificate_path, a.certificate_data) == (
         b.server,
         b.ca_path,
         b.ca_data,
         b.insecure,
+        b.proxy,
         b.certificate_path,
         b.certificate_data,
     ) and (a.private_key_path, a.private_key_data) == (b.private_key_path, b.private_key_data)
@@ -249,6 +283,9 @@ class KubeClient:
     reload: Callable[[], Connection] | None = None
     # Shows in the API server's audit log which replica made a request.
     user_agent: str = f"tenantry/{__version__}"
+    # Leader fencing: seconds this replica may still write (<= 0: not at all); None: always.
+    # Every write checks it before each attempt and times out when it runs out (kube/lease.py).
+    fence: Callable[[], float] | None = None
     api_client: aio_client.ApiClient = field(init=False)
     _reload_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _retired: list[aio_client.ApiClient] = field(init=False, default_factory=list)
@@ -275,7 +312,8 @@ class KubeClient:
         async with self._reload_lock:
             if self.connection is not failed:
                 return  # another request reloaded them already
-            fresh = self.reload()
+            # In a thread: an exec plugin (aws eks get-token, kubelogin) may take a second.
+            fresh = await asyncio.to_thread(self.reload)
             if _same_transport(fresh, self.connection):
                 conf = self.api_client.configuration
                 conf.api_key = {"BearerToken": fresh.token} if fresh.token else {}
@@ -286,6 +324,19 @@ class KubeClient:
             # Requests in flight finish (or fail and retry) on the old session; closed at exit.
             self._retired.append(self.api_client)
             self.api_client = self._new_api_client()
+
+    async def _refresh_if_expiring(self, current: Connection) -> None:
+        """Credentials that expire (an exec plugin's token, a projected service-account token)
+        are read again shortly before they do, as client-go does, not only after a 401. If that
+        fails, the current ones are used (they may still be valid) and tried again in 10 s."""
+        if current.refresh_at is None or self.reload is None or time.time() < current.refresh_at:
+            return
+        try:
+            await self._reload_credentials(current)
+        except Exception as exc:  # a failing plugin must not fail a request its token may serve
+            log.warning("credentials not refreshed; using the current ones", error=str(exc))
+            if self.connection is current:
+                self.connection = dataclasses.replace(current, refresh_at=time.time() + 10)
 
     # -- the one HTTP primitive ---------------------------------------------------------------
     async def _send(
@@ -322,19 +373,35 @@ class KubeClient:
         content_type: str | None = None,
         expected: frozenset[int] = frozenset(),
         decode: Callable[[bytes], Any] = json.loads,
+        *,
+        request_timeout: float | None = None,
+        attempts: int | None = None,
+        fenced: bool = True,
     ) -> Any:
         """One API call with retries. `expected` statuses (404 for a lookup) are answers, not errors;
-        a successful answer's body is `decode`d (JSON)."""
+        a successful answer's body is `decode`d (JSON). A write is `fenced` (see `fence`) unless
+        it is the Lease's own; `request_timeout` and `attempts` override the client's for this call."""
         delay = self.retry.first_delay
-        limits = aiohttp.ClientTimeout(total=self.timeout)
-        for attempt in range(1, self.retry.attempts + 1):
+        attempts = attempts or self.retry.attempts
+        for attempt in range(1, attempts + 1):
             connection = self.connection
+            total = request_timeout or self.timeout
+            if fenced and method != "GET" and self.fence is not None:
+                left = self.fence()
+                if left <= 0:
+                    metrics.WRITES_FENCED.inc()
+                    raise NotLeaderError(f"{verb} {path} not sent: this replica is not the leader")
+                total = min(total, left)  # never in flight past the moment the Lease may be taken
+            limits = aiohttp.ClientTimeout(total=total)
+            wait: float | None = None
             try:
+                await self._refresh_if_expiring(connection)
+                connection = self.connection
                 response = await self._send(method, path, query, body, content_type, limits)
                 raw = await response.read()
             except CONNECTION_ERRORS as exc:
                 metrics.API_REQUESTS.labels(verb=verb, code="connection").inc()
-                if attempt == self.retry.attempts:
+                if attempt == attempts:
                     metrics.API_ERRORS.labels(verb=verb, code="connection").inc()
                     raise ApiError(0, "ConnectionError", str(exc) or type(exc).__name__) from exc
             else:
@@ -346,15 +413,20 @@ class KubeClient:
                     except ValueError as exc:
                         raise ApiError(status, "InvalidResponse", f"not JSON: {raw[:200]!r}") from exc
                 error = error_from_response(status, response.headers.get("Content-Type"), raw)
+                error.retry_after = wait = retry_after(response.headers.get("Retry-After"))
                 if status == 401 and self.reload is not None and attempt == 1:
                     await self._reload_credentials(connection)
                     continue  # once more, with the fresh credentials
-                if status not in RETRYABLE or attempt == self.retry.attempts:
+                too_long = wait is not None and wait > self.retry.max_retry_after
+                if status not in RETRYABLE or attempt == attempts or too_long:
                     if status not in expected:
                         metrics.API_ERRORS.labels(verb=verb, code=str(status)).inc()
                     raise error
-            # Full jitter: replicas and workers that failed together do not retry together.
-            await asyncio.sleep(random.uniform(0, delay))
+            # Full jitter: replicas and workers that failed together do not retry together. A
+            # throttled request (429 from API Priority and Fairness, with Retry-After) waits at
+            # least as long as the API server asked.
+            pause = random.uniform(0, delay)
+            await asyncio.sleep(max(pause, wait) if wait is not None else pause)
             delay = min(delay * 2, self.retry.max_delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -370,15 +442,66 @@ class KubeClient:
         )
         return result
 
-    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    async def get(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        request_timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = await self._request(
-                "get", "GET", kind.path(namespace, name), expected=NOT_FOUND
+                "get",
+                "GET",
+                kind.path(namespace, name),
+                expected=NOT_FOUND,
+                request_timeout=request_timeout,
+                attempts=attempts,
             )
         except ApiError as exc:
             if exc.status == 404 and not exc.not_served:
                 return None  # a served resource without that object
             raise
+        return result
+
+    async def create(
+        self,
+        kind: Kind,
+        obj: dict[str, Any],
+        *,
+        request_timeout: float | None = None,
+        attempts: int | None = None,
+        fenced: bool = True,
+    ) -> dict[str, Any]:
+        path = kind.path(obj["metadata"].get("namespace"))
+        result: dict[str, Any] = await self._request(
+            "create",
+            "POST",
+            path,
+            body=obj,
+            request_timeout=request_timeout,
+            attempts=attempts,
+            fenced=fenced,
+        )
+        return result
+
+    async def replace(
+        self,
+        kind: Kind,
+        obj: dict[str, Any],
+        *,
+        request_timeout: float | None = None,
+        attempts: int | None = None,
+        fenced: bool = True,
+    ) -> dict[str, Any]:
+        """PUT: with `metadata.resourceVersion` set, refused (409) if the object changed since."""
+        meta = obj["metadata"]
+        path = kind.path(meta.get("namespace"), meta["name"])
+        result: dict[str, Any] = await self._request(
+            "update", "PUT", path, body=obj, request_timeout=request_timeout, attempts=attempts, fenced=fenced
+        )
         return result
 
     async def list_all(self, kind: Kind, label_selector: str | None = None) -> list[dict[str, Any]]:
@@ -421,6 +544,7 @@ class KubeClient:
         self, kind: Kind, query: dict[str, str], read_timeout: float
     ) -> AsyncIterator[dict[str, Any]]:
         """The events of one watch request, decoded, until the API server ends the stream."""
+        await self._refresh_if_expiring(self.connection)
         connection = self.connection
         limits = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
         response = await self._send("GET", kind.path(), {**query, "watch": "true"}, None, None, limits)

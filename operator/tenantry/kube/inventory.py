@@ -144,6 +144,24 @@ def entry(obj: dict[str, Any]) -> Entry:
     return _key(obj), lbl.owner_of(obj.get("metadata", {}).get("labels")), _pack(obj)
 
 
+def older(candidate: dict[str, Any] | None, kept: dict[str, Any] | None) -> bool:
+    """Is `candidate` an older state of the same object than `kept`?
+
+    What this relies on: for one object on one API server, resourceVersion is the etcd revision
+    of its last write (ModRevision), and revisions only grow, so a later write of the same
+    object has the larger number. The API conventions call resourceVersions opaque and promise
+    only equality; KEP-5504 ("Comparable Resource Versions", with client-go's
+    CompareResourceVersion and a conformance test) makes "a monotonically increasing integer"
+    the documented promise. So versions are compared only when both are decimal integers;
+    anything else (an aggregated API server with its own versions) counts as not older, the
+    behaviour before this guard."""
+    if candidate is None or kept is None:
+        return False
+    new = str((candidate.get("metadata") or {}).get("resourceVersion") or "")
+    old = str((kept.get("metadata") or {}).get("resourceVersion") or "")
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
+
+
 class Inventory:
     def __init__(self) -> None:
         self._objects: dict[ObjectKey, bytes] = {}
@@ -157,10 +175,17 @@ class Inventory:
         return len(self._objects)
 
     def upsert(self, obj: dict[str, Any]) -> tuple[ObjectKey, str | None]:
-        """Record the live state; returns the key and the owning organization (if ours)."""
+        """Record the live state; returns the key and the owning organization (if ours).
+
+        A state older than the one kept (a write's response that arrives after the watch
+        delivered a later change) is ignored: the cache never goes backwards, or a change made
+        in that window would never be seen as drift (see `older`)."""
         key = _key(obj)
         owner = lbl.owner_of(obj.get("metadata", {}).get("labels"))
         previous = self.get(key)
+        if older(obj, previous):
+            assert previous is not None
+            return key, lbl.owner_of(previous["metadata"].get("labels"))
         if previous is not None:
             old_owner = lbl.owner_of(previous["metadata"].get("labels"))
             if old_owner and old_owner != owner:
@@ -175,6 +200,10 @@ class Inventory:
         self._by_owner[sys.intern(owner)].add(key)
         self._tombstones.pop(key, None)
         return key, owner
+
+    def is_stale(self, obj: dict[str, Any]) -> bool:
+        """Is `obj` older than what is kept of it (see `older`)?"""
+        return older(obj, self.get(_key(obj)))
 
     def remove(self, obj: dict[str, Any]) -> tuple[ObjectKey, str | None]:
         key = _key(obj)

@@ -1,28 +1,36 @@
 """Leader election on a coordination.k8s.io Lease: the one answer to "may this replica write?".
 
-The official client's asyncio flavour (`kubernetes.aio.leaderelection`) does the election
-(client-go's algorithm: acquire when the holder has not renewed for a lease duration, renew
-every retry period, step down when renewing fails for the renew deadline), on the operator's
-own `ApiClient`. This module turns its callbacks into an `asyncio.Event` the workers wait on.
-Leases exist on every cluster: unlike Kopf's peering, no
-extra CRD is needed, and there is one decision instead of Kopf's plus a copy of its rule.
+client-go's algorithm (k8s.io/client-go/tools/leaderelection), in our idiom: a candidate takes
+the Lease when its holder has not renewed it for `duration` seconds (as this replica observed
+it: clocks are not compared across machines), the holder renews every `retry` seconds, and a
+holder that could not renew for `renew_deadline` seconds stops. Unlike client-go (whose
+controllers exit then) a replica that lost the Lease stands again as a candidate: it keeps its
+inventory current, so it can take over again without listing anything.
+
+Fencing: a write is allowed only until `renew_deadline` after the start of the last successful
+renewal, and every write's timeout ends there too (KubeClient.fence), so no write of ours is
+in flight once another replica can take the Lease: that needs `duration` seconds without a
+renewal, as that replica observed it, and it observed our last renewal after we sent it.
+`renew_deadline` < `duration` keeps a margin for clock-rate drift. Each Lease request has its
+own timeout (`request_timeout`, shorter than the renew deadline) and one attempt: the loop is
+the retry.
+
+Why not `kubernetes.aio.leaderelection` (used before): it catches only `ApiException`, so a
+dropped connection (aiohttp's ClientConnectorError during an API-server restart) ended the
+election task for good; its requests had the library's 300 s default timeout, longer than any
+deadline; and it has no fencing (its renew deadline is checked only between requests).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.aio import client as aio_client
-from kubernetes.aio.leaderelection import electionconfig, leaderelection
-from kubernetes.aio.leaderelection.resourcelock.leaselock import LeaseLock
-
 from tenantry.kube.client import KubeClient
-from tenantry.kube.resources import NAMESPACE
+from tenantry.kube.resources import LEASE, NAMESPACE
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 
@@ -32,37 +40,33 @@ log = get_logger("tenantry.lease")
 @dataclass(frozen=True)
 class LeaseTimings:
     """client-go's defaults: a standby takes over at most `duration + retry` seconds after the
-    leader's last renewal (17 s), and a leader that cannot renew for `renew_deadline` stops."""
+    leader's last renewal (17 s), and a leader that cannot renew for `renew_deadline` stops
+    writing, `duration - renew_deadline` (5 s) before anyone can take over."""
 
     duration: int = 15  # whole seconds: the Lease stores leaseDurationSeconds as an integer
     renew_deadline: float = 10.0
     retry: float = 2.0
+    # One Lease request's timeout: a hung request must not outlast the renew deadline.
+    request_timeout: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.retry < self.renew_deadline < self.duration:
+            raise ValueError("lease timings need retry < renew_deadline < duration")
+        if self.request_timeout >= self.renew_deadline:
+            raise ValueError("a Lease request's timeout must be shorter than the renew deadline")
 
 
 class LeaseNamespaceMissingError(Exception):
     pass
 
 
-class _LeaseLock(LeaseLock):
-    """The library's Lease lock, with `create` fixed: kubernetes 37.0.2 passes `pretty=True`
-    to `create_namespaced_lease`, which its own pydantic validation refuses (a string is
-    expected), so the stock lock can never create the Lease. Locks are the library's extension
-    point (`BaseLock`: get/create/update); only `create` differs."""
-
-    async def create(self, name: str, namespace: str, election_record: Any) -> bool:
-        body = aio_client.V1Lease(
-            metadata=aio_client.V1ObjectMeta(name=name), spec=self.update_lease(election_record)
-        )
-        try:
-            await self.api_instance.create_namespaced_lease(namespace, body)
-        except aio_client.ApiException as exc:
-            log.warning("leader Lease not created", lease=f"{namespace}/{name}", error=str(exc).strip())
-            return False
-        return True
+def _micro_time(now: dt.datetime) -> str:
+    """metav1.MicroTime as the API server writes it."""
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Leadership:
-    """Runs the election forever; `active` is set exactly while this replica holds the Lease."""
+    """Runs the election forever; `active` is set exactly while this replica may write."""
 
     def __init__(
         self,
@@ -77,13 +81,25 @@ class Leadership:
         self.timings = timings or LeaseTimings()
         self.active = asyncio.Event()
         self._on_elected = on_elected
-        self._leading: asyncio.Task[Any] | None = None
-        # Held the Lease last we knew (survives the election task being cancelled at stop).
-        self._holding = False
+        # Renewed by us up to then (event-loop time): the fence.
+        self._valid_until = 0.0
+        self._expiry: asyncio.TimerHandle | None = None
+        # The other holder's record as last observed, and when (event-loop time).
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        # Event-loop time of the last round of the election loop (liveness).
+        self.heartbeat: float | None = None
+        # The Lease names us (set on acquiring, cleared on release).
+        self._holds_record = False
         metrics.LEADER.set(0)
-        # The library logs every failed renewal with a traceback through stdlib logging; ours
-        # go through structlog's formatter like Kopf's (observe/logging.py).
-        logging.getLogger("kubernetes.aio.leaderelection").setLevel(logging.WARNING)
+
+    @property
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def write_time_left(self) -> float:
+        """Seconds this replica may still write (<= 0: it may not)."""
+        return self._valid_until - self._now if self.active.is_set() else 0.0
 
     async def check(self) -> None:
         """Fail fast, with a message, when the Lease can never be written (no namespace)."""
@@ -94,68 +110,135 @@ class Leadership:
                 "--operator-namespace NAME, or run a single replica with --standalone"
             )
 
+    def stuck(self) -> str | None:
+        """Why the election loop looks stuck (for the liveness probe), or None."""
+        if self.heartbeat is None:
+            return None
+        quiet = self._now - self.heartbeat
+        limit = self.timings.retry + self.timings.request_timeout * 2 + self.timings.duration
+        return f"the leader election made no round for {quiet:.0f} s" if quiet > limit else None
+
     async def run(self) -> None:
         try:
             while True:
-                # The client's own ApiClient: the same identity (its token refreshed in place
-                # after a 401) and connection pool as every other request of the operator. A
-                # new lock per round, as certificates rotated meanwhile mean a new ApiClient.
-                lock = _LeaseLock(self.name, self.namespace, self.identity, self.client.api_client)
-                config = electionconfig.Config(
-                    lock,
-                    lease_duration=self.timings.duration,
-                    renew_deadline=self.timings.renew_deadline,
-                    retry_period=self.timings.retry,
-                    onstarted_leading=self._lead,
-                    onstopped_leading=self._stop_leading,
-                )
-                # run() returns when leadership is lost; stand again as a candidate.
-                await leaderelection.LeaderElection(config).run()
+                self.heartbeat = started = self._now
+                try:
+                    renewed = await self._try_acquire_or_renew()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # connection errors, timeouts, 5xx, 409: a missed round
+                    renewed = False
+                    level = "warning" if self.active.is_set() else "debug"
+                    getattr(log, level)("leader Lease not renewed", error=str(exc) or repr(exc))
+                if renewed:
+                    await self._renewed(started)
+                await asyncio.sleep(self.timings.retry)
         finally:
-            # The library does not cancel its leading task when run() itself is cancelled.
-            if self._leading is not None:
-                self._leading.cancel()
-            self.active.clear()
-            metrics.LEADER.set(0)
+            self._stop_leading(None)
 
     async def release(self) -> None:
         """Give the Lease up on a graceful stop (client-go's ReleaseOnCancel), so a standby takes
         over at its next retry instead of after the whole lease duration. Only after this
         replica stopped writing; a crash skips it and the Lease simply expires."""
-        if not self._holding:
+        if not self._holds_record:
             return
-        self._holding = False
-        api = aio_client.CoordinationV1Api(self.client.api_client)
+        self._holds_record = False
         try:
-            lease = await api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec is None or lease.spec.holder_identity != self.identity:
+            lease = await self._get()
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self.identity:
                 return
-            lease.spec.holder_identity = None
-            lease.spec.lease_duration_seconds = 1
-            await api.replace_namespaced_lease(self.name, self.namespace, lease)
+            lease["spec"] = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1}
+            await self._put(lease)
         except Exception as exc:  # best effort: the Lease then simply expires
             log.warning("leader Lease not released; it expires instead", error=str(exc).strip())
             return
         log.info("leader Lease released", lease=f"{self.namespace}/{self.name}")
 
-    async def _lead(self) -> None:
-        self._leading = asyncio.current_task()
+    # -- one round --------------------------------------------------------------------------------
+    async def _get(self) -> dict[str, Any] | None:
+        return await self.client.get(
+            LEASE, self.name, self.namespace, request_timeout=self.timings.request_timeout, attempts=1
+        )
+
+    async def _put(self, lease: dict[str, Any]) -> None:
+        await self.client.replace(
+            LEASE, lease, request_timeout=self.timings.request_timeout, attempts=1, fenced=False
+        )
+
+    async def _try_acquire_or_renew(self) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        lease = await self._get()
+        mine = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.timings.duration,
+            "acquireTime": _micro_time(now),
+            "renewTime": _micro_time(now),
+            "leaseTransitions": 0,
+        }
+        if lease is None:
+            await self.client.create(
+                LEASE,
+                {
+                    "apiVersion": LEASE.api_version,
+                    "kind": LEASE.kind,
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": mine,
+                },
+                request_timeout=self.timings.request_timeout,
+                attempts=1,
+                fenced=False,
+            )
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        record = (holder, spec.get("renewTime"), spec.get("acquireTime"), spec.get("leaseDurationSeconds"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._now
+        if holder and holder != self.identity:
+            # Another holder's record that we have seen unchanged for its whole duration is
+            # expired (measured on our clock from when we first saw it, as client-go does).
+            duration = float(spec.get("leaseDurationSeconds") or self.timings.duration)
+            if self._observed_at + duration > self._now:
+                return False
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            mine["acquireTime"] = spec.get("acquireTime") or mine["acquireTime"]
+            mine["leaseTransitions"] = transitions
+        else:
+            mine["leaseTransitions"] = transitions + 1
+        # resourceVersion kept: the PUT is refused (409) if another candidate wrote first.
+        await self._put({**lease, "spec": {**spec, **mine}})
+        return True
+
+    async def _renewed(self, started: float) -> None:
+        self._valid_until = started + self.timings.renew_deadline
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(self._valid_until, self._stop_leading, "not renewed within the deadline")
+        self._holds_record = True
+        if self.active.is_set():
+            return
         log.info("leader Lease acquired: this replica writes", lease=f"{self.namespace}/{self.name}")
         if self._on_elected is not None:
             result = self._on_elected()
             if asyncio.iscoroutine(result):
                 await result
-        self._holding = True
-        self.active.set()
-        metrics.LEADER.set(1)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Event().wait()  # held until the library cancels it on losing the Lease
+        if self._now < self._valid_until:
+            self.active.set()
+            metrics.LEADER.set(1)
 
-    async def _stop_leading(self) -> None:
-        self._holding = False
+    def _stop_leading(self, why: str | None) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        was_active = self.active.is_set()
         self.active.clear()
+        self._valid_until = 0.0
         metrics.LEADER.set(0)
-        log.warning(
-            "leader Lease lost (not renewed within the deadline): standing by",
-            lease=f"{self.namespace}/{self.name}",
-        )
+        if why is not None and was_active:
+            log.warning(
+                f"leader Lease {why}: stopped writing; standing again as a candidate",
+                lease=f"{self.namespace}/{self.name}",
+            )

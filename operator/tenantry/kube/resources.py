@@ -128,6 +128,7 @@ CRD = Kind(
     "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
 )
 EVENT = Kind("v1", "Event", "events", namespaced=True)
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 ORGANIZATION = Kind(API_VERSION, "Organization", "organizations", namespaced=False)
 TENANCY_POLICY = Kind(API_VERSION, "TenancyPolicy", "tenancypolicies", namespaced=False)
 ORGANIZATION_CRD = f"{ORGANIZATION.plural}.{API_VERSION.split('/')[0]}"

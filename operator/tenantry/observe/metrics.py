@@ -66,6 +66,18 @@ GRANTS_EXPIRED = Counter(
     ["environment"],
     registry=REGISTRY,
 )
+TASK_FAILURES = Counter(
+    "tenantry_task_failures_total",
+    "Operator tasks (election, watches, workers, timers) that failed; long-running ones are "
+    "restarted with backoff.",
+    ["task"],
+    registry=REGISTRY,
+)
+WRITES_FENCED = Counter(
+    "tenantry_writes_fenced_total",
+    "Writes not sent because this replica could not renew the leader Lease in time.",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("tenantry_queue_depth", "Organizations waiting to be reconciled.", registry=REGISTRY)
 
 

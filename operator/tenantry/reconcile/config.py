@@ -18,7 +18,10 @@ class Config:
     resync_seconds: float = 300.0
     operator_namespace: str = "tenantry-system"
     event_namespace: str = "default"
-    max_backoff: float = 60.0
+    # Per-Organization backoff of failed reconciles (failed writes): 0.5 s doubling up to this.
+    max_backoff: float = 15.0
+    # The liveness probe fails when work waits and nothing moved for this long.
+    stuck_seconds: float = 300.0
     # Leader election on a Lease in the operator's namespace; False: this replica always writes.
     leader_election: bool = False
     lease_name: str = "tenantry"

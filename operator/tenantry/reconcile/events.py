@@ -115,6 +115,8 @@ class Events:
     async def on_child(self, event: dict[str, Any]) -> None:
         obj = event["object"]
         inventory = self.cluster.inventory
+        if inventory.is_stale(obj):
+            return  # older than what the inventory has (a write's response came first)
         if event.get("type") == "DELETED":
             key, owner = inventory.remove(obj)
             if key in self.cluster.expected_deletions:

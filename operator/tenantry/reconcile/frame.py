@@ -1,5 +1,6 @@
-"""Kopf, the operator's process frame: login, start-up, clean-up (and, from `tenantry run`,
-liveness and signals). It watches nothing of ours: the informers do."""
+"""Kopf, the operator's process frame: login, start-up, clean-up, the liveness probe (and, from
+`tenantry run`, the liveness endpoint and signals). It watches nothing of ours: the informers
+do (docs/architecture.md says why)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                     "check the kubeconfig or the operator's ClusterRole (manifests/base/operator-rbac.yaml)"
                 ) from exc
             raise
+
+    @kopf.on.probe(registry=registry, id="tenantry")
+    async def liveness(**_: Any) -> dict[str, Any]:
+        # Kopf's liveness endpoint answers 500 when a probe fails permanently (and does not
+        # cache the failure), so the kubelet restarts a replica whose work is stuck. Async: a
+        # sync probe runs in a thread, away from the event loop whose clock the Lease uses.
+        # Any other exception would be retried by Kopf for a minute, the request hanging.
+        try:
+            problems = runtime.problems()
+        except Exception as exc:
+            raise kopf.PermanentError(f"liveness not determined: {exc!r}") from exc
+        if problems:
+            raise kopf.PermanentError("not alive: " + "; ".join(problems))
+        return runtime.health()
 
     @kopf.on.cleanup(registry=registry, id="tenantry-cleanup")
     async def cleanup(**_: Any) -> None:

@@ -17,7 +17,7 @@ from tenantry.api.problems import InvalidObjectError
 from tenantry.api.status import MAX_OWNED_NAMESPACES
 from tenantry.kube import drift
 from tenantry.kube import resources as res
-from tenantry.kube.client import ApiError, KubeClient
+from tenantry.kube.client import ApiError, KubeClient, NotLeaderError
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile import reasons
@@ -36,6 +36,16 @@ Failure = ApiError | drift.StillDifferentError
 log = get_logger("tenantry.reconcile")
 
 
+class WritesFailedError(Exception):
+    """Some writes of a reconcile were refused or failed (status says which): the reconcile
+    failed, and the Organization is retried with its backoff. `retry_after`: the API server's
+    longest Retry-After among them."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an error
     """Come back later (a namespace is still terminating, a conflict to re-read)."""
 
@@ -51,6 +61,13 @@ def _namespace_of(obj: dict[str, Any]) -> str | None:
 
 def _recorded(owned_namespaces: list[dict[str, str]]) -> set[tuple[str, str]]:
     return {(str(n.get("name")), str(n.get("uid"))) for n in owned_namespaces}
+
+
+def _describe(obj: dict[str, Any]) -> str:
+    """`Kind namespace/name`, or `Kind name` for a cluster-scoped object (a Namespace)."""
+    meta = obj["metadata"]
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj['kind']} {where}{meta['name']}"
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
@@ -88,7 +105,7 @@ class OrganizationReconciler:
                 await self.finalize(body)
             else:
                 await self.ensure(body)
-        except Requeue:
+        except (Requeue, NotLeaderError):
             result = "requeue"
             raise
         except Exception:
@@ -121,6 +138,13 @@ class OrganizationReconciler:
         if isinstance(parsed, Organization) and policy is not None:
             await self._converge(body, parsed, policy, outcome)
         await self._write_status(body, outcome, generation)
+        if outcome.failed_writes:
+            # After the status (and its Event) says what failed: retried with the
+            # Organization's backoff, not left to the next resync.
+            raise WritesFailedError(
+                f"{len(outcome.failed_writes)} write(s) failed: " + "; ".join(outcome.failed_writes),
+                max((e.retry_after for e in outcome.write_errors if e.retry_after is not None), default=None),
+            )
 
     async def _converge(
         self, body: dict[str, Any], org: Organization, policy: TenancyPolicy, outcome: Outcome
@@ -165,7 +189,14 @@ class OrganizationReconciler:
         desired_keys = {object_key(obj) for obj in rendering.objects}
         waves = self._writes(rendering.objects, blocked, applied_before)
         for wave in sorted(waves):
-            await self._apply_wave(body, waves[wave], outcome)
+            # Nothing is written into a namespace whose create was refused in an earlier wave.
+            writes = [w for w in waves[wave] if _namespace_of(w[0]) not in blocked]
+            await self._apply_wave(body, writes, outcome)
+            for obj, _, _ in writes:
+                namespace = str(obj["metadata"]["name"])
+                create_refused = obj["kind"] == "Namespace" and namespace in outcome.refused_writes
+                if create_refused and self.cluster.inventory.get(object_key(obj)) is None:
+                    blocked.add(namespace)
 
         owned_namespaces = self._owned_namespaces(body, org.name, rendering.namespaces)
         outcome.owned_namespaces = owned_namespaces
@@ -288,11 +319,16 @@ class OrganizationReconciler:
     ) -> None:
         org = body["metadata"]["name"]
         namespace = _namespace_of(obj)
+        what = _describe(obj)
         if isinstance(result, ApiError | drift.StillDifferentError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
-            message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {result}"
+            message = f"{what}: {result}"
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
             outcome.fail(reasons.APPLY_FAILED, message, stalled=False)
+            outcome.failed_writes.append(message)
+            outcome.write_errors.append(result)
+            if obj["kind"] == "Namespace":
+                outcome.refused_writes.add(str(obj["metadata"]["name"]))
             log.warning(
                 "apply failed", organization=org, namespace=namespace, kind=obj["kind"], error=str(result)
             )
@@ -301,11 +337,6 @@ class OrganizationReconciler:
         if correction:
             change = "deleted" if correction == "deleted" else "modified"
             metrics.DRIFT.labels(kind=obj["kind"], change=change).inc()
-            what = (
-                f"{obj['kind']} {namespace}/{obj['metadata']['name']}"
-                if obj["metadata"].get("namespace")
-                else f"{obj['kind']} {obj['metadata']['name']}"
-            )
             message = f"{what} was {correction}; restored to the desired state"
             log.warning(
                 "drift corrected", organization=org, namespace=namespace, kind=obj["kind"], change=correction

@@ -14,6 +14,8 @@ INVALID_SPEC = "InvalidSpec"
 POLICY_NOT_FOUND = "PolicyNotFound"
 NAMESPACE_CONFLICT = "NamespaceConflict"
 APPLY_FAILED = "ApplyFailed"
+# Stalled=False while failed writes are retried (not "Reconciled": they are not).
+RETRYING = "Retrying"
 # TenancyPolicy Ready reasons.
 VALID = "Valid"
 INVALID_POLICY = "InvalidPolicy"
@@ -36,6 +38,7 @@ ALL: tuple[str, ...] = (
     POLICY_NOT_FOUND,
     NAMESPACE_CONFLICT,
     APPLY_FAILED,
+    RETRYING,
     VALID,
     INVALID_POLICY,
     DRIFT_CORRECTED,

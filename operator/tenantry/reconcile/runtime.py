@@ -14,6 +14,7 @@ so a standby takes over without listing anything again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from tenantry import __version__
 from tenantry.kube import resources as res
 from tenantry.kube.client import Connection, KubeClient
 from tenantry.kube.informer import Informer
-from tenantry.kube.inventory import pack_body, unpack_body
+from tenantry.kube.inventory import pack_body, slim, unpack_body
 from tenantry.kube.lease import Leadership
 from tenantry.observe import metrics
 from tenantry.observe.logging import get_logger
@@ -30,6 +31,7 @@ from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.config import Config
 from tenantry.reconcile.events import Events, lean
 from tenantry.reconcile.queue import Priority, WorkQueue
+from tenantry.reconcile.supervisor import Supervisor
 from tenantry.reconcile.workers import Workers
 from tenantry.render import labels as lbl
 
@@ -48,10 +50,17 @@ class Runtime:
     _events: asyncio.Queue[tuple[Callable[[dict[str, Any]], Awaitable[None]], dict[str, Any]]] = field(
         default_factory=asyncio.Queue
     )
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    workers: Workers | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     # Set while this replica may write (always, without leader election).
     active: asyncio.Event = field(default_factory=asyncio.Event)
+    # When the event feed last handled an event or found none waiting (time.monotonic()).
+    _events_progress: float = field(default_factory=time.monotonic)
+
+    @property
+    def tasks(self) -> set[asyncio.Task[Any]]:
+        return self.supervisor.tasks
 
     @property
     def queue(self) -> WorkQueue | None:
@@ -86,6 +95,7 @@ class Runtime:
             )
             await self.leadership.check()
             self.active = self.leadership.active
+            client.fence = self.leadership.write_time_left
         # Fill the inventory (LIST) and keep it current (watch from that LIST's version) before
         # any reconcile: a restart sees everything that exists and writes nothing that is right.
         # All kinds at once: the sooner every kind is listed, the sooner a resume can heal.
@@ -95,7 +105,9 @@ class Runtime:
                 kind,
                 OWNED,
                 self._deliver(events.on_child),
+                relist_transform=slim,
                 on_served=self._optional_kind_served(cluster, events, kind) if kind.optional else None,
+                keep=self.supervisor.keep,
             )
             for kind in res.CHILD_KINDS
         ]
@@ -108,6 +120,7 @@ class Runtime:
             self._deliver(events.on_organization),
             transform=lambda body: pack_body(lean(body)),
             on_served=_organizations_served,
+            keep=self.supervisor.keep,
         )
         policies = Informer(
             client,
@@ -116,6 +129,7 @@ class Runtime:
             self._deliver(events.on_policy),
             transform=lean,
             on_served=_policies_served,
+            keep=self.supervisor.keep,
         )
         informers = [*children, organizations, policies]
         for informer in informers:
@@ -123,7 +137,7 @@ class Runtime:
         results = await asyncio.gather(*(i.start() for i in informers), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            await asyncio.gather(*(informer.stop() for informer in informers))
+            await self.supervisor.stop()
             await client.close()
             raise failed[0]
         self.informers = informers
@@ -141,16 +155,17 @@ class Runtime:
         # Queued before the election can finish: its "reconcile everything" then coalesces with
         # this one instead of running every Organization a second time.
         await events.enqueue_all(Priority.CHANGE)
+        keep = self.supervisor.keep
         if self.leadership is not None:
-            self._spawn(self.leadership.run(), "tenantry leader election")
+            keep(self.leadership.run, "tenantry leader election")
         else:
             self.active.set()
             metrics.LEADER.set(1)  # standalone: the only writer
-        self._spawn(self._event_loop(), "tenantry events")
-        workers = Workers(cluster, events, self.active, self._spawn, self.config.max_backoff)
+        keep(self._event_loop, "tenantry events")
+        workers = self.workers = Workers(cluster, events, self.active, self._spawn, self.config.max_backoff)
         for i in range(self.config.workers):
-            self._spawn(workers.work(), f"tenantry worker {i}")
-        self._spawn(workers.resync(self.config.resync_seconds), "tenantry resync")
+            keep(workers.work, f"tenantry worker {i}")
+        keep(lambda: workers.resync(self.config.resync_seconds), "tenantry resync")
         self.started.set()
         log.info(
             "started",
@@ -166,10 +181,7 @@ class Runtime:
             metrics.STATE.release(self.events.metrics_state)
         await asyncio.gather(*(informer.stop() for informer in self.informers))
         self.informers.clear()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.tasks.clear()
+        await self.supervisor.stop()
         if self.leadership is not None and release:
             # After every worker stopped: the next leader never overlaps with our writes.
             await self.leadership.release()
@@ -178,9 +190,34 @@ class Runtime:
             await self.cluster.client.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.supervisor.spawn(coro, name)
+
+    def problems(self) -> list[str]:
+        """Why this replica is not alive (the liveness probe fails with these), or []: a task
+        that keeps failing, a work loop or event feed that does not move although work waits,
+        an election that makes no rounds. Waiting to lead, an API server that refuses or is
+        down: alive (a restart would not help)."""
+        if not self.started.is_set():
+            return []
+        found = self.supervisor.problems()
+        threshold = self.config.stuck_seconds
+        quiet = time.monotonic() - self._events_progress
+        if not self._events.empty() and quiet > threshold:
+            found.append(f"the event feed handled no event for {quiet:.0f} s ({self._events.qsize()} wait)")
+        if self.workers is not None and (why := self.workers.stuck(threshold)):
+            found.append(why)
+        if self.leadership is not None and (why := self.leadership.stuck()):
+            found.append(why)
+        return found
+
+    def health(self) -> dict[str, Any]:
+        """What the liveness endpoint shows when alive."""
+        return {
+            "started": self.started.is_set(),
+            "leader": self.active.is_set(),
+            "queued": len(self.queue) if self.queue is not None else 0,
+            "tasks": len(self.supervisor.tasks),
+        }
 
     def _optional_kind_served(
         self, cluster: Cluster, events: Events, kind: res.Kind
@@ -208,6 +245,7 @@ class Runtime:
     async def _event_loop(self) -> None:
         """Watch events of every kind, in the order each informer delivered them."""
         while True:
+            self._events_progress = time.monotonic()
             handler, event = await self._events.get()
             try:
                 await handler(event)

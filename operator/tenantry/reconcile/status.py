@@ -34,6 +34,11 @@ class Outcome:
     applied_objects: str | None = None
     # The namespaces this Organization created or adopted ({name, uid}); None: unchanged.
     owned_namespaces: list[dict[str, str]] | None = None
+    # Writes that failed this pass ("Kind ns/name: error"), their errors, and the namespaces
+    # whose own write failed: the reconcile failed and is retried with backoff.
+    failed_writes: list[str] = field(default_factory=list)
+    write_errors: list[Any] = field(default_factory=list)
+    refused_writes: set[str] = field(default_factory=set)
 
     def fail(self, reason: str, message: str, *, stalled: bool) -> None:
         """Record a failure; every one is kept in the message. The first decides the Ready
@@ -50,6 +55,7 @@ class Outcome:
 
 
 AREAS = ("NamespacesReady", "QuotaReady", "NetworkReady", "RBACReady")
+RETRY_NOTE = " (retried with backoff)"
 MESSAGE_MAX = 32768
 
 
@@ -92,20 +98,26 @@ def build_status(
     def cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
         return condition(type_, ok, reason, message, generation, current, now)
 
+    # Failed writes that are retried with backoff: still reconciling, not stalled (no person
+    # needs to act unless they keep failing), and neither condition says "Reconciled".
+    retrying = bool(outcome.failed_writes) and not outcome.stalled
+    reconciling = outcome.progressing or retrying
+    if retrying:
+        reconciling_reason, reconciling_message = reasons.APPLY_FAILED, outcome.message + RETRY_NOTE
+    elif outcome.progressing:
+        reconciling_reason, reconciling_message = reasons.PROGRESSING, outcome.message
+    else:
+        reconciling_reason, reconciling_message = reasons.RECONCILED, ""
+    if outcome.stalled:
+        stalled_reason, stalled_message = outcome.ready_reason, outcome.message
+    elif retrying:
+        stalled_reason, stalled_message = reasons.RETRYING, "failed writes are retried with backoff"
+    else:
+        stalled_reason, stalled_message = reasons.RECONCILED, ""
     conditions = [
         cond("Ready", ready, ready_reason, outcome.message),
-        cond(
-            "Reconciling",
-            outcome.progressing,
-            reasons.PROGRESSING if outcome.progressing else reasons.RECONCILED,
-            outcome.message if outcome.progressing else "",
-        ),
-        cond(
-            "Stalled",
-            outcome.stalled,
-            outcome.ready_reason if outcome.stalled else reasons.RECONCILED,
-            outcome.message if outcome.stalled else "",
-        ),
+        cond("Reconciling", reconciling, reconciling_reason, reconciling_message),
+        cond("Stalled", outcome.stalled, stalled_reason, stalled_message),
     ]
     for area in AREAS:
         problem = outcome.areas.get(area)

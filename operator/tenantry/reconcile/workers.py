@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenantry.kube.client import ApiError
+from tenantry.kube.client import ApiError, NotLeaderError
 from tenantry.observe.logging import get_logger
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.events import Events
-from tenantry.reconcile.organization import OrganizationReconciler, Requeue
+from tenantry.reconcile.organization import OrganizationReconciler, Requeue, WritesFailedError
 from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
 from tenantry.reconcile.queue import Priority
 
@@ -32,10 +33,30 @@ class Workers:
     events: Events
     active: asyncio.Event
     spawn: Spawn
-    max_backoff: float = 60.0
+    max_backoff: float = 15.0
+    first_backoff: float = 0.5
     failures: dict[str, int] = field(default_factory=dict)
     # Organization -> the wake-up already scheduled (one timer per change time).
     scheduled: dict[str, dt.datetime] = field(default_factory=dict)
+    # When the workers last finished (or started waiting for) a name: the liveness probe's
+    # "is the work loop moving?" (time.monotonic()).
+    progress: float = field(default_factory=time.monotonic)
+
+    def backoff(self, name: str, exc: BaseException) -> float:
+        """The Organization's next retry delay: exponential per Organization (0.5 s, 1 s, 2 s, ...)
+        up to `max_backoff`, and never sooner than the API server's Retry-After."""
+        count = self.failures[name] = self.failures.get(name, 0) + 1
+        delay: float = min(self.first_backoff * 2.0 ** (count - 1), self.max_backoff)
+        after: float | None = getattr(exc, "retry_after", None)
+        return max(delay, after) if after is not None else delay
+
+    def stuck(self, threshold: float) -> str | None:
+        """Why the work loop looks stuck (for the liveness probe), or None: names wait while
+        this replica may write, and no reconcile finished for `threshold` seconds."""
+        quiet = time.monotonic() - self.progress
+        if self.active.is_set() and len(self.events.queue) and quiet > threshold:
+            return f"no reconcile finished for {quiet:.0f} s while {len(self.events.queue)} wait"
+        return None
 
     async def work(self) -> None:
         queue = self.events.queue
@@ -45,7 +66,9 @@ class Workers:
             # that yields (the inventory answers), so a pass over 1,000 of them (a resync, a
             # resume) would hold the loop to its end, and a drift event would wait for it.
             await asyncio.sleep(0)
+            self.progress = time.monotonic()
             await self.active.wait()
+            self.progress = time.monotonic()
             name = await queue.get()
             if not self.active.is_set():  # stopped leading while waiting: leave it for later
                 await queue.give_back(name)
@@ -61,18 +84,22 @@ class Workers:
                 self.failures.pop(name, None)
             except Requeue as again:
                 self.spawn(queue.put_later(name, Priority.RETRY, again.delay), f"requeue {name}")
+            except NotLeaderError:
+                # Stopped leading mid-reconcile: nothing failed, whoever leads next does it.
+                log.info("reconcile interrupted: no longer the leader", organization=name)
+                await queue.give_back(name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let one Organization stop the worker
-                count = self.failures[name] = self.failures.get(name, 0) + 1
-                delay = min(0.5 * 2 ** (count - 1), self.max_backoff)
-                level = "warning" if isinstance(exc, ApiError) else "error"
-                getattr(log, level)(
+                delay = self.backoff(name, exc)
+                expected = isinstance(exc, ApiError | WritesFailedError)
+                getattr(log, "warning" if expected else "error")(
                     "reconcile failed",
                     organization=name,
                     error=str(exc),
                     retry_in=delay,
-                    exc_info=not isinstance(exc, ApiError),
+                    failures=self.failures[name],
+                    exc_info=not expected,
                 )
                 self.spawn(queue.put_later(name, Priority.RETRY, delay), f"retry {name}")
             finally:

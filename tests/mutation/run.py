@@ -52,6 +52,8 @@ LIFECYCLE = "tests/integration/test_lifecycle.py"
 PROMISES = "tests/integration/test_promises.py"
 NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
+INVALID_ACCESS = "tests/integration/test_invalid_access.py"
+PERMITTED = "tests/unit/test_render_permitted.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +238,44 @@ MUTANTS: tuple[Mutant, ...] = (
         'since = old.get("lastTransitionTime") if old and old.get("status") == value else now',
         "since = now",
         ("tests/unit/test_status.py",),
+    ),
+    Mutant(
+        "invalid-organization-keeps-its-access",
+        "an Organization made invalid keeps no access the current policy and spec forbid",
+        "operator/tenantry/reconcile/organization.py",
+        """        name = body["metadata"]["name"]
+        if org is None:
+            objects: list""",
+        """        name = body["metadata"]["name"]
+        if org is not None or org is None:
+            return
+        if org is None:
+            objects: list""",
+        (INVALID_ACCESS,),
+    ),
+    Mutant(
+        "invalid-organization-keeps-forbidden-bindings",
+        "what the policy forbids now is deleted, not only rewritten",
+        "operator/tenantry/reconcile/organization.py",
+        'if obj["kind"] in ACCESS_KINDS and await self._delete(obj):',
+        'if obj["kind"] in () and await self._delete(obj):',
+        (INVALID_ACCESS,),
+    ),
+    Mutant(
+        "permitted-ignores-mfa",
+        "a User or ServiceAccount keeps no binding where MFA is required",
+        "operator/tenantry/render/permitted.py",
+        'if mfa is not None and subject.kind != "Group":',
+        "if False:",
+        (PERMITTED,),
+    ),
+    Mutant(
+        "member-environments-ignored",
+        "a member listing its environments is bound in those only (CI kept out of MFA environments)",
+        "operator/tenantry/api/organization.py",
+        "return self.environments is None or env in self.environments",
+        "return True",
+        (PERMITTED,),
     ),
     Mutant(
         "plain-404-is-a-missing-object",

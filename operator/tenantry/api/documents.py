@@ -151,6 +151,21 @@ def parse_object(doc: Any) -> Organization | TenancyPolicy | list[Problem]:
     return parsed
 
 
+# What decides who may have access: enough to withdraw what an unreadable spec no longer allows.
+ACCESS_FIELDS = ("policy", "environments", "members")
+
+
+def parse_access(doc: Any) -> Organization | None:
+    """An Organization whose full spec cannot be read, reduced to the fields that decide access
+    (`ACCESS_FIELDS`; grants and everything else dropped), or None when even those cannot be
+    read. Used only to shrink access (reconcile: an invalid spec), never to apply anything."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
+        return None
+    spec = {k: v for k, v in doc["spec"].items() if k in ACCESS_FIELDS}
+    parsed = parse_object({**doc, "spec": spec})
+    return parsed if isinstance(parsed, Organization) else None
+
+
 def decode(data: bytes) -> str | Problem:
     """The text of a file as Kubernetes reads it (UTF-8, an optional BOM), or why it is not text."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):

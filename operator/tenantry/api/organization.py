@@ -81,12 +81,24 @@ def _selection(**kwargs: Any) -> Any:
     return Field(json_schema_extra={"x-kubernetes-list-type": "set", "minItems": 1}, **kwargs)
 
 
+class Member(Subject):
+    """A subject of a tenant role, bound in every environment or only in those listed.
+
+    `environments` is how a machine identity (a CI ServiceAccount) is a member where MFA is not
+    required: it cannot pass MFA, so an MFA environment never binds it (docs/access.md)."""
+
+    environments: EnvironmentSelection | None = _selection(default=None, max_length=MAX_ENVIRONMENTS)
+
+    def bound_in(self, env: str) -> bool:
+        return self.environments is None or env in self.environments
+
+
 class Members(Model):
     """RBAC subjects per tenant role. Membership lives here, in Git, not in ad-hoc bindings."""
 
-    admins: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
-    developers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
-    viewers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    admins: list[Member] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    developers: list[Member] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    viewers: list[Member] = Field(default_factory=list, max_length=MAX_SUBJECTS)
 
 
 class QuotaApproval(Model):

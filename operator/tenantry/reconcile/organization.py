@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from tenantry.api.documents import parse_object
+from tenantry.api.documents import parse_access, parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
@@ -26,8 +26,12 @@ from tenantry.reconcile.grants import transitions
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
+from tenantry.render.access import MFA_LABEL
+from tenantry.render.permitted import permitted_access
 
 FINALIZER = "tenantry.dev/finalizer"
+# What an invalid Organization's access is made of (render/permitted.py).
+ACCESS_KINDS = ("RoleBinding", "ClusterRole", "ClusterRoleBinding")
 # One write of a reconcile: the desired object, the live one (None: missing), what it corrects.
 Write = tuple[dict[str, Any], dict[str, Any] | None, str | None]
 log = get_logger("tenantry.reconcile")
@@ -44,6 +48,11 @@ class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an er
 def _namespace_of(obj: dict[str, Any]) -> str | None:
     """The namespace an object is in, or is (for a Namespace); None for cluster-scoped ones."""
     return str(obj["metadata"]["name"]) if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+
+
+def _where(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
@@ -102,6 +111,9 @@ class OrganizationReconciler:
         policy: TenancyPolicy | None = None
         if isinstance(parsed, list):
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in parsed), stalled=True)
+            members = parse_access(body)
+            policy = select_policy(members.spec.policy, self.cluster.policies) if members else None
+            await self._withdraw_forbidden_access(body, members, policy, outcome)
         else:
             assert isinstance(parsed, Organization)
             policy = select_policy(parsed.spec.policy, self.cluster.policies)
@@ -122,6 +134,7 @@ class OrganizationReconciler:
             rendering = render_organization(org, policy, self.cluster.today(), self.cluster.now())
         except InvalidObjectError as exc:
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in exc.problems), stalled=True)
+            await self._withdraw_forbidden_access(body, org, policy, outcome)
             return
         fingerprint = _fingerprint(rendering.objects)
         outcome.applied_objects = fingerprint
@@ -173,6 +186,73 @@ class OrganizationReconciler:
         if any(n["phase"] == "Terminating" for n in outcome.namespaces):
             await self._write_status(body, outcome, body["metadata"].get("generation"))
             raise Requeue(2.0, "namespace terminating")
+
+    async def _withdraw_forbidden_access(
+        self, body: dict[str, Any], org: Organization | None, policy: TenancyPolicy | None, outcome: Outcome
+    ) -> None:
+        """The Organization is invalid, so nothing of it is applied, except that its access
+        shrinks to what the current policy and spec still allow (render/permitted.py): bindings
+        are rewritten (a group to its MFA form) or deleted, never created in a namespace that
+        does not exist. A spec whose members cannot be read allows nobody. Without its policy
+        (PolicyNotFound) nothing can be decided and everything stays as last applied."""
+        name = body["metadata"]["name"]
+        if org is None:
+            objects: list[dict[str, Any]] = []
+            namespace_objects: list[dict[str, Any]] = []
+            left_out = ["spec.members: cannot be read, so nobody is bound"]
+        elif policy is None:
+            return
+        else:
+            permitted = permitted_access(org, policy, self.cluster.now())
+            ours = {ns for ns in permitted.namespaces.values() if self._serving(name, ns)}
+            objects = [o for o in permitted.objects if _namespace_of(o) in (None, *ours)]
+            # The MFA label and annotation the `tenantry-mfa` admission policy reads; the rest
+            # of the namespace is left as last applied.
+            namespace_objects = [
+                o
+                for o in permitted.namespace_objects
+                if o["metadata"]["name"] in ours and self._mfa_differs(o)
+            ]
+            left_out = [str(p) for p in permitted.left_out]
+        if left_out:
+            outcome.message += "; while invalid, access is bound only where still allowed, left out: " + (
+                "; ".join(left_out)
+            )
+        waves = self._writes([*namespace_objects, *objects], set(), applied_before=False)
+        changed = [f"{obj['kind']} {_where(obj)}" for wave in waves.values() for obj, _, _ in wave]
+        for wave in sorted(waves):
+            await self._apply_wave(body, waves[wave], outcome)
+        keep = {object_key(o) for o in objects}
+        for obj in self._owned(name, besides=keep):
+            if obj["kind"] in ACCESS_KINDS and await self._delete(obj):
+                changed.append(f"{obj['kind']} {_where(obj)} deleted")
+        if changed:
+            message = (
+                f"{name} is invalid; access reduced to what the policy and spec still allow "
+                f"({', '.join(changed)})" + (f"; left out: {'; '.join(left_out)}" if left_out else "")
+            )
+            log.warning("access withdrawn", organization=name, changed=changed, left_out=left_out)
+            await self.event(body, "Warning", reasons.ACCESS_WITHDRAWN, message)
+
+    def _serving(self, org: str, namespace: str) -> bool:
+        """Is `namespace` ours for `org`, and not going away (only such get access written)?"""
+        live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+        if live is None or live["metadata"].get("deletionTimestamp"):
+            return False
+        return lbl.owner_of(live["metadata"].get("labels")) == org
+
+    def _mfa_differs(self, desired: dict[str, Any]) -> bool:
+        live = self.cluster.inventory.get(object_key(desired)) or {}
+        for part, prefix in (("labels", MFA_LABEL), ("annotations", f"{MFA_LABEL}-")):
+            want = {k: v for k, v in (desired["metadata"].get(part) or {}).items() if k.startswith(prefix)}
+            have = {
+                k: v
+                for k, v in ((live.get("metadata") or {}).get(part) or {}).items()
+                if k.startswith(prefix)
+            }
+            if want != have:
+                return True
+        return False
 
     async def _report_refused(self, body: dict[str, Any], org: str, refused: list[dict[str, str]]) -> None:
         """An Event and a log line for each namespace newly refused (status had it otherwise)."""

@@ -278,6 +278,22 @@ MUTANTS: tuple[Mutant, ...] = (
         (PERMITTED,),
     ),
     Mutant(
+        "inventory-takes-an-older-state",
+        "a quota's usage is not lost when our apply's response arrives after a later watch event",
+        "operator/tenantry/kube/inventory.py",
+        "if previous is not None and _older(obj, previous):",
+        "if False:",
+        ("tests/unit/test_inventory.py",),
+    ),
+    Mutant(
+        "quota-pacing-forgets-the-last-write",
+        "usage alone is written at most once per interval after any status write (no burst at restart)",
+        "operator/tenantry/reconcile/cluster.py",
+        "if last is None and ready_age is not None:",
+        "if False:",
+        ("tests/unit/test_quota_pacing.py",),
+    ),
+    Mutant(
         "plain-404-is-a-missing-object",
         "a text/plain 404 means 'not served', not 'no such object'",
         "operator/tenantry/kube/client.py",

@@ -53,6 +53,14 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _older(obj: dict[str, Any], than: dict[str, Any]) -> bool:
+    """Is `obj` an older state than `than`? resourceVersions are etcd revisions on every real
+    API server; compared as numbers only when both are (the API conventions promise no order)."""
+    new = str(obj.get("metadata", {}).get("resourceVersion") or "")
+    old = str(than["metadata"].get("resourceVersion") or "")
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
+
+
 def _key(obj: dict[str, Any]) -> ObjectKey:
     # Interned: the same few apiVersions, kinds and names (tenantry-default-deny, ...) repeat in
     # every namespace, and the same namespaces across 40,000 keys.
@@ -157,6 +165,12 @@ class Inventory:
         key = _key(obj)
         owner = lbl.owner_of(obj.get("metadata", {}).get("labels"))
         previous = self.get(key)
+        if previous is not None and _older(obj, previous):
+            # The response to our write can arrive after the watch event of a later change
+            # (kube-controller-manager fills a new quota's status within milliseconds): the
+            # older state must not replace the newer, or the quota's usage is lost until the
+            # next change (issue 20: status.quota and the quota metrics empty for minutes).
+            return key, lbl.owner_of(previous["metadata"].get("labels"))
         if previous is not None:
             old_owner = lbl.owner_of(previous["metadata"].get("labels"))
             if old_owner and old_owner != owner:

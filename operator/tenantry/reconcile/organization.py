@@ -5,6 +5,7 @@ makes no request at all (the inventory answers every read)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import time
@@ -48,6 +49,20 @@ class Requeue(Exception):  # noqa: N818 - it is a control-flow signal, not an er
 def _namespace_of(obj: dict[str, Any]) -> str | None:
     """The namespace an object is in, or is (for a Namespace); None for cluster-scoped ones."""
     return str(obj["metadata"]["name"]) if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+
+
+def _ready_since(status: dict[str, Any] | None) -> float | None:
+    """Seconds since the Ready condition last changed (a restarted process knows no better
+    time of the last status write), or None."""
+    ready = next((c for c in (status or {}).get("conditions", []) if c.get("type") == "Ready"), None)
+    since = (ready or {}).get("lastTransitionTime")
+    if not since:
+        return None
+    try:
+        when = dt.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return (dt.datetime.now(dt.UTC) - when).total_seconds()
 
 
 def _where(obj: dict[str, Any]) -> str:
@@ -219,7 +234,13 @@ class OrganizationReconciler:
                 "; ".join(left_out)
             )
         waves = self._writes([*namespace_objects, *objects], set(), applied_before=False)
-        changed = [f"{obj['kind']} {_where(obj)}" for wave in waves.values() for obj, _, _ in wave]
+        changed = [
+            f"Namespace {_where(obj)} labelled for MFA"
+            if obj["kind"] == "Namespace"
+            else f"{obj['kind']} {_where(obj)} {'rewritten' if live else 'created'}"
+            for wave in waves.values()
+            for obj, live, _ in wave
+        ]
         for wave in sorted(waves):
             await self._apply_wave(body, waves[wave], outcome)
         keep = {object_key(o) for o in objects}
@@ -586,12 +607,15 @@ class OrganizationReconciler:
             # anywhere in the tenant, which would be a status write per pod start. Written at
             # most every `quota_status_interval` seconds per Organization (the quota-use metrics
             # are read live at scrape time; `kubectl describe quota` is always current).
-            wait = self.cluster.quota_status_due(name, time.monotonic())
+            wait = self.cluster.quota_status_due(name, time.monotonic(), _ready_since(current))
             if wait > 0:
                 raise Requeue(wait, "quota usage refresh")
         patched = await self.client.merge_patch(
             res.ORGANIZATION, name, {"status": status}, subresource="status"
         )
+        # Every status write carries the quota usage of the moment: the next write for usage
+        # alone waits a full interval from this one.
+        self.cluster.quota_status_written[name] = time.monotonic()
         self.cluster.remember_organization(patched)
         old_ready = next((c for c in (current or {}).get("conditions", []) if c.get("type") == "Ready"), None)
         new_ready = status["conditions"][0]

@@ -294,6 +294,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/unit/test_quota_pacing.py",),
     ),
     Mutant(
+        "events-only-in-default",
+        "members read an Event for each status change in their own namespace",
+        "operator/tenantry/reconcile/organization.py",
+        "for namespace in (self.cluster.event_namespace, *([home] if home else [])):",
+        "for namespace in (self.cluster.event_namespace,):",
+        ("tests/integration/test_tenant_events.py",),
+    ),
+    Mutant(
         "plain-404-is-a-missing-object",
         "a text/plain 404 means 'not served', not 'no such object'",
         "operator/tenantry/kube/client.py",

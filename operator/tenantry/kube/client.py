@@ -487,6 +487,10 @@ class KubeClient:
                 "name": meta["name"],
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
+                # The API server requires an Event's involvedObject.namespace to equal its own
+                # namespace, except in `default` (pkg/apis/core/validation/events.go): an Event
+                # about a cluster-scoped Organization in a tenant namespace names that namespace.
+                **({"namespace": meta.get("namespace") or namespace} if namespace != "default" else {}),
             },
             "type": type_,
             "reason": reason,

@@ -88,10 +88,35 @@ class OrganizationReconciler:
         return self.cluster.client
 
     async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        try:
-            await self.client.event(body, type_, reason, message, self.cluster.event_namespace)
-        except ApiError as exc:  # an Event is best effort; never fail a reconcile over it
-            log.warning("event not posted", reason=reason, error=str(exc))
+        """Post an Event about the Organization where platform admins look (`event_namespace`,
+        what `kubectl describe org` shows) and in its home namespace, where its members can
+        read it without cluster-wide rights."""
+        home = self._home(body)
+        for namespace in (self.cluster.event_namespace, *([home] if home else [])):
+            try:
+                await self.client.event(body, type_, reason, message, namespace)
+            except ApiError as exc:  # an Event is best effort; never fail a reconcile over it
+                log.warning("event not posted", reason=reason, namespace=namespace, error=str(exc))
+
+    def _home(self, body: dict[str, Any]) -> str | None:
+        """The first namespace of the Organization (its environments in spec order, as status
+        lists them: the status this reconcile started from, else the one it wrote) that is ours
+        and not going away; None when it has none yet."""
+        org = body["metadata"]["name"]
+        written = self.cluster.organizations.get(org) or {}
+        listed = [
+            n.get("name") for b in (body, written) for n in (b.get("status") or {}).get("namespaces", [])
+        ]
+        owned = sorted(key[3] for key in self.cluster.inventory.owned_keys(org) if key[1] == "Namespace")
+        serving = [ns for ns in dict.fromkeys((*listed, *owned)) if ns and self._serving(org, ns)]
+        # Members read what the Organization's status says without MFA (`get` on it), so its
+        # Events go where a session without MFA can read them too, when there is such a place.
+        plain = [ns for ns in serving if not self._mfa_required(ns)]
+        return next(iter(plain or serving), None)
+
+    def _mfa_required(self, namespace: str) -> bool:
+        live = self.cluster.inventory.get(("v1", "Namespace", "", namespace)) or {}
+        return bool(((live.get("metadata") or {}).get("labels") or {}).get(MFA_LABEL))
 
     # -- entry point ---------------------------------------------------------------------------
     async def reconcile(self, name: str) -> None:

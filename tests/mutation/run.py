@@ -302,6 +302,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/integration/test_tenant_events.py",),
     ),
     Mutant(
+        "validate-stops-at-schema-errors",
+        "validate reports schema, cross-field and policy problems in one run",
+        "operator/tenantry/api/repair.py",
+        "        if not _remove(current, errors, reduction):",
+        "        if True:",
+        ("tests/unit/test_validate_every_problem.py",),
+    ),
+    Mutant(
+        "validate-reindexes-nothing",
+        "an entry after a removed one keeps its index in every message",
+        "operator/tenantry/api/repair.py",
+        "                    path = f\"{prefix}{indices[int(digits)]}]{rest}\"",
+        "                    pass",
+        ("tests/unit/test_validate_every_problem.py",),
+    ),
+    Mutant(
         "plain-404-is-a-missing-object",
         "a text/plain 404 means 'not served', not 'no such object'",
         "operator/tenantry/kube/client.py",

@@ -6,7 +6,7 @@ import datetime as dt
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from tenantry import API_VERSION
@@ -227,16 +227,20 @@ class OrganizationSpec(Model):
     # Time-boxed elevated access (api/access.py, docs/access.md).
     access: Access = Field(default_factory=Access)
 
-    @model_validator(mode="after")
-    def _check(self) -> OrganizationSpec:
+    @field_validator("quota")
+    @classmethod
+    def _quota_keys(cls, quota: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # A field validator (environments is declared, so validated, before quota): the problem
+        # is located at spec.quota, as the CRD's CEL rule reports it (fieldPath .quota).
         # Without environments, the policy's apply: the policy checks see the quota keys.
-        extra = sorted(set(self.quota) - set(self.environments)) if self.environments is not None else []
+        environments = info.data.get("environments")
+        extra = sorted(set(quota) - set(environments)) if environments is not None else []
         if extra:
             raise ValueError(
                 f"quota names environment(s) {', '.join(extra)} that are not in spec.environments "
-                f"({', '.join(self.environments or [])})"
+                f"({', '.join(environments or [])})"
             )
-        return self
+        return quota
 
 
 class ObjectMeta(Model):

@@ -313,7 +313,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "validate-reindexes-nothing",
         "an entry after a removed one keeps its index in every message",
         "operator/tenantry/api/repair.py",
-        "                    path = f\"{prefix}{indices[int(digits)]}]{rest}\"",
+        '                    path = f"{prefix}{indices[int(digits)]}]{rest}"',
         "                    pass",
         ("tests/unit/test_validate_every_problem.py",),
     ),

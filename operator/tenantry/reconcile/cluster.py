@@ -40,6 +40,8 @@ class Cluster:
     quota_status_interval: float = 30.0
     # Writes one reconcile has in flight at once.
     applies_in_flight: int = 8
+    # Whether the "refused by admission: wrong identity" error was logged (once per process).
+    identity_warned: bool = False
     # When each Organization's status was last written for quota usage alone (monotonic time).
     quota_status_written: dict[str, float] = field(default_factory=dict)
 

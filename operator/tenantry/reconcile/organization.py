@@ -24,6 +24,7 @@ from tenantry.reconcile import reasons
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.deletion import when_not_rendered, when_released
 from tenantry.reconcile.grants import transitions
+from tenantry.reconcile.identity import expected_identity, identity_hint
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
@@ -407,6 +408,13 @@ class OrganizationReconciler:
         if isinstance(result, ApiError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
             message = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {result}"
+            identity = expected_identity(str(result))
+            if identity is not None:
+                hint = identity_hint(identity)
+                message = f"{message} ({hint})"
+                if not self.cluster.identity_warned:
+                    self.cluster.identity_warned = True
+                    log.error("refused by admission: wrong identity", expected=identity, hint=hint)
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
             outcome.fail(reasons.APPLY_FAILED, message, stalled=False)
             log.warning(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.conftest import ORG, POLICY, Api, Operator, org_body, policy_body
+from tests.integration.conftest import ORG, POLICY, Api, Operator, metric_total, org_body, policy_body
 from tests.integration.test_onboarding import ready, until
 
 
@@ -49,3 +49,18 @@ async def test_the_home_namespace_is_one_a_session_without_mfa_can_read(api: Api
     await ready(api)
     assert await until(lambda: tenant_events(api, "acme-dev", "Reconciled"))
     assert await tenant_events(api, "acme-prod", "Reconciled") == []
+
+
+async def test_an_optional_resource_not_served_is_not_an_api_error(api: Api, kube: Any) -> None:
+    """troubleshooting.md, "API errors": the AppProject CRD missing (no Argo CD) is
+    tenantry_resource_served 0, not a rising tenantry_api_errors_total (issue 20)."""
+    before = metric_total("tenantry_api_errors_total", code="404")
+    op = Operator(kube)
+    await op.start()
+    try:
+        await api.create(ORG, org_body())
+        await ready(api)
+        assert metric_total("tenantry_resource_served", resource="appprojects") == 0
+        assert metric_total("tenantry_api_errors_total", code="404") == before
+    finally:
+        await op.stop()

@@ -350,7 +350,9 @@ class KubeClient:
                     await self._reload_credentials(connection)
                     continue  # once more, with the fresh credentials
                 if status not in RETRYABLE or attempt == self.retry.attempts:
-                    if status not in expected:
+                    # A resource that is not served (an optional CRD such as Argo CD's AppProject
+                    # not installed) is state, reported by tenantry_resource_served, not an error.
+                    if status not in expected and not error.not_served:
                         metrics.API_ERRORS.labels(verb=verb, code=str(status)).inc()
                     raise error
             # Full jitter: replicas and workers that failed together do not retry together.

@@ -590,16 +590,24 @@ class OrganizationReconciler:
             if policy == "Delete" and namespaces:
                 raise Requeue(1.0, "waiting for namespaces to be deleted")
         finalizers = [f for f in body["metadata"].get("finalizers", []) if f != FINALIZER]
-        await self.client.merge_patch(
-            res.ORGANIZATION,
-            name,
-            {
-                "metadata": {
-                    "finalizers": finalizers,
-                    "resourceVersion": body["metadata"].get("resourceVersion"),
-                }
-            },
-        )
+        try:
+            await self.client.merge_patch(
+                res.ORGANIZATION,
+                name,
+                {
+                    "metadata": {
+                        "finalizers": finalizers,
+                        "resourceVersion": body["metadata"].get("resourceVersion"),
+                    }
+                },
+            )
+        except ApiError as exc:
+            # Already released (a reconcile queued before the DELETED event arrived, working
+            # from the cached body): the Organization is gone, which is what was wanted.
+            if exc.status == 404 and not exc.not_served:
+                log.debug("already finalized", organization=name)
+                return
+            raise
         log.info("finalized", organization=name, deletion_policy=policy, namespaces=len(namespaces))
 
     async def _add_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:

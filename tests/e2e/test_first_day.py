@@ -99,10 +99,11 @@ def operator() -> Iterator[None]:
     try:
         yield
     finally:
+        # Deleted while the operator runs, so its finalizer is released (Retain: namespaces stay).
+        for name in (ORG, QUOTA_ORG):
+            kubectl("delete", "organization", name, "--ignore-not-found", "--timeout=30s", check=False)
         proc.terminate()
         proc.wait(timeout=30)
-        for name in (ORG, QUOTA_ORG):
-            kubectl("delete", "organization", name, "--ignore-not-found", "--wait=false", check=False)
         kubectl("delete", "tenancypolicy", POLICY, "--ignore-not-found", check=False)
         for ns in (PROD, DEV, f"{QUOTA_ORG}-prod", f"{QUOTA_ORG}-dev"):
             kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)

@@ -170,11 +170,10 @@ def test_real_users_get_what_the_organization_gives_them(operator: Operator) -> 
 def test_the_readme_steps_work_verbatim(operator: Operator) -> None:
     # README "Running the operator against a cluster": every command, in order.
     text = (ROOT / "README.md").read_text()
-    block = (
-        text.split("## Running the operator against a cluster", 1)[1]
-        .split("```bash", 1)[1]
-        .split("```", 1)[0]
-    )
+    section = text.split("## Running the operator against a cluster", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    # Then "Your first Organization": the example applied and waited for.
+    block += section.split("### Your first Organization", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [
         line.strip() for line in block.strip().splitlines() if line.strip() and not line.startswith("#")
     ]

@@ -58,6 +58,8 @@ NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
 BAD_DAYS = "tests/integration/test_bad_days.py"
 UNIT_BAD_DAYS = "tests/unit/test_bad_days.py"
+INVALID_ACCESS = "tests/integration/test_invalid_access.py"
+PERMITTED = "tests/unit/test_render_permitted.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +328,76 @@ MUTANTS: tuple[Mutant, ...] = (
         "        patch = drift.leftovers(obj, applied)\n",
         "        patch = None\n",
         (f"{DRIFT}::test_a_key_another_manager_added_to_our_quota_is_removed",),
+    ),
+    Mutant(
+        "invalid-organization-keeps-its-access",
+        "an Organization made invalid keeps no access the current policy and spec forbid",
+        "operator/tenantry/reconcile/organization.py",
+        """        name = body["metadata"]["name"]
+        if org is None:
+            objects: list""",
+        """        name = body["metadata"]["name"]
+        if org is not None or org is None:
+            return
+        if org is None:
+            objects: list""",
+        (INVALID_ACCESS,),
+    ),
+    Mutant(
+        "invalid-organization-keeps-forbidden-bindings",
+        "what the policy forbids now is deleted, not only rewritten",
+        "operator/tenantry/reconcile/organization.py",
+        'if obj["kind"] in ACCESS_KINDS and await self._delete(obj):',
+        'if obj["kind"] in () and await self._delete(obj):',
+        (INVALID_ACCESS,),
+    ),
+    Mutant(
+        "permitted-ignores-mfa",
+        "a User or ServiceAccount keeps no binding where MFA is required",
+        "operator/tenantry/render/permitted.py",
+        'if mfa is not None and subject.kind != "Group":',
+        "if False:",
+        (PERMITTED,),
+    ),
+    Mutant(
+        "member-environments-ignored",
+        "a member listing its environments is bound in those only (CI kept out of MFA environments)",
+        "operator/tenantry/api/organization.py",
+        "return self.environments is None or env in self.environments",
+        "return True",
+        (PERMITTED,),
+    ),
+    Mutant(
+        "quota-pacing-forgets-the-last-write",
+        "usage alone is written at most once per interval after any status write (no burst at restart)",
+        "operator/tenantry/reconcile/cluster.py",
+        "if last is None and ready_age is not None:",
+        "if False:",
+        ("tests/unit/test_quota_pacing.py",),
+    ),
+    Mutant(
+        "events-only-in-default",
+        "members read an Event for each status change in their own namespace",
+        "operator/tenantry/reconcile/organization.py",
+        "for namespace in (self.cluster.event_namespace, *([home] if home else [])):",
+        "for namespace in (self.cluster.event_namespace,):",
+        ("tests/integration/test_tenant_events.py",),
+    ),
+    Mutant(
+        "validate-stops-at-schema-errors",
+        "validate reports schema, cross-field and policy problems in one run",
+        "operator/tenantry/api/repair.py",
+        "        if not _remove(current, errors, reduction):",
+        "        if True:",
+        ("tests/unit/test_validate_every_problem.py",),
+    ),
+    Mutant(
+        "validate-reindexes-nothing",
+        "an entry after a removed one keeps its index in every message",
+        "operator/tenantry/api/repair.py",
+        '                    path = f"{prefix}{indices[int(digits)]}]{rest}"',
+        "                    pass",
+        ("tests/unit/test_validate_every_problem.py",),
     ),
     Mutant(
         "plain-404-is-a-missing-object",

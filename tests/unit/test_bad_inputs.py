@@ -144,7 +144,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     (
         "quota for unlisted environment",
         _set("spec/quota", {"staging": {"pods": "5"}}),
-        "spec",
+        "spec.quota",
         "quota names environment(s) staging that are not in spec.environments",
     ),
     (

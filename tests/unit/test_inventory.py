@@ -245,3 +245,30 @@ def test_bodies_are_kept_packed_and_handed_out_as_copies() -> None:
     assert "acme" in bodies and len(bodies) == 1 and list(bodies) == ["acme"]
     bodies.pop("acme")
     assert "acme" not in bodies and bodies.get("acme") is None
+
+
+def test_an_older_state_never_replaces_a_newer_one() -> None:
+    """The response to our apply (no quota status yet) can arrive after the watch event of the
+    status kube-controller-manager wrote right after it: the usage must not be lost (issue 20)."""
+    inv = Inventory()
+    newer = quota()
+    newer["metadata"]["resourceVersion"] = "101"
+    older = quota()
+    older["metadata"]["resourceVersion"] = "100"
+    del older["status"]
+    inv.upsert(newer)
+    key, owner = inv.upsert(older)
+    assert owner == "acme"
+    kept = inv.get(key)
+    assert kept is not None and kept["status"]["used"] == {"pods": "4"}
+    # A newer state does replace it; so does one whose version is not a number.
+    newest = quota()
+    newest["metadata"]["resourceVersion"] = "102"
+    newest["status"]["used"] = {"pods": "5"}
+    inv.upsert(newest)
+    assert inv.get(key)["status"]["used"] == {"pods": "5"}  # type: ignore[index]
+    opaque = quota()
+    opaque["metadata"]["resourceVersion"] = "abc"
+    opaque["status"]["used"] = {"pods": "6"}
+    inv.upsert(opaque)
+    assert inv.get(key)["status"]["used"] == {"pods": "6"}  # type: ignore[index]

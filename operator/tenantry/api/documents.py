@@ -22,10 +22,11 @@ from tenantry.api.problems import (
     Problem,
     escape,
     format_path,
-    problems_from_validation_error,
+    located_errors,
     show,
     type_name,
 )
+from tenantry.api.repair import Error, Reduction, reduce_and_recheck
 
 KINDS: dict[str, type[Organization] | type[TenancyPolicy]] = {
     "Organization": Organization,
@@ -51,11 +52,22 @@ class Located:
         return escape(f"{self.source}: {self.obj}: {self.problem}")
 
 
+@dataclass(frozen=True)
+class Partial:
+    """An Organization with errors, reduced to what could be read (api/repair.py): checked
+    against its policy too, so one run reports every problem; never rendered."""
+
+    source: str
+    organization: Organization
+    reduction: Reduction
+
+
 @dataclass
 class Documents:
     organizations: list[tuple[str, Organization]] = field(default_factory=list)
     policies: list[tuple[str, TenancyPolicy]] = field(default_factory=list)
     problems: list[Located] = field(default_factory=list)
+    partial: list[Partial] = field(default_factory=list)
 
 
 def _name_part(value: Any) -> str | None:
@@ -113,21 +125,42 @@ def _json_problem(doc: Any) -> Problem | None:
 
 def _validate(doc: Any) -> Organization | TenancyPolicy | list[Problem]:
     """`doc` is JSON data (from the loader, or checked by `_json_problem`)."""
+    parsed = _validate_located(doc)
+    if isinstance(parsed, list):
+        return sorted({problem for problem, _, _ in parsed})
+    return parsed
+
+
+def _validate_located(doc: Any) -> Organization | TenancyPolicy | list[Error]:
     if not isinstance(doc, dict):
-        return [Problem("", f"expected a Kubernetes object (a mapping), got {type_name(doc)}")]
+        return [(Problem("", f"expected a Kubernetes object (a mapping), got {type_name(doc)}"), (), "type")]
     kind = doc.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        return [Problem("kind", f"{show(kind)} is not one of {', '.join(KINDS)}")]
+        return [(Problem("kind", f"{show(kind)} is not one of {', '.join(KINDS)}"), ("kind",), "kind")]
     api_version = doc.get("apiVersion")
     if api_version != API_VERSION:
-        return [Problem("apiVersion", f"{show(api_version)} is not supported; use {API_VERSION}")]
+        problem = Problem("apiVersion", f"{show(api_version)} is not supported; use {API_VERSION}")
+        return [(problem, ("apiVersion",), "apiVersion")]
     try:
         return KINDS[kind].model_validate(doc)
     except ValidationError as exc:
-        return problems_from_validation_error(exc)
+        return located_errors(exc)
     except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:  # pragma: no cover
         # A validator that let something through: still a problem to report, not a crash.
-        return [Problem("", f"cannot be read ({type(exc).__name__}: {show(str(exc))})")]
+        return [(Problem("", f"cannot be read ({type(exc).__name__}: {show(str(exc))})"), (), "crash")]
+
+
+def _every_problem(doc: Any) -> tuple[Organization | TenancyPolicy | None, list[Problem], Reduction | None]:
+    """(model, problems, reduction): the model when `doc` is valid; else every problem, those
+    that only show once the first are out of the way included (api/repair.py), and for an
+    Organization the model of what could be read, to check against its policy as well."""
+    parsed = _validate_located(doc)
+    if not isinstance(parsed, list):
+        return parsed, [], None
+    problems = sorted({problem for problem, _, _ in parsed})
+    model, later, reduction = reduce_and_recheck(doc, parsed, _validate_located)
+    problems += [p for p in later if p not in problems]
+    return (model if isinstance(model, Organization) else None), problems, reduction
 
 
 def parse_object(doc: Any) -> Organization | TenancyPolicy | list[Problem]:
@@ -149,6 +182,21 @@ def parse_object(doc: Any) -> Organization | TenancyPolicy | list[Problem]:
             Problem("", f"... and {more} more problem(s); `tenantry validate` lists them all"),
         ]
     return parsed
+
+
+# What decides who may have access: enough to withdraw what an unreadable spec no longer allows.
+ACCESS_FIELDS = ("policy", "environments", "members")
+
+
+def parse_access(doc: Any) -> Organization | None:
+    """An Organization whose full spec cannot be read, reduced to the fields that decide access
+    (`ACCESS_FIELDS`; grants and everything else dropped), or None when even those cannot be
+    read. Used only to shrink access (reconcile: an invalid spec), never to apply anything."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
+        return None
+    spec = {k: v for k, v in doc["spec"].items() if k in ACCESS_FIELDS}
+    parsed = parse_object({**doc, "spec": spec})
+    return parsed if isinstance(parsed, Organization) else None
 
 
 def decode(data: bytes) -> str | Problem:
@@ -178,13 +226,16 @@ def parse_documents(text: str, source: str) -> Documents:
         if loaded.error is not None:
             out.problems.append(Located(source, loaded.error.where, Problem("", str(loaded.error))))
             continue
-        parsed = _validate(loaded.data)
-        if isinstance(parsed, Organization):
-            out.organizations.append((source, parsed))
-        elif isinstance(parsed, TenancyPolicy):
-            out.policies.append((source, parsed))
+        model, problems, reduction = _every_problem(loaded.data)
+        if not problems and isinstance(model, Organization):
+            out.organizations.append((source, model))
+        elif not problems and isinstance(model, TenancyPolicy):
+            out.policies.append((source, model))
         else:
-            out.problems += [Located(source, describe(loaded.data, loaded.index), p) for p in parsed]
+            where = describe(loaded.data, loaded.index)
+            out.problems += [Located(source, where, p) for p in problems]
+            if isinstance(model, Organization) and reduction is not None:
+                out.partial.append(Partial(source, model, reduction))
     if not count:
         out.problems.append(Located(source, "file", Problem("", "contains no objects")))
     return out

@@ -6,7 +6,7 @@ import datetime as dt
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from tenantry import API_VERSION
@@ -107,12 +107,24 @@ def _selection(**kwargs: Any) -> Any:
     return Field(json_schema_extra={"x-kubernetes-list-type": "set", "minItems": 1}, **kwargs)
 
 
+class Member(Subject):
+    """A subject of a tenant role, bound in every environment or only in those listed.
+
+    `environments` is how a machine identity (a CI ServiceAccount) is a member where MFA is not
+    required: it cannot pass MFA, so an MFA environment never binds it (docs/access.md)."""
+
+    environments: EnvironmentSelection | None = _selection(default=None, max_length=MAX_ENVIRONMENTS)
+
+    def bound_in(self, env: str) -> bool:
+        return self.environments is None or env in self.environments
+
+
 class Members(Model):
     """RBAC subjects per tenant role. Membership lives here, in Git, not in ad-hoc bindings."""
 
-    admins: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
-    developers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
-    viewers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    admins: list[Member] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    developers: list[Member] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    viewers: list[Member] = Field(default_factory=list, max_length=MAX_SUBJECTS)
 
 
 class QuotaApproval(Model):
@@ -257,16 +269,20 @@ class OrganizationSpec(Model):
     # Time-boxed elevated access (api/access.py, docs/access.md).
     access: Access = Field(default_factory=Access)
 
-    @model_validator(mode="after")
-    def _check(self) -> OrganizationSpec:
+    @field_validator("quota")
+    @classmethod
+    def _quota_keys(cls, quota: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # A field validator (environments is declared, so validated, before quota): the problem
+        # is located at spec.quota, as the CRD's CEL rule reports it (fieldPath .quota).
         # Without environments, the policy's apply: the policy checks see the quota keys.
-        extra = sorted(set(self.quota) - set(self.environments)) if self.environments is not None else []
+        environments = info.data.get("environments")
+        extra = sorted(set(quota) - set(environments)) if environments is not None else []
         if extra:
             raise ValueError(
                 f"quota names environment(s) {', '.join(extra)} that are not in spec.environments "
-                f"({', '.join(self.environments or [])})"
+                f"({', '.join(environments or [])})"
             )
-        return self
+        return quota
 
 
 class ObjectMeta(Model):

@@ -156,10 +156,16 @@ def _message(item: Any) -> str:
 
 
 def problems_from_validation_error(error: ValidationError) -> list[Problem]:
-    problems = []
+    return sorted({problem for problem, _, _ in located_errors(error)})
+
+
+def located_errors(error: ValidationError) -> list[tuple[Problem, tuple[Any, ...], str]]:
+    """Each error as (problem, its field location, pydantic's error type)."""
+    out = []
     for item in error.errors(include_url=False, include_context=True, include_input=True):
-        problems.append(Problem(format_path(_clean_loc(item["loc"])), _message(item)))
-    return sorted(set(problems))
+        loc = tuple(_clean_loc(item["loc"]))
+        out.append((Problem(format_path(loc), _message(item)), loc, str(item["type"])))
+    return out
 
 
 class InvalidObjectError(ValueError):

@@ -419,7 +419,9 @@ class KubeClient:
                     continue  # once more, with the fresh credentials
                 too_long = wait is not None and wait > self.retry.max_retry_after
                 if status not in RETRYABLE or attempt == attempts or too_long:
-                    if status not in expected:
+                    # A resource that is not served (an optional CRD such as Argo CD's AppProject
+                    # not installed) is state, reported by tenantry_resource_served, not an error.
+                    if status not in expected and not error.not_served:
                         metrics.API_ERRORS.labels(verb=verb, code=str(status)).inc()
                     raise error
             # Full jitter: replicas and workers that failed together do not retry together. A
@@ -611,6 +613,10 @@ class KubeClient:
                 "name": meta["name"],
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
+                # The API server requires an Event's involvedObject.namespace to equal its own
+                # namespace, except in `default` (pkg/apis/core/validation/events.go): an Event
+                # about a cluster-scoped Organization in a tenant namespace names that namespace.
+                **({"namespace": meta.get("namespace") or namespace} if namespace != "default" else {}),
             },
             "type": type_,
             "reason": reason,

@@ -184,6 +184,10 @@ class Inventory:
         owner = lbl.owner_of(obj.get("metadata", {}).get("labels"))
         previous = self.get(key)
         if older(obj, previous):
+            # The response to our write can arrive after the watch event of a later change
+            # (kube-controller-manager fills a new quota's status within milliseconds): the
+            # older state must not replace the newer, or the quota's usage is lost until the
+            # next change (issue 20: status.quota and the quota metrics empty for minutes).
             assert previous is not None
             return key, lbl.owner_of(previous["metadata"].get("labels"))
         if previous is not None:

@@ -40,13 +40,20 @@ class Cluster:
     quota_status_interval: float = 30.0
     # Writes one reconcile has in flight at once.
     applies_in_flight: int = 8
+    # Whether the "refused by admission: wrong identity" error was logged (once per process).
+    identity_warned: bool = False
     # When each Organization's status was last written for quota usage alone (monotonic time).
     quota_status_written: dict[str, float] = field(default_factory=dict)
 
-    def quota_status_due(self, name: str, now: float) -> float:
+    def quota_status_due(self, name: str, now: float, ready_age: float | None = None) -> float:
         """Seconds to wait before the next quota-usage-only status write of `name` (0: now, and
-        the write is recorded as made)."""
+        the write is recorded as made). The interval runs from the last status write of this
+        process; a process that has made none (just restarted) counts from the Ready condition's
+        last transition (`ready_age` seconds ago), so a restart right after onboarding spreads
+        the usage writes the previous process was holding back instead of making them at once."""
         last = self.quota_status_written.get(name)
+        if last is None and ready_age is not None:
+            last = now - max(0.0, ready_age)
         interval = self.quota_status_interval
         if last is not None and now - last < interval:
             return interval - (now - last)

@@ -5,12 +5,13 @@ makes no request at all (the inventory answers every read)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import time
 from typing import Any
 
-from tenantry.api.documents import parse_object
+from tenantry.api.documents import parse_access, parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
@@ -24,11 +25,16 @@ from tenantry.reconcile import reasons
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.deletion import when_not_rendered, when_released
 from tenantry.reconcile.grants import transitions
+from tenantry.reconcile.identity import expected_identity, identity_hint
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
+from tenantry.render.access import MFA_LABEL
+from tenantry.render.permitted import permitted_access
 
 FINALIZER = "tenantry.dev/finalizer"
+# What an invalid Organization's access is made of (render/permitted.py).
+ACCESS_KINDS = ("RoleBinding", "ClusterRole", "ClusterRoleBinding")
 # One write of a reconcile: the desired object, the live one (None: missing), what it corrects.
 Write = tuple[dict[str, Any], dict[str, Any] | None, str | None]
 # Why a write did not happen: the API server refused it, or the object still differs after it.
@@ -70,6 +76,25 @@ def _describe(obj: dict[str, Any]) -> str:
     return f"{obj['kind']} {where}{meta['name']}"
 
 
+def _ready_since(status: dict[str, Any] | None) -> float | None:
+    """Seconds since the Ready condition last changed (a restarted process knows no better
+    time of the last status write), or None."""
+    ready = next((c for c in (status or {}).get("conditions", []) if c.get("type") == "Ready"), None)
+    since = (ready or {}).get("lastTransitionTime")
+    if not since:
+        return None
+    try:
+        when = dt.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return (dt.datetime.now(dt.UTC) - when).total_seconds()
+
+
+def _where(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
+
+
 def _fingerprint(objects: list[dict[str, Any]]) -> str:
     """Short, stable digest of everything an Organization renders to, content included: when
     status says this very rendering was applied in full, any difference found later is drift;
@@ -88,10 +113,35 @@ class OrganizationReconciler:
         return self.cluster.client
 
     async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        try:
-            await self.client.event(body, type_, reason, message, self.cluster.event_namespace)
-        except ApiError as exc:  # an Event is best effort; never fail a reconcile over it
-            log.warning("event not posted", reason=reason, error=str(exc))
+        """Post an Event about the Organization where platform admins look (`event_namespace`,
+        what `kubectl describe org` shows) and in its home namespace, where its members can
+        read it without cluster-wide rights."""
+        home = self._home(body)
+        for namespace in (self.cluster.event_namespace, *([home] if home else [])):
+            try:
+                await self.client.event(body, type_, reason, message, namespace)
+            except ApiError as exc:  # an Event is best effort; never fail a reconcile over it
+                log.warning("event not posted", reason=reason, namespace=namespace, error=str(exc))
+
+    def _home(self, body: dict[str, Any]) -> str | None:
+        """The first namespace of the Organization (its environments in spec order, as status
+        lists them: the status this reconcile started from, else the one it wrote) that is ours
+        and not going away; None when it has none yet."""
+        org = body["metadata"]["name"]
+        written = self.cluster.organizations.get(org) or {}
+        listed = [
+            n.get("name") for b in (body, written) for n in (b.get("status") or {}).get("namespaces", [])
+        ]
+        owned = sorted(key[3] for key in self.cluster.inventory.owned_keys(org) if key[1] == "Namespace")
+        serving = [ns for ns in dict.fromkeys((*listed, *owned)) if ns and self._serving(org, ns)]
+        # Members read what the Organization's status says without MFA (`get` on it), so its
+        # Events go where a session without MFA can read them too, when there is such a place.
+        plain = [ns for ns in serving if not self._mfa_required(ns)]
+        return next(iter(plain or serving), None)
+
+    def _mfa_required(self, namespace: str) -> bool:
+        live = self.cluster.inventory.get(("v1", "Namespace", "", namespace)) or {}
+        return bool(((live.get("metadata") or {}).get("labels") or {}).get(MFA_LABEL))
 
     # -- entry point ---------------------------------------------------------------------------
     async def reconcile(self, name: str) -> None:
@@ -126,6 +176,9 @@ class OrganizationReconciler:
         policy: TenancyPolicy | None = None
         if isinstance(parsed, list):
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in parsed), stalled=True)
+            members = parse_access(body)
+            policy = select_policy(members.spec.policy, self.cluster.policies) if members else None
+            await self._withdraw_forbidden_access(body, members, policy, outcome)
         else:
             assert isinstance(parsed, Organization)
             policy = select_policy(parsed.spec.policy, self.cluster.policies)
@@ -153,6 +206,7 @@ class OrganizationReconciler:
             rendering = render_organization(org, policy, self.cluster.today(), self.cluster.now())
         except InvalidObjectError as exc:
             outcome.fail(reasons.INVALID_SPEC, "; ".join(str(p) for p in exc.problems), stalled=True)
+            await self._withdraw_forbidden_access(body, org, policy, outcome)
             return
         fingerprint = _fingerprint(rendering.objects)
         outcome.applied_objects = fingerprint
@@ -213,6 +267,94 @@ class OrganizationReconciler:
         if any(n["phase"] == "Terminating" for n in outcome.namespaces):
             await self._write_status(body, outcome, body["metadata"].get("generation"))
             raise Requeue(2.0, "namespace terminating")
+
+    async def _withdraw_forbidden_access(
+        self, body: dict[str, Any], org: Organization | None, policy: TenancyPolicy | None, outcome: Outcome
+    ) -> None:
+        """The Organization is invalid, so nothing of it is applied, except that its access
+        shrinks to what the current policy and spec still allow (render/permitted.py): bindings
+        are rewritten (a group to its MFA form) or deleted, never created in a namespace that
+        does not exist. A spec whose members cannot be read allows nobody. Without its policy
+        (PolicyNotFound) nothing can be decided and everything stays as last applied."""
+        name = body["metadata"]["name"]
+        if org is None:
+            objects: list[dict[str, Any]] = []
+            namespace_objects: list[dict[str, Any]] = []
+            left_out = ["spec.members: cannot be read, so nobody is bound"]
+        elif policy is None:
+            return
+        else:
+            permitted = permitted_access(org, policy, self.cluster.now())
+            ours = {ns for ns in permitted.namespaces.values() if self._serving(name, ns)}
+            objects = [o for o in permitted.objects if _namespace_of(o) in (None, *ours)]
+            # The MFA label and annotation the `tenantry-mfa` admission policy reads; the rest
+            # of the namespace is left as last applied.
+            namespace_objects = [
+                o
+                for o in permitted.namespace_objects
+                if o["metadata"]["name"] in ours and self._mfa_differs(o)
+            ]
+            left_out = [str(p) for p in permitted.left_out]
+        if left_out:
+            outcome.message += "; while invalid, access is bound only where still allowed, left out: " + (
+                "; ".join(left_out)
+            )
+        waves = self._writes([*namespace_objects, *objects], set(), applied_before=False)
+        changed = [
+            f"Namespace {_where(obj)} labelled for MFA"
+            if obj["kind"] == "Namespace"
+            else f"{obj['kind']} {_where(obj)} {'rewritten' if live else 'created'}"
+            for wave in waves.values()
+            for obj, live, _ in wave
+        ]
+        for wave in sorted(waves):
+            await self._apply_wave(body, waves[wave], outcome)
+        keep = {object_key(o) for o in objects}
+        recorded = _recorded((body.get("status") or {}).get("ownedNamespaces") or [])
+        if not recorded:
+            # Recorded before this version (no status.ownedNamespaces yet): withdrawing access
+            # must not wait for a record, so the namespaces our labels give this Organization
+            # count here; only access objects (RoleBindings, the member ClusterRole) are deleted.
+            recorded = self._labelled_namespaces(name)
+        for obj in self._owned(name, recorded, besides=keep):
+            if obj["kind"] in ACCESS_KINDS and await self._delete(obj):
+                changed.append(f"{obj['kind']} {_where(obj)} deleted")
+        if changed:
+            message = (
+                f"{name} is invalid; access reduced to what the policy and spec still allow "
+                f"({', '.join(changed)})" + (f"; left out: {'; '.join(left_out)}" if left_out else "")
+            )
+            log.warning("access withdrawn", organization=name, changed=changed, left_out=left_out)
+            await self.event(body, "Warning", reasons.ACCESS_WITHDRAWN, message)
+
+    def _labelled_namespaces(self, org: str) -> set[tuple[str, str]]:
+        inventory = self.cluster.inventory
+        found = set()
+        for api_version, kind, _, name in inventory.owned_keys(org):
+            live = inventory.get((api_version, kind, "", name)) if kind == "Namespace" else None
+            if live is not None:
+                found.add((name, str(live["metadata"].get("uid"))))
+        return found
+
+    def _serving(self, org: str, namespace: str) -> bool:
+        """Is `namespace` ours for `org`, and not going away (only such get access written)?"""
+        live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+        if live is None or live["metadata"].get("deletionTimestamp"):
+            return False
+        return lbl.owner_of(live["metadata"].get("labels")) == org
+
+    def _mfa_differs(self, desired: dict[str, Any]) -> bool:
+        live = self.cluster.inventory.get(object_key(desired)) or {}
+        for part, prefix in (("labels", MFA_LABEL), ("annotations", f"{MFA_LABEL}-")):
+            want = {k: v for k, v in (desired["metadata"].get(part) or {}).items() if k.startswith(prefix)}
+            have = {
+                k: v
+                for k, v in ((live.get("metadata") or {}).get(part) or {}).items()
+                if k.startswith(prefix)
+            }
+            if want != have:
+                return True
+        return False
 
     async def _report_refused(self, body: dict[str, Any], org: str, refused: list[dict[str, str]]) -> None:
         """An Event and a log line for each namespace newly refused (status had it otherwise)."""
@@ -323,6 +465,13 @@ class OrganizationReconciler:
         if isinstance(result, ApiError | drift.StillDifferentError):
             area = res.kind_of(obj["apiVersion"], obj["kind"]).area or "NamespacesReady"
             message = f"{what}: {result}"
+            identity = expected_identity(str(result))
+            if identity is not None:
+                hint = identity_hint(identity)
+                message = f"{message} ({hint})"
+                if not self.cluster.identity_warned:
+                    self.cluster.identity_warned = True
+                    log.error("refused by admission: wrong identity", expected=identity, hint=hint)
             outcome.areas[area] = (reasons.APPLY_FAILED, message)
             outcome.fail(reasons.APPLY_FAILED, message, stalled=False)
             outcome.failed_writes.append(message)
@@ -539,16 +688,24 @@ class OrganizationReconciler:
             if policy == "Delete" and namespaces:
                 raise Requeue(1.0, "waiting for namespaces to be deleted")
         finalizers = [f for f in body["metadata"].get("finalizers", []) if f != FINALIZER]
-        await self.client.merge_patch(
-            res.ORGANIZATION,
-            name,
-            {
-                "metadata": {
-                    "finalizers": finalizers,
-                    "resourceVersion": body["metadata"].get("resourceVersion"),
-                }
-            },
-        )
+        try:
+            await self.client.merge_patch(
+                res.ORGANIZATION,
+                name,
+                {
+                    "metadata": {
+                        "finalizers": finalizers,
+                        "resourceVersion": body["metadata"].get("resourceVersion"),
+                    }
+                },
+            )
+        except ApiError as exc:
+            # Already released (a reconcile queued before the DELETED event arrived, working
+            # from the cached body): the Organization is gone, which is what was wanted.
+            if exc.status == 404 and not exc.not_served:
+                log.debug("already finalized", organization=name)
+                return
+            raise
         log.info("finalized", organization=name, deletion_policy=policy, namespaces=len(namespaces))
 
     async def _add_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -589,12 +746,15 @@ class OrganizationReconciler:
             # anywhere in the tenant, which would be a status write per pod start. Written at
             # most every `quota_status_interval` seconds per Organization (the quota-use metrics
             # are read live at scrape time; `kubectl describe quota` is always current).
-            wait = self.cluster.quota_status_due(name, time.monotonic())
+            wait = self.cluster.quota_status_due(name, time.monotonic(), _ready_since(current))
             if wait > 0:
                 raise Requeue(wait, "quota usage refresh")
         patched = await self.client.merge_patch(
             res.ORGANIZATION, name, {"status": status}, subresource="status"
         )
+        # Every status write carries the quota usage of the moment: the next write for usage
+        # alone waits a full interval from this one.
+        self.cluster.quota_status_written[name] = time.monotonic()
         self.cluster.remember_organization(patched)
         old_ready = next((c for c in (current or {}).get("conditions", []) if c.get("type") == "Ready"), None)
         new_ready = status["conditions"][0]

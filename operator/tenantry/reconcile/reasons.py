@@ -29,6 +29,8 @@ GRANT_ACTIVE = "GrantActive"
 GRANT_EXPIRED = "GrantExpired"
 GRANT_REVOKED = "GrantRevoked"
 ADOPTION_REFUSED = "AdoptionRefused"
+# An invalid Organization's access reduced to what the current policy and spec still allow.
+ACCESS_WITHDRAWN = "AccessWithdrawn"
 
 ALL: tuple[str, ...] = (
     RECONCILED,
@@ -49,6 +51,7 @@ ALL: tuple[str, ...] = (
     GRANT_EXPIRED,
     GRANT_REVOKED,
     ADOPTION_REFUSED,
+    ACCESS_WITHDRAWN,
 )
 # Reasons that mean "a person must change something"; Argo CD shows them as Degraded.
 STALLED: tuple[str, ...] = (INVALID_SPEC, POLICY_NOT_FOUND, NAMESPACE_CONFLICT)

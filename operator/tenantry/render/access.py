@@ -65,12 +65,13 @@ def namespace_mfa_metadata(policy: TenancyPolicy, env: str) -> tuple[dict[str, s
     return {MFA_LABEL: MFA_REQUIRED}, {MFA_GROUP_ANNOTATION: mfa.group}
 
 
-def _mfa_refusal(path: str, subject: Subject, env: str, policy: TenancyPolicy) -> Problem:
+def mfa_refusal(path: str, subject: Subject, env: str, policy: TenancyPolicy) -> Problem:
     if subject.kind == "ServiceAccount":
         why = (
             f"ServiceAccount {subject.namespace}/{subject.name} is a workload, not a person, and cannot "
             "pass MFA; CI deploys to an MFA environment through the GitOps controller (Argo CD, Flux), "
-            "which the platform team grants, or a ServiceAccount is bound in non-MFA environments only"
+            "which the platform team grants; bind the ServiceAccount in the other environments only "
+            "with `environments: [...]` on the member"
         )
     else:
         why = (
@@ -81,17 +82,33 @@ def _mfa_refusal(path: str, subject: Subject, env: str, policy: TenancyPolicy) -
 
 
 def mfa_problems(org: Organization, policy: TenancyPolicy, environments: list[str]) -> list[Problem]:
-    """Members that cannot be bound in an MFA form: Users and ServiceAccounts in MFA environments."""
+    """Members that cannot be bound in an MFA form: Users and ServiceAccounts bound in MFA
+    environments (all of them, unless the member lists its `environments`)."""
     problems: list[Problem] = []
     mfa_envs = [env for env in environments if mfa_of(policy, env) is not None]
     if not mfa_envs:
         return problems
     for role in ("admins", "developers", "viewers"):
-        for i, subject in enumerate(getattr(org.spec.members, role)):
-            if subject.kind != "Group":
-                problems.append(
-                    _mfa_refusal(f"spec.members.{role}[{i}]", subject, ", ".join(mfa_envs), policy)
-                )
+        for i, member in enumerate(getattr(org.spec.members, role)):
+            where = [env for env in mfa_envs if member.bound_in(env)]
+            if member.kind != "Group" and where:
+                problems.append(mfa_refusal(f"spec.members.{role}[{i}]", member, ", ".join(where), policy))
+    return problems
+
+
+def member_environment_problems(org: Organization, environments: list[str]) -> list[Problem]:
+    """A member's `environments` must be environments of the Organization."""
+    problems: list[Problem] = []
+    for role in ("admins", "developers", "viewers"):
+        for i, member in enumerate(getattr(org.spec.members, role)):
+            for j, env in enumerate(member.environments or []):
+                if env not in environments:
+                    problems.append(
+                        Problem(
+                            f"spec.members.{role}[{i}].environments[{j}]",
+                            f"{env!r} is not an environment of this Organization ({', '.join(environments)})",
+                        )
+                    )
     return problems
 
 
@@ -117,7 +134,7 @@ def grant_problems(
             )
             continue
         if grant.subject.kind != "Group" and mfa_of(policy, grant.environment) is not None:
-            problems.append(_mfa_refusal(f"{path}.subject", grant.subject, grant.environment, policy))
+            problems.append(mfa_refusal(f"{path}.subject", grant.subject, grant.environment, policy))
         if grant.approval is not None:
             hours = (grant.expires_at - grant.approved_at_time).total_seconds() / 3600
             if hours > limit:

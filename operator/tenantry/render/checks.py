@@ -17,7 +17,7 @@ from tenantry.api.organization import Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.api.quantity import parse_quantity
-from tenantry.render.access import grant_problems, mfa_problems
+from tenantry.render.access import grant_problems, member_environment_problems, mfa_problems
 from tenantry.render.guardrails import guardrail_problems
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -136,7 +136,7 @@ def effective_quota(org: Organization, policy: TenancyPolicy, env: str) -> dict[
     return dict(sorted(hard.items(), key=lambda kv: quota_order(kv[0])))
 
 
-def _subject_problems(path: str, subject: Subject, policy: TenancyPolicy) -> list[Problem]:
+def subject_problems(path: str, subject: Subject, policy: TenancyPolicy) -> list[Problem]:
     if subject.kind == "ServiceAccount" and subject.namespace:
         why = reserved_reason(subject.namespace, policy)
         if why:
@@ -253,14 +253,14 @@ def check_organization(
 
     problems += guardrail_problems(org, policy, spec.environments)
     known_envs = [e for e in spec.environments if policy.spec.environment(e) is not None]
-    problems += mfa_problems(org, policy, known_envs)
+    problems += mfa_problems(org, policy, known_envs) + member_environment_problems(org, spec.environments)
     problems += grant_problems(
         org, policy, known_envs, now or dt.datetime.combine(today, dt.time.min, tzinfo=dt.UTC)
     )
 
     for role in ("admins", "developers", "viewers"):
         for i, subject in enumerate(getattr(spec.members, role)):
-            problems += _subject_problems(f"spec.members.{role}[{i}]", subject, policy)
+            problems += subject_problems(f"spec.members.{role}[{i}]", subject, policy)
 
     denied = denied_networks(policy)
     for i, rule in enumerate(spec.network.egress):

@@ -14,6 +14,7 @@ platform admins' to write.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from tenantry import GROUP
@@ -176,7 +177,7 @@ def render_shared_cluster_roles() -> list[dict[str, Any]]:
     ]
 
 
-def _subjects(subjects: list[Subject]) -> list[dict[str, str]]:
+def _subjects(subjects: Sequence[Subject]) -> list[dict[str, str]]:
     seen: dict[tuple[str, str, str | None], dict[str, str]] = {}
     for subject in subjects:
         seen.setdefault((subject.kind, subject.name, subject.namespace), subject.as_rbac())
@@ -208,11 +209,16 @@ def render_role_bindings(
     # Where MFA is required, each member group is bound in its MFA form (Users and
     # ServiceAccounts are refused there by the checks): a session without MFA gets nothing.
     mfa = mfa_of(policy, env)
+    # A member that lists its environments is bound in those only (a CI ServiceAccount kept out
+    # of MFA environments).
+    admins, developers, viewers = (
+        [m for m in role if m.bound_in(env)] for role in (members.admins, members.developers, members.viewers)
+    )
     wanted = [
-        ("tenantry:organization-admins", ORGANIZATION_ADMIN, members.admins),
-        ("tenantry:developers", DEVELOPER, members.developers),
-        ("tenantry:developers-exec", DEVELOPER_EXEC, members.developers if env_policy.developer_exec else []),
-        ("tenantry:viewers", VIEWER, members.viewers),
+        ("tenantry:organization-admins", ORGANIZATION_ADMIN, admins),
+        ("tenantry:developers", DEVELOPER, developers),
+        ("tenantry:developers-exec", DEVELOPER_EXEC, developers if env_policy.developer_exec else []),
+        ("tenantry:viewers", VIEWER, viewers),
     ]
     return [
         _role_binding(org.name, env, namespace, name, role, [mfa_subject(s, mfa) for s in subjects])

@@ -58,8 +58,14 @@ def _replace(text: Any, old: Any, new: Any) -> Any:
     return celtypes.StringType(str(text).replace(str(old), str(new)))
 
 
-# Kubernetes' strings library functions the policies use (cel-python lacks them).
-FUNCTIONS = {"split": _split, "join": _join, "replace": _replace}
+def _index_of(items: Any, item: Any) -> Any:
+    """The Kubernetes list library's `indexOf`: the first index, -1 when absent."""
+    values = list(items)
+    return celtypes.IntType(values.index(item) if item in values else -1)
+
+
+# Kubernetes' strings and list library functions the policies use (cel-python lacks them).
+FUNCTIONS = {"split": _split, "join": _join, "replace": _replace, "indexOf": _index_of}
 _ENV = celpy.Environment(runner_class=_CelGoRunner)
 
 

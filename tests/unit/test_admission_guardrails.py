@@ -66,7 +66,7 @@ def _docs(*dirs: str) -> list[Json]:
     return out
 
 
-DOCS = _docs("guardrails", "placement")
+DOCS = _docs("guardrails", "placement", "image-pulls")
 VALIDATING = [d for d in DOCS if d["kind"] == "ValidatingAdmissionPolicy"]
 MUTATING = [d for d in DOCS if d["kind"] == "MutatingAdmissionPolicy"]
 BINDINGS = [d for d in DOCS if d["kind"].endswith("AdmissionPolicyBinding")]
@@ -132,8 +132,8 @@ class Request:
             "userInfo": {"username": self.who.username, "groups": list(self.who.groups)},
             "dryRun": False,
         }
-        if self.sub_resource:
-            request["subResource"] = request["requestSubResource"] = self.sub_resource
+        # A typed field of the request: the empty string when there is no subresource.
+        request["subResource"] = request["requestSubResource"] = self.sub_resource
         return request
 
 

@@ -123,6 +123,12 @@ class Guardrails(Model):
         "tenantry.dev/ is always denied."
     )
     placement: NodePlacement | None = None
+    always_pull_images: bool | None = Field(
+        default=None,
+        description="Every container of a tenant pod pulls its image (imagePullPolicy: Always), so "
+        "an image another tenant pulled onto a shared node is not reused without credentials. "
+        "Left out: true.",
+    )
 
 
 class OrganizationGuardrails(Model):

@@ -105,12 +105,12 @@ def _with_template(kind: str, spec: Json, namespace: str = "acme-prod") -> Json:
 
 def _pod_spec_of(body: Json) -> Json:
     if body["kind"] == "Pod":
-        return body["spec"]  # type: ignore[no-any-return]
+        return body["spec"]
     if body["kind"] == "PodTemplate":
-        return body["template"]["spec"]  # type: ignore[no-any-return]
+        return body["template"]["spec"]
     if body["kind"] == "CronJob":
-        return body["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
-    return body["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+        return body["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return body["spec"]["template"]["spec"]
 
 
 def _policies_set(decision: Decision) -> list[str]:

@@ -30,6 +30,7 @@ OPERATOR = "system:serviceaccount:tenantry-system:tenantry"
 TENANT = ("--as", "e2e-tenant", "--as-group", "system:masters")
 GUARDRAILS = ROOT / "manifests/admission/guardrails"
 PLACEMENT = ROOT / "manifests/admission/placement"
+IMAGE_PULLS = ROOT / "manifests/admission/image-pulls"
 
 
 def _rendered() -> list[dict[str, Any]]:
@@ -49,12 +50,17 @@ def guarded() -> Iterator[bool]:
     has_map = "mutatingadmissionpolicies.admissionregistration.k8s.io" in mutating and (
         kubectl("apply", "--server-side", "-k", str(PLACEMENT), check=False).returncode == 0
     )
+    # The pods below do not say imagePullPolicy: Always; the mutation sets it (>= 1.36).
+    has_map = (
+        has_map and kubectl("apply", "--server-side", "-k", str(IMAGE_PULLS), check=False).returncode == 0
+    )
     for obj in _rendered():
         kubectl("--as", OPERATOR, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
     yield has_map
     for ns in ("e2e-g-prod", "e2e-g-dev"):
         kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
     kubectl("delete", "-k", str(PLACEMENT), "--ignore-not-found", check=False)
+    kubectl("delete", "-k", str(IMAGE_PULLS), "--ignore-not-found", check=False)
     kubectl("delete", "-k", str(GUARDRAILS), "--ignore-not-found", check=False)
 
 
@@ -77,7 +83,7 @@ def refused(obj: dict[str, Any], *needles: str) -> None:
 
 def pod(namespace: str = "e2e-g-prod", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "containers": [{"name": "a", "image": "ghcr.io/acme/app:1"}],
+        "containers": [{"name": "a", "image": "ghcr.io/acme/app:1", "imagePullPolicy": "Always"}],
         "nodeSelector": {"pool": "tenants"},
     }
     body.update(spec)
@@ -90,7 +96,17 @@ def pod(namespace: str = "e2e-g-prod", **spec: Any) -> dict[str, Any]:
 
 
 def test_every_guardrail_is_accepted_by_the_api_server(guarded: bool) -> None:
-    for name in ("classes", "workloads", "services", "labels", "parameter", "placement"):
+    for name in (
+        "classes",
+        "workloads",
+        "services",
+        "labels",
+        "parameter",
+        "placement",
+        "image-pulls",
+        "rbac",
+        "network-policies",
+    ):
         assert get("validatingadmissionpolicy", f"tenantry-guardrail-{name}") is not None
 
 

@@ -30,6 +30,7 @@ the repository root with the project's interpreter:
 
 (Measured: 16 mutants, baseline included, 64 s with -j 1 on a 2-CPU machine; the integration
 mutants dominate: the terminating-namespace one waits for two 2-second requeues, ~17 s.)
+With the admission guardrail mutants: 32 mutants, all killed, 66 s with -j 2.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ OPERATOR = impersonating(OPERATOR_SA)
 TENANT = impersonating("e2e-tenant", "system:masters")
 GUARDRAILS = ROOT / "manifests/admission/guardrails"
 PLACEMENT = ROOT / "manifests/admission/placement"
+IMAGE_PULLS = ROOT / "manifests/admission/image-pulls"
 
 
 def _rendered() -> list[dict[str, Any]]:
@@ -78,7 +79,8 @@ def guarded() -> Iterator[bool]:
     install_operator_identity()
     mutating = served_resources("admissionregistration.k8s.io")
     has_map = "mutatingadmissionpolicies.admissionregistration.k8s.io" in mutating
-    installed = (GUARDRAILS, PLACEMENT) if has_map else (GUARDRAILS,)
+    # The pods below do not say imagePullPolicy: Always; the mutation sets it (>= 1.36).
+    installed = (GUARDRAILS, PLACEMENT, IMAGE_PULLS) if has_map else (GUARDRAILS,)
     try:
         with admission_installed(*installed):
             apply_parameters()
@@ -149,7 +151,7 @@ def pod(namespace: str = "e2e-g-prod", **spec: Any) -> dict[str, Any]:
     its enforce label, and that built-in plugin refuses before any admission policy runs), so
     only the guardrails can refuse it."""
     body: dict[str, Any] = {
-        "containers": [{"name": "a", "image": "ghcr.io/acme/app:1"}],
+        "containers": [{"name": "a", "image": "ghcr.io/acme/app:1", "imagePullPolicy": "Always"}],
         "nodeSelector": {"pool": "tenants"},
     }
     body.update(spec)
@@ -165,7 +167,17 @@ def pod(namespace: str = "e2e-g-prod", **spec: Any) -> dict[str, Any]:
 
 
 def test_every_guardrail_is_accepted_by_the_api_server(guarded: bool) -> None:
-    for name in ("classes", "workloads", "services", "labels", "parameter", "placement"):
+    for name in (
+        "classes",
+        "workloads",
+        "services",
+        "labels",
+        "parameter",
+        "placement",
+        "image-pulls",
+        "rbac",
+        "network-policies",
+    ):
         assert get("validatingadmissionpolicy", f"tenantry-guardrail-{name}") is not None
 
 

@@ -166,3 +166,45 @@ async def test_drift_during_a_pass_over_every_organization_is_healed_before_the_
     await api.delete(path)
     await until(lambda: api.get(path), timeout=10.0)
     assert reconciles() - before < len(names), "healed while the resync pass was still running"
+
+
+async def test_what_a_tenant_admin_writes_is_never_healed_pruned_or_adopted(
+    api: Api, operator: Operator
+) -> None:
+    """Organization Admin self-service: a tenant's own RoleBinding and NetworkPolicy carry none of
+    our labels, so the operator neither adopts nor prunes them, not even when it withdraws tenant
+    access from a retained namespace; they go with the namespace. (Roles the operator never
+    reads at all; the fake does not serve them.)"""
+    await api.create(ORG, org_body())
+    await ready(api)
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/acme-dev"
+    tenant_objects = {
+        f"{rbac}/rolebindings": {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "team", "namespace": "acme-dev"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "acme-devs"}],
+        },
+        f"/apis/{NETPOLS}".replace("networkpolicies", "namespaces/acme-dev/networkpolicies"): {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-web", "namespace": "acme-dev"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]},
+        },
+    }
+    for path, body in tenant_objects.items():
+        await api.create(path, body)
+    paths = [f"{path}/{body['metadata']['name']}" for path, body in tenant_objects.items()]
+    before = [await api.get(path) for path in paths]
+    drift_before = metric_total(DRIFT)
+    # Retain: dev stays, our RoleBindings in it go; then dev comes back (re-adopted).
+    for environments in (["prod"], ["prod", "dev"]):
+        await api.patch(f"{ORG}/acme", {"spec": {"environments": environments}})
+        await ready(api)
+        await settled(operator)
+    assert [await api.get(path) for path in paths] == before
+    touched = [(m, p) for m, p in api.writes() if any(p.startswith(path) for path in paths)]
+    assert touched == []
+    assert [e["message"] for e in await events(api, "DriftCorrected")] == []
+    assert metric_total(DRIFT) == drift_before

@@ -30,6 +30,7 @@ the repository root with the project's interpreter:
 
 (Measured: 28 mutants, baseline included, 66 s with -j 2 on a 2-CPU machine; the integration
 mutants dominate: the terminating-namespace one waits for two 2-second requeues, ~17 s.)
+With the admission guardrail mutants: 32 mutants, all killed, 66 s with -j 2.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ BAD_DAYS = "tests/integration/test_bad_days.py"
 UNIT_BAD_DAYS = "tests/unit/test_bad_days.py"
 INVALID_ACCESS = "tests/integration/test_invalid_access.py"
 PERMITTED = "tests/unit/test_render_permitted.py"
+SELF_SERVICE = "tests/unit/test_admission_self_service.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,6 +523,97 @@ MUTANTS: tuple[Mutant, ...] = (
         '            if owner is None or owner != org:\n                return "Refused"\n',
         "",
         (f"{LIFECYCLE}::test_pre_existing_namespace_is_never_adopted",),
+    ),
+    Mutant(
+        "netpol-peer-outside-the-organization-accepted",
+        "a tenant NetworkPolicy's namespaceSelector must pin its own Organization",
+        "manifests/admission/guardrails/network-policies.yaml",
+        '    - expression: "!variables.unpinned"\n',
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_a_namespace_selector_reaching_outside_the_organization_is_refused",),
+    ),
+    Mutant(
+        "netpol-rule-without-peers-accepted",
+        "a tenant NetworkPolicy rule without from/to (everyone) is refused",
+        "manifests/admission/guardrails/network-policies.yaml",
+        "    - expression: size(variables.open) == 0\n",
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_a_rule_without_peers_is_everyone_and_refused",),
+    ),
+    Mutant(
+        "netpol-except-ignored",
+        "an ipBlock's except carves protected ranges out only where it covers them",
+        "manifests/admission/guardrails/network-policies.yaml",
+        "        !es.exists(e, e[1] <= (x[1] < r[1] ? r[1] : x[1]) &&\n",
+        "        !es.exists(e, e[1] <= 32 &&\n",
+        (
+            f"{SELF_SERVICE}::test_ip_blocks_covering_pods_services_or_metadata_are_refused",
+            f"{SELF_SERVICE}::test_the_ipv4_arithmetic_agrees_with_pythons_ipaddress",
+        ),
+    ),
+    Mutant(
+        "netpol-ip-block-covering-pods-accepted",
+        "a tenant ipBlock may not cover the cluster's pod or service ranges or metadata",
+        "manifests/admission/guardrails/network-policies.yaml",
+        "    - expression: size(variables.refusedBlocks) == 0\n",
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_ip_blocks_covering_pods_services_or_metadata_are_refused",),
+    ),
+    Mutant(
+        "rolebinding-to-a-forbidden-role-accepted",
+        "a tenant RoleBinding references only its namespace's Roles and the tenant ClusterRoles",
+        "manifests/admission/guardrails/rbac.yaml",
+        '    - expression: "!variables.refusedRole"\n',
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_no_other_cluster_role_is_bound",),
+    ),
+    Mutant(
+        "rolebinding-foreign-service-account-accepted",
+        "a tenant RoleBinding binds ServiceAccounts of its own Organization only",
+        "manifests/admission/guardrails/rbac.yaml",
+        "    - expression: size(variables.foreignServiceAccounts) == 0\n",
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_subjects_stay_inside_the_organization",),
+    ),
+    Mutant(
+        "rolebinding-system-group-accepted",
+        "a tenant RoleBinding never binds system:authenticated and the other system: identities",
+        "manifests/admission/guardrails/rbac.yaml",
+        "    - expression: size(variables.systemSubjects) == 0\n",
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_subjects_stay_inside_the_organization",),
+    ),
+    Mutant(
+        "rolebinding-without-mfa-accepted",
+        "in an MFA environment a tenant RoleBinding binds only the MFA form of groups",
+        "manifests/admission/guardrails/rbac.yaml",
+        "    - expression: size(variables.withoutMFA) == 0\n",
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_in_an_mfa_environment_only_the_mfa_form_of_groups",),
+    ),
+    Mutant(
+        "self-service-switch-ignored",
+        "rbac.organizationAdminSelfService: false leaves admins read-only on RBAC and NetworkPolicies",
+        "operator/tenantry/render/rbac.py",
+        "            admins if self_service else [],\n",
+        "            admins,\n",
+        ("tests/unit/test_render_rbac.py::test_one_policy_switch_turns_self_service_off",),
+    ),
+    Mutant(
+        "image-pulls-not-refused",
+        "without the mutation, a container that does not pull Always is refused",
+        "manifests/admission/guardrails/image-pulls.yaml",
+        "    - expression: size(variables.refused) == 0\n",
+        '    - expression: "true"\n',
+        (f"{SELF_SERVICE}::test_without_the_mutation_the_validating_guardrail_says_what_to_set",),
+    ),
+    Mutant(
+        "image-pulls-mutation-skips-init-containers",
+        "the mutation sets init containers too",
+        "manifests/admission/image-pulls/image-pulls.yaml",
+        "          (has(variables.spec.initContainers) ?",
+        "          (false ?",
+        (f"{SELF_SERVICE}::test_the_mutation_makes_every_container_of_a_new_pod_pull",),
     ),
 )
 

@@ -67,8 +67,20 @@ def _substring(text: Any, start: Any, end: Any = None) -> Any:
     return celtypes.StringType(value[int(start) : stop])
 
 
-# Kubernetes' strings library functions the policies use (cel-python lacks them).
-FUNCTIONS = {"split": _split, "join": _join, "replace": _replace, "substring": _substring}
+def _index_of(items: Any, item: Any) -> Any:
+    """The Kubernetes list library's `indexOf`: the first index, -1 when absent."""
+    values = list(items)
+    return celtypes.IntType(values.index(item) if item in values else -1)
+
+
+# Kubernetes' strings and list library functions the policies use (cel-python lacks them).
+FUNCTIONS = {
+    "split": _split,
+    "join": _join,
+    "replace": _replace,
+    "substring": _substring,
+    "indexOf": _index_of,
+}
 _ENV = celpy.Environment(runner_class=_CelGoRunner)
 
 

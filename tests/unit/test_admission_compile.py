@@ -917,7 +917,11 @@ def test_every_policy_is_checked() -> None:
         "tenantry-guardrail-hosts",
         "tenantry-guardrail-volumes",
         "tenantry-guardrail-tokens",
+        "tenantry-guardrail-image-pulls",
+        "tenantry-guardrail-rbac",
+        "tenantry-guardrail-network-policies",
         "tenantry-placement",
+        "tenantry-image-pulls",
         "tenantry-mfa",
         "tenantry-grant-approval",
     } == names
@@ -1001,7 +1005,13 @@ def test_the_old_manifests_are_refused_like_the_real_api_server_refused_them() -
     reads `variables`, the exact error 1.36.2 gave."""
     old = _old_manifests()
     # Policies added after that regression: the guardrails and the production-access ones.
-    guardrails = ("tenantry-guardrail-", "tenantry-placement", "tenantry-mfa", "tenantry-grant-approval")
+    guardrails = (
+        "tenantry-guardrail-",
+        "tenantry-placement",
+        "tenantry-image-pulls",
+        "tenantry-mfa",
+        "tenantry-grant-approval",
+    )
     assert {p["metadata"]["name"] for p in old} == {
         p["metadata"]["name"] for p in POLICIES if not p["metadata"]["name"].startswith(guardrails)
     }

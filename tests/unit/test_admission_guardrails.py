@@ -66,7 +66,7 @@ def _docs(*dirs: str) -> list[Json]:
     return out
 
 
-DOCS = _docs("guardrails", "placement")
+DOCS = _docs("guardrails", "placement", "image-pulls")
 VALIDATING = [d for d in DOCS if d["kind"] == "ValidatingAdmissionPolicy"]
 MUTATING = [d for d in DOCS if d["kind"] == "MutatingAdmissionPolicy"]
 BINDINGS = [d for d in DOCS if d["kind"].endswith("AdmissionPolicyBinding")]
@@ -85,6 +85,17 @@ class Cluster:
 
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     params: dict[str, Json] = field(default_factory=dict)
+    # Namespace annotations (the MFA rule of the RBAC guardrail reads them on namespaceObject).
+    annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def namespace_object(self, name: str) -> Json:
+        return {
+            "metadata": {
+                "name": name,
+                "labels": self.namespaces.get(name, {}),
+                "annotations": self.annotations.get(name, {}),
+            }
+        }
 
 
 RESOURCES = {
@@ -107,6 +118,9 @@ RESOURCES = {
     "Secret": ("", "v1", "secrets"),
     "ReplicationController": ("", "v1", "replicationcontrollers"),
     "PodTemplate": ("", "v1", "podtemplates"),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
 }
 
 
@@ -138,6 +152,8 @@ class Request:
             "userInfo": {"username": self.who.username, "groups": list(self.who.groups)},
             "dryRun": False,
         }
+        # Absent, not empty, without a subresource: on 1.36.2 `request.subResource` is then
+        # "no such key" (a runtime error); read it with has().
         if self.sub_resource:
             request["subResource"] = request["requestSubResource"] = self.sub_resource
         return request
@@ -298,7 +314,7 @@ def _mutate(req: Request, cluster: Cluster) -> Json | None:
         evaluations = _evaluations(policy, req, obj, cluster)
         assert not isinstance(evaluations, Decision), "the placement binding allows a missing parameter"
         for param in evaluations:
-            namespace = {"metadata": {"name": req.body["metadata"]["namespace"]}}
+            namespace = cluster.namespace_object(req.body["metadata"]["namespace"])
             activation = _activation(req, obj, param, namespace)
             if not _conditions_hold(policy, activation):
                 continue
@@ -319,7 +335,7 @@ def submit(req: Request, cluster: Cluster) -> Decision:
         if isinstance(evaluations, Decision):
             return evaluations
         for param in evaluations:
-            namespace = {"metadata": {"name": req.body["metadata"]["namespace"]}}
+            namespace = cluster.namespace_object(req.body["metadata"]["namespace"])
             activation = _activation(req, obj, param, namespace)
             if not _conditions_hold(policy, activation):
                 continue
@@ -391,6 +407,7 @@ def cluster_for(org: Organization, policy: TenancyPolicy = POLICY) -> Cluster:
     for obj in rendering.objects:
         if obj["kind"] == "Namespace":
             cluster.namespaces[obj["metadata"]["name"]] = obj["metadata"]["labels"]
+            cluster.annotations[obj["metadata"]["name"]] = obj["metadata"].get("annotations", {})
         elif obj["kind"] == "ConfigMap":
             cluster.params[obj["metadata"]["namespace"]] = obj
     return cluster

@@ -77,7 +77,7 @@ def test_a_toleration_from_the_organization_needs_approval() -> None:
 
 
 def test_status_lists_every_guardrail_per_environment() -> None:
-    status = guardrail_status(org(storageClasses=["standard"]), POLICY)
+    status = guardrail_status(org(storageClasses=["standard"]), POLICY, TODAY)
     assert [s["namespace"] for s in status] == ["acme-prod", "acme-dev"]
     prod = status[0]["applied"]
     assert prod == [
@@ -98,6 +98,12 @@ def test_status_lists_every_guardrail_per_environment() -> None:
         "nginx.ingress.kubernetes.io/mirror-host",
         "tenantry-guardrail-volumes: spec.volumeName acme-prod-*",
         "tenantry-guardrail-tokens: Secrets of type kubernetes.io/service-account-token refused",
+        "tenantry-guardrail-image-pulls: imagePullPolicy Always on every container",
+        "tenantry-guardrail-rbac: RoleBindings to the namespace's Roles and tenantry:developer, "
+        "tenantry:organization-admin, tenantry:viewer; subjects: no system: names, ServiceAccounts of "
+        "the Organization's namespaces only",
+        "tenantry-guardrail-network-policies: peers inside the Organization; no ipBlock covering the "
+        "policy's podCidrs, serviceCidrs or denied egress networks",
     ]
     assert "NodePort allowed" in status[1]["applied"][2]
 
@@ -166,3 +172,101 @@ def test_a_policy_cannot_allow_external_names_inside_the_cluster(entry: str, why
         TenancyPolicy.model_validate(
             {"metadata": {"name": "p"}, "spec": {"guardrails": {"externalNames": [entry]}}}
         )
+
+
+def _data(
+    o: Organization, policy: TenancyPolicy = POLICY, today: dt.date = TODAY
+) -> dict[str, dict[str, str]]:
+    return {
+        obj["metadata"]["namespace"]: obj["data"]
+        for obj in render_organization(o, policy, today).objects
+        if obj["kind"] == "ConfigMap"
+    }
+
+
+def _policy_with_dev(**dev: Any) -> TenancyPolicy:
+    """POLICY with fields of its `dev` environment replaced."""
+    doc = POLICY.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["spec"]["environments"][1].update(dev)
+    return TenancyPolicy.model_validate(doc)
+
+
+def test_the_parameter_carries_what_the_self_service_guardrails_read() -> None:
+    data = _data(org())
+    assert data["acme-prod"]["organizationNamespaces"] == "acme-prod,acme-dev"
+    # developer-exec is bindable only where the policy lets developers exec (not prod by default).
+    assert (
+        data["acme-prod"]["bindableClusterRoles"]
+        == "tenantry:developer,tenantry:organization-admin,tenantry:viewer"
+    )
+    dev_policy = _policy_with_dev(developerExec=True)
+    assert "tenantry:developer-exec" in _data(org(), dev_policy)["acme-dev"]["bindableClusterRoles"].split(
+        ","
+    )
+    protected = data["acme-prod"]["protectedCidrs"].split(",")
+    for cidr in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "10.96.0.0/12",
+        "169.254.169.254/32",
+    ):
+        assert cidr in protected
+    assert data["acme-prod"]["ipBlockExceptions"] == ""
+
+
+def test_pod_and_service_ranges_come_from_the_policy() -> None:
+    policy = TenancyPolicy.model_validate(
+        {
+            "metadata": {"name": "default"},
+            "spec": {"network": {"podCidrs": ["10.244.0.0/16"], "serviceCidrs": ["10.96.0.0/12"]}},
+        }
+    )
+    o = Organization.model_validate({"metadata": {"name": "acme"}, "spec": {"environments": ["prod"]}})
+    protected = _data(o, policy)["acme-prod"]["protectedCidrs"].split(",")
+    assert "10.244.0.0/16" in protected and "10.96.0.0/12" in protected
+    assert "10.0.0.0/8" not in protected and "192.168.0.0/16" not in protected
+    assert "169.254.169.254/32" in protected  # metadata: always
+
+
+def _with_exceptions(*exceptions: dict[str, Any]) -> Organization:
+    return Organization.model_validate(
+        {
+            "metadata": {"name": "acme"},
+            "spec": {"environments": ["prod", "dev"], "network": {"ipBlockExceptions": list(exceptions)}},
+        }
+    )
+
+
+def test_ip_block_exceptions_apply_until_they_expire() -> None:
+    o = _with_exceptions(
+        {"cidr": "10.20.0.0/16", "reason": "the legacy VMs share the pod range", "expires": "2026-11-26"},
+        {"cidr": "192.168.5.0/24", "reason": "office network"},
+    )
+    assert _data(o)["acme-prod"]["ipBlockExceptions"] == "10.20.0.0/16,192.168.5.0/24"
+    assert _data(o, today=dt.date(2026, 11, 27))["acme-prod"]["ipBlockExceptions"] == "192.168.5.0/24"
+    expired = check_organization(o, POLICY, dt.date(2026, 11, 27))
+    assert [p.path for p in expired if p.severity == "warning"] == [
+        "spec.network.ipBlockExceptions[0].expires"
+    ]
+
+
+def test_no_exception_opens_a_cloud_metadata_endpoint() -> None:
+    o = _with_exceptions(
+        {"cidr": "169.254.0.0/16", "reason": "link-local"}, {"cidr": "::/0", "reason": "all v6"}
+    )
+    paths = {p.path for p in errors_only(check_organization(o, POLICY, TODAY))}
+    assert paths == {"spec.network.ipBlockExceptions[0].cidr", "spec.network.ipBlockExceptions[1].cidr"}
+
+
+def test_image_pulls_are_always_unless_the_environment_says_otherwise() -> None:
+    assert {ns: d["alwaysPullImages"] for ns, d in _data(org()).items()} == {
+        "acme-prod": "true",
+        "acme-dev": "true",
+    }
+    policy = _policy_with_dev(guardrails={"nodePorts": True, "alwaysPullImages": False})
+    assert {ns: d["alwaysPullImages"] for ns, d in _data(org(), policy).items()} == {
+        "acme-prod": "true",
+        "acme-dev": "false",
+    }

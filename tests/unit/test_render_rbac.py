@@ -45,7 +45,9 @@ def test_tenant_roles_read_endpoints_but_never_write_them(role: str) -> None:
     for verb in WRITE_VERBS:
         assert not allows(ROLES[role], "", "endpoints", verb), (role, verb)
         assert not allows(ROLES[role], "discovery.k8s.io", "endpointslices", verb), (role, verb)
-    if role != "tenantry:developer-exec":
+    # developer-exec and organization-admin-self-service are bound beside a full role; the
+    # reads come from that one.
+    if role not in ("tenantry:developer-exec", "tenantry:organization-admin-self-service"):
         assert allows(ROLES[role], "", "endpoints", "list")
     assert allows(ROLES["tenantry:platform-admin"], "", "endpoints", "create")
 
@@ -128,7 +130,10 @@ def test_members_become_subjects_of_their_role(acme_doc: dict[str, Any]) -> None
 
 def test_no_binding_for_a_role_without_members() -> None:
     objects = render(minimal_org(members={"admins": [{"kind": "User", "name": "a@x"}]})).objects
-    assert names(objects, "RoleBinding", "acme-prod") == ["tenantry:organization-admins"]
+    assert names(objects, "RoleBinding", "acme-prod") == [
+        "tenantry:organization-admins",
+        "tenantry:organization-admins-self-service",
+    ]
 
 
 def test_members_may_get_only_their_own_namespaces_and_organization(acme_doc: dict[str, Any]) -> None:
@@ -186,3 +191,56 @@ def test_argocd_project_is_limited_to_the_organizations_namespaces(acme_doc: dic
     blocked = {b["kind"] for b in project["spec"]["namespaceResourceBlacklist"]}
     assert {"ResourceQuota", "LimitRange", "NetworkPolicy", "RoleBinding"} <= blocked
     assert "AppProject" not in {o["kind"] for o in render(acme_doc).objects}  # off by default
+
+
+def test_self_service_writes_roles_bindings_and_network_policies_and_nothing_else() -> None:
+    """The constitution's "full control within org namespaces": the self-service role adds exactly
+    Roles, RoleBindings and NetworkPolicies (the admission guardrails keep them inside the
+    Organization); never quotas or limits, never escalate or bind."""
+    role = ROLES["tenantry:organization-admin-self-service"]
+    for verb in WRITE_VERBS:
+        assert allows(role, "rbac.authorization.k8s.io", "roles", verb)
+        assert allows(role, "rbac.authorization.k8s.io", "rolebindings", verb)
+        assert allows(role, "networking.k8s.io", "networkpolicies", verb)
+        assert not allows(role, "", "resourcequotas", verb)
+        assert not allows(role, "", "limitranges", verb)
+    assert [(r["apiGroups"], r["resources"]) for r in role["rules"]] == [
+        (["rbac.authorization.k8s.io"], ["rolebindings", "roles"]),
+        (["networking.k8s.io"], ["networkpolicies"]),
+    ]
+
+
+def test_one_policy_switch_turns_self_service_off() -> None:
+    org = minimal_org(members={"admins": [{"kind": "Group", "name": "acme-admins"}]})
+    on = render(org).objects
+    assert find(on, "RoleBinding", "tenantry:organization-admins-self-service", "acme-prod")["roleRef"][
+        "name"
+    ] == ("tenantry:organization-admin-self-service")
+    off_policy = TenancyPolicy.model_validate(
+        {"metadata": {"name": "default"}, "spec": {"rbac": {"organizationAdminSelfService": False}}}
+    )
+    off = render(org, off_policy).objects
+    for namespace in ("acme-prod", "acme-dev"):
+        assert names(off, "RoleBinding", namespace) == ["tenantry:organization-admins"]
+
+
+def test_self_service_is_bound_to_the_mfa_form_of_admin_groups() -> None:
+    policy = TenancyPolicy.model_validate(
+        {
+            "metadata": {"name": "default"},
+            "spec": {
+                "environments": [
+                    {
+                        "name": "prod",
+                        "quota": {"pods": "10"},
+                        "mfa": {"required": True, "groupSuffix": ":mfa"},
+                    }
+                ]
+            },
+        }
+    )
+    org = minimal_org(environments=["prod"], members={"admins": [{"kind": "Group", "name": "acme-admins"}]})
+    binding = find(
+        render(org, policy).objects, "RoleBinding", "tenantry:organization-admins-self-service", "acme-prod"
+    )
+    assert [s["name"] for s in binding["subjects"]] == ["acme-admins:mfa"]

@@ -229,6 +229,12 @@ class Guardrails(Model):
         "suffix starting with *). *-snippet is always refused. Left out: the built-in list of "
         "ingress-nginx annotations that read other namespaces' Secrets or inject configuration."
     )
+    always_pull_images: bool | None = Field(
+        default=None,
+        description="Every container of a tenant pod pulls its image (imagePullPolicy: Always), so "
+        "an image another tenant pulled onto a shared node is not reused without credentials. "
+        "Left out: true.",
+    )
 
 
 class OrganizationGuardrails(Model):

@@ -228,9 +228,37 @@ class AllowFrom(Model):
         return self.expires is None or today <= self.expires
 
 
+class IPBlockException(Model):
+    """A documented exception for the Organization's own NetworkPolicies: its admins may name
+    this range in an `ipBlock` although it lies inside the cluster's pod or service ranges
+    (TenancyPolicy spec.network.podCidrs, serviceCidrs), which the self-service guardrail
+    refuses otherwise (docs/admission.md, "Organization Admin self-service")."""
+
+    cidr: CIDR
+    reason: str = Field(min_length=1, max_length=512)
+    expires: Date | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> IPBlockException:
+        if not self.reason.strip():
+            raise ValueError("reason must document why the Organization's admins may use this range")
+        return self
+
+    def active_on(self, today: dt.date) -> bool:
+        """In force up to and including its `expires` day, like allowFrom."""
+        return self.expires is None or today <= self.expires
+
+
 class Network(Model):
     egress: list[EgressRule] = Field(default_factory=list, max_length=MAX_NETWORK_RULES)
     allow_from: list[AllowFrom] = Field(default_factory=list, max_length=MAX_NETWORK_RULES)
+    ip_block_exceptions: list[IPBlockException] = Field(
+        default_factory=list,
+        max_length=MAX_NETWORK_RULES,
+        description="Ranges inside the cluster's pod or service ranges that the Organization's "
+        "admins may name in an ipBlock of their own NetworkPolicies (reason required; expires "
+        "like allowFrom).",
+    )
 
 
 class OrganizationSpec(Model):

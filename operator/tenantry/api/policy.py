@@ -37,6 +37,18 @@ from tenantry.api.quantity import parse_quantity
 
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 
+# Every private range: RFC 1918, RFC 6598 (shared address space, used by some CNIs) and IPv6
+# unique local addresses. Kubernetes' own default Service range (10.96.0.0/12 in kubeadm) is
+# inside 10.0.0.0/8.
+DEFAULT_POD_CIDRS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+DEFAULT_SERVICE_CIDRS: tuple[str, ...] = ("10.96.0.0/12",)
+
 
 class LimitRangeDefaults(Model):
     """Container defaults so that pods without requests/limits still fit under the quota."""
@@ -144,12 +156,36 @@ class NetworkDefaults(Model):
     denied_egress_cidrs: list[CIDR] = Field(
         default_factory=lambda: ["169.254.169.254/32"], max_length=MAX_CIDRS
     )
+    # Where the cluster's pods and Services live. An ipBlock in a NetworkPolicy an Organization
+    # Admin writes may not cover them (it would reach other tenants' pods past their namespaces'
+    # isolation), unless the Organization lists an ipBlockException. The defaults are every
+    # private range (RFC 1918, RFC 6598 shared space, IPv6 unique local), where pod and service
+    # networks almost always are: narrow them to the cluster's --cluster-cidr and
+    # --service-cluster-ip-range to let tenants name the rest of the private space.
+    pod_cidrs: list[CIDR] = Field(
+        default_factory=lambda: list(DEFAULT_POD_CIDRS),
+        max_length=MAX_CIDRS,
+        description="The cluster's pod ranges: tenant NetworkPolicy ipBlocks may not cover them.",
+    )
+    service_cidrs: list[CIDR] = Field(
+        default_factory=lambda: list(DEFAULT_SERVICE_CIDRS),
+        max_length=MAX_CIDRS,
+        description="The cluster's Service ranges: tenant NetworkPolicy ipBlocks may not cover them.",
+    )
 
 
 class RBACDefaults(Model):
     platform_admins: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
     # Subjects whose `quotaApproval` the admission policy accepts (platform admins count too).
     quota_approvers: list[Subject] = Field(default_factory=list, max_length=MAX_SUBJECTS)
+    # The constitution's "Organization Admin: full control within org namespaces": admins write
+    # Roles, RoleBindings and NetworkPolicies there, inside the guardrails the API server keeps
+    # (manifests/admission/guardrails/rbac.yaml, network-policies.yaml). False: read-only.
+    organization_admin_self_service: bool = Field(
+        default=True,
+        description="Organization Admins may create Roles, RoleBindings and NetworkPolicies in "
+        "their namespaces (guarded by admission policies); false makes them read-only.",
+    )
 
 
 class ReservedNamespaces(Model):

@@ -84,7 +84,7 @@ def render_organization(
         objects.append(render_namespace(org, policy, env, namespace))
         # Right after its namespace: the guardrail admission policies refuse new pods, claims,
         # ingresses... in a tenant namespace until its parameter exists (docs/admission.md).
-        objects.append(render_guardrails(org, policy, env, namespace))
+        objects.append(render_guardrails(org, policy, env, namespace, today))
         objects.append(render_quota(org, policy, env, namespace))
         objects.append(render_limit_range(org, policy, env, namespace))
         objects += render_network_policies(org, policy, env, namespace, today)
@@ -97,7 +97,7 @@ def render_organization(
         objects=objects,
         namespaces=namespaces,
         warnings=([note] if note else []) + [p for p in problems if p.severity == "warning"],
-        guardrails=guardrail_status(org, policy),
+        guardrails=guardrail_status(org, policy, today),
         grants=grant_status(org, policy, now),
         next_change=next_change(org, now),
     )

@@ -7,7 +7,6 @@ They return every problem at once so a pull request is fixed in one round.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -18,42 +17,8 @@ from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.api.quantity import parse_quantity
 from tenantry.render.access import grant_problems, member_environment_problems, mfa_problems
+from tenantry.render.cidrs import denied_networks
 from tenantry.render.guardrails import guardrail_problems
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# Cloud metadata endpoints hand out node credentials. They are carved out of every egress
-# whatever the policy lists: AWS, GCP, Azure and OCI (169.254.169.254), AWS over IPv6
-# (fd00:ec2::254), GCP over IPv6 (fd20:ce::254), Alibaba Cloud (100.100.100.200).
-ALWAYS_DENIED_EGRESS_CIDRS: tuple[str, ...] = (
-    "169.254.169.254/32",
-    "100.100.100.200/32",
-    "fd00:ec2::254/128",
-    "fd20:ce::254/128",
-)
-# An IPv4 address is also reachable as IPv6 through these prefixes: IPv4-mapped (::ffff:a.b.c.d,
-# dual-stack sockets) and the NAT64 well-known prefix (64:ff9b::a.b.c.d).
-_IPV4_IN_IPV6 = (ipaddress.IPv6Network("::ffff:0:0/96"), ipaddress.IPv6Network("64:ff9b::/96"))
-
-
-def denied_networks(policy: TenancyPolicy) -> list[IPNetwork]:
-    """Every network no tenant egress may reach: the policy's, the metadata endpoints, and the
-    IPv6 spellings of each IPv4 one. Validation refuses egress inside them; rendering carves
-    them out of any wider egress."""
-    return list(_denied_networks(tuple(policy.spec.network.denied_egress_cidrs)))
-
-
-@functools.lru_cache(maxsize=64)
-def _denied_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    found: set[IPNetwork] = set()
-    for text in (*ALWAYS_DENIED_EGRESS_CIDRS, *cidrs):
-        net = ipaddress.ip_network(text)
-        found.add(net)
-        if isinstance(net, ipaddress.IPv4Network):
-            for prefix in _IPV4_IN_IPV6:
-                base = int(prefix.network_address) | int(net.network_address)
-                found.add(ipaddress.IPv6Network((base, 96 + net.prefixlen)))
-    return tuple(sorted(found, key=lambda n: (n.version, n)))
 
 
 def collisions(orgs: Sequence[Organization]) -> dict[int, list[Problem]]:
@@ -287,16 +252,8 @@ def check_organization(
                 )
 
     problems += _allow_from_problems(org, policy)
-    for i, exception in enumerate(spec.network.allow_from):
-        if not exception.active_on(today):
-            problems.append(
-                Problem(
-                    f"spec.network.allowFrom[{i}].expires",
-                    f"the exception for {exception.organization!r} expired on {exception.expires}; "
-                    "it is no longer rendered (renew or remove it)",
-                    severity="warning",
-                )
-            )
+    problems += _exception_problems(org, policy, today)
+
     if spec.environments is not None:
         extra = sorted(set(spec.quota) - set(spec.environments))
         if extra:  # only possible when the environments came from the policy
@@ -337,6 +294,48 @@ def _allow_from_problems(org: Organization, policy: TenancyPolicy) -> list[Probl
         for j, env in enumerate(environments or [])
         if env not in policy_envs
     ]
+
+
+def _exception_problems(org: Organization, policy: TenancyPolicy, today: dt.date) -> list[Problem]:
+    """Documented exceptions: allowFrom expires; an ipBlock
+    exception may open the cluster's ranges to the Organization's own NetworkPolicies, never a
+    network denied to every tenant (cloud metadata)."""
+    problems: list[Problem] = []
+    for i, exception in enumerate(org.spec.network.allow_from):
+        if not exception.active_on(today):
+            problems.append(
+                Problem(
+                    f"spec.network.allowFrom[{i}].expires",
+                    f"the exception for {exception.organization!r} expired on {exception.expires}; "
+                    "it is no longer rendered (renew or remove it)",
+                    severity="warning",
+                )
+            )
+    denied = denied_networks(policy)
+    for i, block_exception in enumerate(org.spec.network.ip_block_exceptions):
+        net = ipaddress.ip_network(block_exception.cidr)
+        for block in denied:
+            if net.version == block.version and net.overlaps(block):
+                problems.append(
+                    Problem(
+                        f"spec.network.ipBlockExceptions[{i}].cidr",
+                        f"{block_exception.cidr} overlaps {block}, which policy {policy.name!r} denies "
+                        "for all tenants (cloud metadata and spec.network.deniedEgressCidrs, IPv6 "
+                        "spellings included): no exception can open it",
+                    )
+                )
+        if not block_exception.active_on(today):
+            problems.append(
+                Problem(
+                    f"spec.network.ipBlockExceptions[{i}].expires",
+                    f"the ipBlock exception for {block_exception.cidr} expired on {block_exception.expires}; "
+                    "the admission guardrail no longer accepts it in new NetworkPolicies "
+                    "(renew or remove it)",
+                    severity="warning",
+                )
+            )
+
+    return problems
 
 
 def errors_only(problems: list[Problem]) -> list[Problem]:

@@ -13,11 +13,18 @@ class lists and `registries`: `*` allows anything, the empty string nothing; `no
 `key:Effect` (operator Exists), the effect empty for all effects; `hosts`: names and `*.`-names
 (placeholders filled in), `*` any; `externalNames`: names and `*.`-names; `persistentVolumes`:
 names and prefixes ending in `*`; `deniedIngressAnnotations`: keys, prefixes ending in `/`,
-suffixes starting with `*`. Hosts, external names and volumes: empty means none.
+suffixes starting with `*`. Hosts, external names and volumes: empty means none. `alwaysPullImages`:
+`true`/`false`. For the Organization Admin self-service guardrails: `organizationNamespaces`
+(the Organization's namespaces), `bindableClusterRoles` (the ClusterRoles its own RoleBindings may
+reference), `protectedCidrs` (the cluster's pod and service ranges and the denied egress
+networks, which a tenant ipBlock may not cover) and `ipBlockExceptions` (the Organization's
+active spec.network.ipBlockExceptions).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +42,9 @@ from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy
 from tenantry.api.problems import Problem
 from tenantry.render import labels as lbl
+from tenantry.render.access import mfa_of
+from tenantry.render.cidrs import denied_networks
+from tenantry.render.rbac import bindable_cluster_roles
 
 GUARDRAILS_NAME = "tenantry-guardrails"
 ANY = "*"
@@ -52,6 +62,9 @@ POLICIES = {
     "hosts": "tenantry-guardrail-hosts",
     "volumes": "tenantry-guardrail-volumes",
     "tokens": "tenantry-guardrail-tokens",
+    "image-pulls": "tenantry-guardrail-image-pulls",
+    "rbac": "tenantry-guardrail-rbac",
+    "network-policies": "tenantry-guardrail-network-policies",
 }
 
 _DATA_KEYS = {
@@ -79,6 +92,7 @@ class Effective:
     external_names: tuple[str, ...] = ()
     persistent_volumes: tuple[str, ...] = ()
     denied_ingress_annotations: tuple[str, ...] = ALWAYS_DENIED_INGRESS_ANNOTATIONS
+    always_pull_images: bool = True
 
 
 def fill(pattern: str, org: str, env: str) -> str:
@@ -144,6 +158,7 @@ def policy_guardrails(policy: TenancyPolicy, env: str) -> Effective:
         external_names=tuple(_pick("external_names", base, override) or ()),
         persistent_volumes=tuple(_pick("persistent_volumes", base, override) or ()),
         denied_ingress_annotations=tuple(dict.fromkeys([*ALWAYS_DENIED_INGRESS_ANNOTATIONS, *annotations])),
+        always_pull_images=_pick("always_pull_images", base, override) is not False,
     )
 
 
@@ -276,6 +291,7 @@ def effective_guardrails(org: Organization, policy: TenancyPolicy, env: str) -> 
         external_names=allowed.external_names,
         persistent_volumes=_filled(allowed.persistent_volumes, org.name, env),
         denied_ingress_annotations=allowed.denied_ingress_annotations,
+        always_pull_images=allowed.always_pull_images,
     )
 
 
@@ -288,8 +304,25 @@ def _toleration(t: Toleration) -> str:
     return f"{head}:{t.effect or ''}"
 
 
-def guardrail_data(org: Organization, policy: TenancyPolicy, env: str) -> dict[str, str]:
+def protected_cidrs(policy: TenancyPolicy) -> tuple[str, ...]:
+    """What a tenant's own ipBlock may not cover: pods, Services, and the denied egress networks."""
+    nets = {
+        ipaddress.ip_network(c) for c in [*policy.spec.network.pod_cidrs, *policy.spec.network.service_cidrs]
+    }
+    nets.update(denied_networks(policy))
+    return tuple(str(n) for n in sorted(nets, key=lambda n: (n.version, n)))
+
+
+def ip_block_exceptions(org: Organization, today: dt.date) -> tuple[str, ...]:
+    """The Organization's ipBlock exceptions in force on `today`."""
+    active = [e.cidr for e in org.spec.network.ip_block_exceptions if e.active_on(today)]
+    return tuple(dict.fromkeys(active))
+
+
+def guardrail_data(org: Organization, policy: TenancyPolicy, env: str, today: dt.date) -> dict[str, str]:
     g = effective_guardrails(org, policy, env)
+    env_policy = policy.spec.environment(env)
+    developer_exec = env_policy is not None and env_policy.developer_exec
     data = {"organization": org.name, "environment": env, "policy": policy.name}
     for name in CLASS_FIELDS:
         data[_camel(name)] = _list(g.lists[name])
@@ -302,10 +335,17 @@ def guardrail_data(org: Organization, policy: TenancyPolicy, env: str) -> dict[s
     data["deniedIngressAnnotations"] = ",".join(g.denied_ingress_annotations)
     data["externalNames"] = ",".join(g.external_names)
     data["persistentVolumes"] = ",".join(g.persistent_volumes)
+    data["alwaysPullImages"] = "true" if g.always_pull_images else "false"
+    data["organizationNamespaces"] = ",".join(org.namespaces().values())
+    data["bindableClusterRoles"] = ",".join(bindable_cluster_roles(developer_exec))
+    data["protectedCidrs"] = ",".join(protected_cidrs(policy))
+    data["ipBlockExceptions"] = ",".join(ip_block_exceptions(org, today))
     return data
 
 
-def render_guardrails(org: Organization, policy: TenancyPolicy, env: str, namespace: str) -> dict[str, Any]:
+def render_guardrails(
+    org: Organization, policy: TenancyPolicy, env: str, namespace: str, today: dt.date
+) -> dict[str, Any]:
     """The ConfigMap the guardrail admission policies read in `namespace`."""
     return {
         "apiVersion": "v1",
@@ -316,7 +356,7 @@ def render_guardrails(org: Organization, policy: TenancyPolicy, env: str, namesp
             "labels": lbl.ownership_labels(org.name, env),
             "annotations": {lbl.POLICY: policy.name},
         },
-        "data": guardrail_data(org, policy, env),
+        "data": guardrail_data(org, policy, env, today),
     }
 
 
@@ -324,7 +364,7 @@ def _bounded(text: str) -> str:
     return text if len(text) <= STATUS_ENTRY_MAX else text[: STATUS_ENTRY_MAX - 1] + "…"
 
 
-def describe(org: Organization, policy: TenancyPolicy, env: str) -> list[str]:
+def describe(org: Organization, policy: TenancyPolicy, env: str, today: dt.date) -> list[str]:
     """One line per guardrail policy: what applies in `env` (status and `tenantry render`)."""
     g = effective_guardrails(org, policy, env)
 
@@ -354,13 +394,27 @@ def describe(org: Organization, policy: TenancyPolicy, env: str) -> list[str]:
         f"{', '.join(g.denied_ingress_annotations)}",
         f"{POLICIES['volumes']}: spec.volumeName {', '.join(g.persistent_volumes) or 'none'}",
         f"{POLICIES['tokens']}: Secrets of type kubernetes.io/service-account-token refused",
+        f"{POLICIES['image-pulls']}: imagePullPolicy "
+        + ("Always on every container" if g.always_pull_images else "as the pod sets it"),
     ]
+    if policy.spec.rbac.organization_admin_self_service:
+        exceptions = ip_block_exceptions(org, today)
+        env_policy = policy.spec.environment(env)
+        roles = bindable_cluster_roles(env_policy is not None and env_policy.developer_exec)
+        lines += [
+            f"{POLICIES['rbac']}: RoleBindings to the namespace's Roles and {', '.join(roles)}; "
+            "subjects: no system: names, ServiceAccounts of the Organization's namespaces only"
+            + ("; MFA: Groups only" if mfa_of(policy, env) is not None else ""),
+            f"{POLICIES['network-policies']}: peers inside the Organization; no ipBlock covering the "
+            "policy's podCidrs, serviceCidrs or denied egress networks"
+            + (f" except {', '.join(exceptions)}" if exceptions else ""),
+        ]
     return [_bounded(line) for line in lines]
 
 
-def guardrail_status(org: Organization, policy: TenancyPolicy) -> list[dict[str, Any]]:
+def guardrail_status(org: Organization, policy: TenancyPolicy, today: dt.date) -> list[dict[str, Any]]:
     """status.guardrails: per environment, the guardrails that apply (`org` with its environments)."""
     return [
-        {"environment": env, "namespace": namespace, "applied": describe(org, policy, env)}
+        {"environment": env, "namespace": namespace, "applied": describe(org, policy, env, today)}
         for env, namespace in org.namespaces().items()
     ]

@@ -15,7 +15,7 @@ from typing import Any
 from tenantry.api.organization import EgressRule, Organization, namespace_name
 from tenantry.api.policy import TenancyPolicy
 from tenantry.render import labels as lbl
-from tenantry.render.checks import IPNetwork, denied_networks
+from tenantry.render.cidrs import IPNetwork, denied_networks
 
 DEFAULT_DENY = "tenantry-default-deny"
 ALLOW_DNS = "tenantry-allow-dns"

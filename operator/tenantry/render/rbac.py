@@ -2,8 +2,12 @@
 
 Binding shared ClusterRoles (instead of creating Roles per namespace) lets the operator be
 granted `bind` on exactly these role names rather than holding every permission it hands out.
-No tenant role can write ResourceQuotas, LimitRanges, NetworkPolicies, RoleBindings or
-anything cluster-scoped; those are what keep tenants apart. Nor Endpoints: the EndpointSlice
+No tenant role can write ResourceQuotas, LimitRanges or anything cluster-scoped. Organization
+Admins write Roles, RoleBindings and NetworkPolicies (`tenantry:organization-admin-self-service`,
+bound where the policy's `rbac.organizationAdminSelfService` is on, the default): the admission
+guardrails refuse every one that would reach outside the Organization, and RBAC's escalation
+check keeps a Role within what its author holds (docs/admission.md).
+No tenant role writes Endpoints: the EndpointSlice
 mirroring controller copies hand-written Endpoints into EndpointSlices, so a selectorless Service
 with Endpoints naming another tenant's pod IP would make the shared ingress controller (admitted
 into every tenant namespace) connect to that pod (CVE-2021-25740; Kubernetes took Endpoints write
@@ -37,6 +41,7 @@ from tenantry.render.access import (
 RBAC_API = "rbac.authorization.k8s.io/v1"
 
 ORGANIZATION_ADMIN = "tenantry:organization-admin"
+ORGANIZATION_ADMIN_SELF_SERVICE = "tenantry:organization-admin-self-service"
 DEVELOPER = "tenantry:developer"
 DEVELOPER_EXEC = "tenantry:developer-exec"
 VIEWER = "tenantry:viewer"
@@ -46,8 +51,17 @@ MEMBER_PREFIX = "tenantry:member:"
 PLATFORM_ADMINS_BINDING_PREFIX = "tenantry:platform-admins:"
 
 # The only roles a tenant RoleBinding of ours may reference.
-TENANT_ROLES: frozenset[str] = frozenset({ORGANIZATION_ADMIN, DEVELOPER, DEVELOPER_EXEC, VIEWER})
-SHARED_ROLES: tuple[str, ...] = (ORGANIZATION_ADMIN, DEVELOPER, DEVELOPER_EXEC, VIEWER, PLATFORM_ADMIN)
+TENANT_ROLES: frozenset[str] = frozenset(
+    {ORGANIZATION_ADMIN, ORGANIZATION_ADMIN_SELF_SERVICE, DEVELOPER, DEVELOPER_EXEC, VIEWER}
+)
+SHARED_ROLES: tuple[str, ...] = (
+    ORGANIZATION_ADMIN,
+    ORGANIZATION_ADMIN_SELF_SERVICE,
+    DEVELOPER,
+    DEVELOPER_EXEC,
+    VIEWER,
+    PLATFORM_ADMIN,
+)
 # Roles no binding we render may ever reference, whatever the input.
 FORBIDDEN_ROLES: frozenset[str] = frozenset({"cluster-admin", "admin", "edit", "system:masters"})
 
@@ -76,6 +90,22 @@ GUARDRAILS: list[tuple[str, list[str]]] = [
     ("discovery.k8s.io", ["endpointslices"]),
 ]
 INTERACTIVE = ["pods/exec", "pods/attach", "pods/portforward"]
+# Organization Admin self-service. Explicit verbs: `*` would include `escalate` and `bind`, which
+# would let an admin write a Role beyond what it holds, or bind roles it does not hold.
+SELF_SERVICE: list[tuple[str, list[str]]] = [
+    ("rbac.authorization.k8s.io", ["roles", "rolebindings"]),
+    ("networking.k8s.io", ["networkpolicies"]),
+]
+
+
+def bindable_cluster_roles(developer_exec: bool) -> tuple[str, ...]:
+    """The ClusterRoles an Organization Admin's own RoleBindings may reference in an environment:
+    the tenant roles, `developer-exec` only where the policy lets developers exec, never the
+    self-service role (who may write RBAC stays in the Organization, in Git)."""
+    roles = [ORGANIZATION_ADMIN, DEVELOPER, VIEWER]
+    if developer_exec:
+        roles.append(DEVELOPER_EXEC)
+    return tuple(sorted(roles))
 
 
 def _rule(
@@ -153,7 +183,17 @@ def render_shared_cluster_roles() -> list[dict[str, Any]]:
             admin,
             labels,
             "Full control of workloads in an organization's namespaces; read-only on its quotas, "
-            "limits, network policies and role bindings; nothing cluster-scoped.",
+            "limits, network policies and role bindings (written through "
+            "tenantry:organization-admin-self-service where the policy allows); nothing cluster-scoped.",
+        ),
+        _cluster_role(
+            ORGANIZATION_ADMIN_SELF_SERVICE,
+            [_rule(g, r, WRITE) for g, r in SELF_SERVICE],
+            labels,
+            "Organization Admin self-service: write Roles, RoleBindings and NetworkPolicies in an "
+            "organization's namespaces, inside the tenantry-guardrail-rbac and "
+            "tenantry-guardrail-network-policies admission policies; bound only where the policy's "
+            "rbac.organizationAdminSelfService is true.",
         ),
         _cluster_role(DEVELOPER, developer, labels, "Deploy and read logs in an organization's namespaces."),
         _cluster_role(
@@ -209,6 +249,7 @@ def render_role_bindings(
     # Where MFA is required, each member group is bound in its MFA form (Users and
     # ServiceAccounts are refused there by the checks): a session without MFA gets nothing.
     mfa = mfa_of(policy, env)
+    self_service = policy.spec.rbac.organization_admin_self_service
     # A member that lists its environments is bound in those only (a CI ServiceAccount kept out
     # of MFA environments).
     admins, developers, viewers = (
@@ -216,6 +257,11 @@ def render_role_bindings(
     )
     wanted = [
         ("tenantry:organization-admins", ORGANIZATION_ADMIN, admins),
+        (
+            "tenantry:organization-admins-self-service",
+            ORGANIZATION_ADMIN_SELF_SERVICE,
+            admins if self_service else [],
+        ),
         ("tenantry:developers", DEVELOPER, developers),
         ("tenantry:developers-exec", DEVELOPER_EXEC, developers if env_policy.developer_exec else []),
         ("tenantry:viewers", VIEWER, viewers),

@@ -23,9 +23,12 @@ from tenantry.reconcile import reasons
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.deletion import when_not_rendered, when_released
 from tenantry.reconcile.grants import transitions
+from tenantry.reconcile.pool import Pools
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
+from tenantry.render.checks import with_policy_environments
+from tenantry.render.pool import pooled_keys
 
 FINALIZER = "tenantry.dev/finalizer"
 # One write of a reconcile: the desired object, the live one (None: missing), what it corrects.
@@ -58,6 +61,7 @@ def _fingerprint(objects: list[dict[str, Any]]) -> str:
 class OrganizationReconciler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.pools = Pools(cluster, self.event)
 
     @property
     def client(self) -> KubeClient:
@@ -155,12 +159,16 @@ class OrganizationReconciler:
             outcome.progressing = True
             outcome.message = "waiting for a terminating namespace to be gone before re-creating it"
 
-        desired_keys = {object_key(obj) for obj in rendering.objects}
-        waves = self._writes(rendering.objects, blocked, applied_before)
+        # Pooled quota keys as they are live (the rebalancer's), never the initial split again.
+        filled = with_policy_environments(org, policy)
+        objects = await self.pools.carry_live(filled, policy, rendering.objects)
+        desired_keys = {object_key(obj) for obj in objects}
+        waves = self._writes(objects, blocked, applied_before)
         for wave in sorted(waves):
             await self._apply_wave(body, waves[wave], outcome)
 
         await self._prune(body, org, desired_keys, blocked)
+        outcome.quota_pool = await self.pools.rebalance(body, filled, policy, blocked)
         for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
             if entry["phase"] in ("Missing", "Adopting"):
                 entry["phase"] = await self._namespace_phase(org.name, entry["name"])
@@ -266,6 +274,8 @@ class OrganizationReconciler:
             await self.client.merge_patch(
                 kind, obj["metadata"]["name"], patch, namespace=obj["metadata"].get("namespace")
             )
+        if obj["kind"] == "ResourceQuota" and pooled_keys(obj):
+            return await self.pools.apply(obj)  # with its resourceVersion precondition
         return await self.client.apply(obj)
 
     async def _record(
@@ -412,6 +422,8 @@ class OrganizationReconciler:
         labels = namespace_obj["metadata"].get("labels") or {}
         if labels.get(lbl.ORPHANED) == "true":
             return
+        # Its quota stays (a guardrail), but not its share of a pool: that goes back.
+        await self.pools.release(body, namespace_obj["metadata"]["name"])
         # A merge patch of the one label: a server-side apply would have to name every label
         # (fields our manager applied before and omits now are removed), and force-applying
         # labels another manager set would take them over.
@@ -501,7 +513,8 @@ class OrganizationReconciler:
         if same_status(current, status):
             return
         name = body["metadata"]["name"]
-        if same_status({**(current or {}), "quota": status.get("quota")}, status):
+        usage: dict[str, Any] = {k: status[k] for k in ("quota", "quotaPool") if k in status}
+        if same_status({**(current or {}), **usage}, status):
             # Only quota usage moved: kube-controller-manager updates it with every pod or PVC
             # anywhere in the tenant, which would be a status write per pod start. Written at
             # most every `quota_status_interval` seconds per Organization (the quota-use metrics

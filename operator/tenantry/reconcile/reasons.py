@@ -27,6 +27,10 @@ GRANT_ACTIVE = "GrantActive"
 GRANT_EXPIRED = "GrantExpired"
 GRANT_REVOKED = "GrantRevoked"
 ADOPTION_REFUSED = "AdoptionRefused"
+# Quota pools (reconcile/pool.py, docs/quota-pool.md).
+QUOTA_POOL_REBALANCED = "QuotaPoolRebalanced"
+QUOTA_POOL_EXHAUSTED = "QuotaPoolExhausted"
+QUOTA_POOL_RELEASED = "QuotaPoolReleased"
 
 ALL: tuple[str, ...] = (
     RECONCILED,
@@ -46,6 +50,9 @@ ALL: tuple[str, ...] = (
     GRANT_EXPIRED,
     GRANT_REVOKED,
     ADOPTION_REFUSED,
+    QUOTA_POOL_REBALANCED,
+    QUOTA_POOL_EXHAUSTED,
+    QUOTA_POOL_RELEASED,
 )
 # Reasons that mean "a person must change something"; Argo CD shows them as Degraded.
 STALLED: tuple[str, ...] = (INVALID_SPEC, POLICY_NOT_FOUND, NAMESPACE_CONFLICT)

@@ -344,10 +344,12 @@ def _exhausted(
     out = []
     for r in bounds.resources:
         for m in members:
-            enforced = m.enforced(r)
-            if enforced is None or m.used.get(r, 0) < enforced:
+            # By spec, not status: a grow the quota controller has not copied yet is room.
+            # A namespace that holds and uses nothing has reached no limit of its own.
+            spec, used = m.spec.get(r), m.used.get(r, 0)
+            if spec is None or used < spec or used == 0:
                 continue
-            if goals[r][m.namespace] <= (m.spec.get(r) or 0):
+            if goals[r][m.namespace] <= spec:
                 out.append((m.namespace, r))
     return out
 

@@ -1,0 +1,356 @@
+"""The quota pool on a real control plane (no kubelet: pods are admitted, counted against the
+quota, and stay Pending).
+
+Three pooled namespaces share 60 pods. Five processes create pods as fast as they are admitted
+(dev wants 40, staging 12, prod 4: always within the pool, never within the initial split of
+20 each), retrying a refused pod every 20 ms; the operator is killed (SIGKILL) and started
+again while they run. A watch on the three quotas checks every change the API server makes:
+the sums of `status.used`, `spec.hard` and `status.hard` stay within the pool. Measured and
+printed (and written to $TENANTRY_E2E_POOL_REPORT, default /tmp/tenantry-e2e-pool.json): the
+highest sums seen, how long a process at its namespace's limit waited for headroom (p50, p99),
+and the writes per rebalance (from the QuotaPoolRebalanced Events, cross-checked against the
+API server's audit log next to the kubeconfig).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, apply, get, kubectl, ready, wait_for
+
+ORG = "e2e-pool"
+TOTAL = 60
+DEMAND = {"dev": (2, 20), "staging": (2, 6), "prod": (1, 4)}  # environment: (processes, pods each)
+DEADLINE = 120.0  # seconds for the whole load, whatever happens
+REPORT = Path(os.environ.get("TENANTRY_E2E_POOL_REPORT", "/tmp/tenantry-e2e-pool.json"))
+
+pytestmark = pytest.mark.skipif(
+    not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
+)
+
+
+def _pod(name: str) -> dict[str, Any]:
+    """A pod the `restricted` Pod Security level admits, with requests and limits so small that
+    only the pooled `pods` count decides."""
+    amounts = {"cpu": "1m", "memory": "1Mi"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"requests": amounts, "limits": amounts},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _load(kubeconfig: str, namespace: str, prefix: str, count: int, deadline: float, out: Any) -> None:
+    """One load process: create `count` pods as fast as admitted; a refusal by the quota is
+    retried every 20 ms. Reports (admitted, waits at the limit in seconds, other errors)."""
+    from kubernetes import client, config  # noqa: PLC0415 - a fresh client per process
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    admitted, waits, errors = 0, [], []
+    refused_since: float | None = None
+    i = 0
+    while admitted < count and time.time() < deadline:
+        try:
+            api.create_namespaced_pod(namespace, _pod(f"{prefix}-{i}"))
+        except ApiException as exc:
+            if exc.status == 403 and "exceeded quota" in (exc.body or ""):
+                refused_since = refused_since if refused_since is not None else time.time()
+                time.sleep(0.02)
+                continue
+            errors.append(f"{exc.status}: {(exc.body or '')[:200]}")
+            time.sleep(0.2)
+            continue
+        if refused_since is not None:
+            waits.append((refused_since, time.time()))
+            refused_since = None
+        admitted += 1
+        i += 1
+    out.put((namespace, admitted, waits, errors))
+
+
+class QuotaWatch(threading.Thread):
+    """Every change of the pool's quotas, as the API server sends them; the highest sums."""
+
+    def __init__(self, namespaces: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.namespaces = namespaces
+        self.state: dict[str, dict[str, int | None]] = {}
+        self.highest = {"used": 0, "spec": 0, "status": 0}
+        self.changes = 0
+        self.stop = threading.Event()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def run(self) -> None:
+        assert KUBECONFIG is not None
+        self.proc = subprocess.Popen(
+            [
+                "kubectl",
+                "--kubeconfig",
+                KUBECONFIG,
+                "get",
+                "resourcequotas",
+                "-A",
+                "--watch",
+                "-l",
+                f"tenantry.dev/organization={ORG}",
+                "-o",
+                "json",
+                "--output-watch-events",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        for line in self.proc.stdout:
+            buffer += line
+            try:
+                event, end = decoder.raw_decode(buffer)
+            except ValueError:
+                continue
+            buffer = buffer[end:].lstrip()
+            self.seen(event["object"])
+            if self.stop.is_set():
+                break
+
+    def seen(self, quota: dict[str, Any]) -> None:
+        namespace = quota["metadata"]["namespace"]
+        if namespace not in self.namespaces:
+            return
+
+        def pods(section: dict[str, Any] | None) -> int | None:
+            value = (section or {}).get("pods")
+            return int(value) if value is not None else None
+
+        self.state[namespace] = {
+            "spec": pods((quota.get("spec") or {}).get("hard")),
+            "status": pods((quota.get("status") or {}).get("hard")),
+            "used": pods((quota.get("status") or {}).get("used")),
+        }
+        self.changes += 1
+        if len(self.state) == len(self.namespaces):
+            for part in ("used", "spec", "status"):
+                total = sum(s[part] or 0 for s in self.state.values())
+                self.highest[part] = max(self.highest[part], total)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def _start_operator(log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")  # a log file, never a pipe nobody reads
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tenantry",
+            "run",
+            "--kubeconfig",
+            str(KUBECONFIG),
+            "--standalone",
+            "--metrics-port",
+            "0",
+            "--liveness",
+            "http://127.0.0.1:18091/healthz",
+            "--log-format",
+            "json",
+        ],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.fixture(scope="module")
+def pool_operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
+    log = tmp_path_factory.mktemp("pool") / "operator.log"
+    holder: dict[str, Any] = {"proc": _start_operator(log), "log": log}
+    yield holder
+    kubectl("delete", "organization", ORG, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False)
+    holder["proc"].terminate()
+    holder["proc"].wait(timeout=30)
+    for env in DEMAND:
+        kubectl("delete", "namespace", f"{ORG}-{env}", "--ignore-not-found", "--wait=false", check=False)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def _audit_quota_writes(since: float) -> list[dict[str, Any]]:
+    audit = Path(str(KUBECONFIG)).parent / "logs" / "audit.log"
+    found = []
+    if not audit.exists():
+        return found
+    for line in audit.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        ref = entry.get("objectRef") or {}
+        if (
+            entry.get("stage") == "ResponseComplete"
+            and ref.get("resource") == "resourcequotas"
+            and str(ref.get("namespace", "")).startswith(f"{ORG}-")
+            and entry.get("verb") in ("patch", "update")
+            and str(entry.get("userAgent", "")).startswith("tenantry/")
+            and calendar.timegm(time.strptime(entry["stageTimestamp"][:19], "%Y-%m-%dT%H:%M:%S")) >= since - 1
+        ):
+            found.append(entry)
+    return found
+
+
+def test_pods_from_several_processes_never_exceed_the_pool_across_an_operator_kill(
+    pool_operator: dict[str, Any],
+) -> None:
+    assert KUBECONFIG is not None
+    namespaces = [f"{ORG}-{env}" for env in DEMAND]
+    apply(
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "Organization",
+            "metadata": {"name": ORG},
+            "spec": {
+                "environments": list(DEMAND),
+                "deletionPolicy": "Delete",
+                "quotaPool": {"total": {"pods": str(TOTAL)}},
+            },
+        }
+    )
+    uid = ready(ORG)["metadata"]["uid"]
+    for namespace in namespaces:  # pods need the namespace's default ServiceAccount
+        wait_for(lambda ns=namespace: get("serviceaccount", "default", "-n", ns))
+    split = [
+        int(get("resourcequota", "tenantry-quota", "-n", ns)["spec"]["hard"]["pods"]) for ns in namespaces
+    ]
+    assert sum(split) == TOTAL
+
+    watch = QuotaWatch(namespaces)
+    watch.start()
+    started = time.time()
+    deadline = started + DEADLINE
+    results: Any = multiprocessing.get_context("spawn").Queue()
+    workers = [
+        multiprocessing.get_context("spawn").Process(
+            target=_load, args=(KUBECONFIG, f"{ORG}-{env}", f"p{n}", count, deadline, results)
+        )
+        for env, (processes, count) in DEMAND.items()
+        for n in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    # Kill the operator once the load is well under way, start it again a second later.
+    wait_for(lambda: len(_pods(namespaces)) >= 20, timeout=DEADLINE)
+    pool_operator["proc"].send_signal(signal.SIGKILL)
+    pool_operator["proc"].wait(timeout=10)
+    killed_at = time.time()
+    time.sleep(1.0)
+    pool_operator["proc"] = _start_operator(pool_operator["log"])
+    restarted_at = time.time()
+    outcomes = [results.get(timeout=DEADLINE + 30) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    elapsed = time.time() - started
+    time.sleep(2.0)  # the last quota events
+    watch.close()
+
+    admitted: dict[str, int] = {}
+    waits: list[tuple[float, float]] = []
+    errors: list[str] = []
+    for namespace, count, process_waits, process_errors in outcomes:
+        admitted[namespace] = admitted.get(namespace, 0) + count
+        waits += process_waits
+        errors += process_errors
+    durations = [end - begin for begin, end in waits]
+    outside_restart = [end - begin for begin, end in waits if end < killed_at or begin > restarted_at + 5]
+    events = json.loads(kubectl("get", "events", "-n", "default", "-o", "json").stdout)["items"]
+    rebalances = [
+        e["message"]
+        for e in events
+        if e.get("reason") == "QuotaPoolRebalanced" and e["involvedObject"].get("uid") == uid
+    ]
+    writes_per_rebalance = [int(m.split("(")[1].split(" ")[0]) for m in rebalances]
+    audit = _audit_quota_writes(started)
+    report = {
+        "pool": TOTAL,
+        "admitted": admitted,
+        "seconds": round(elapsed, 2),
+        "highest_sum_used": watch.highest["used"],
+        "highest_sum_spec_hard": watch.highest["spec"],
+        "highest_sum_status_hard": watch.highest["status"],
+        "quota_changes_seen": watch.changes,
+        "waits_at_limit": len(durations),
+        "wait_p50_s": round(_percentile(durations, 0.5), 3),
+        "wait_p99_s": round(_percentile(durations, 0.99), 3),
+        "wait_max_s": round(max(durations, default=0.0), 3),
+        "waits_outside_restart": len(outside_restart),
+        "wait_p50_outside_restart_s": round(_percentile(outside_restart, 0.5), 3),
+        "wait_p99_outside_restart_s": round(_percentile(outside_restart, 0.99), 3),
+        "operator_down_s": round(restarted_at - killed_at, 2),
+        "rebalances": len(rebalances),
+        "writes_per_rebalance": writes_per_rebalance,
+        "quota_writes_in_audit_log": {
+            str(code): sum(1 for e in audit if (e.get("responseStatus") or {}).get("code") == code)
+            for code in sorted({(e.get("responseStatus") or {}).get("code") for e in audit})
+        },
+        "errors": errors[:5],
+    }
+    REPORT.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+    assert errors == []
+    assert admitted == {f"{ORG}-{env}": p * c for env, (p, c) in DEMAND.items()}
+    assert watch.highest["used"] <= TOTAL
+    assert watch.highest["spec"] <= TOTAL
+    assert watch.highest["status"] <= TOTAL
+    assert rebalances, "dev needed more than its initial share: the pool must have moved capacity"
+    # A rebalance writes each namespace at most once per plan: shrinks, then grows.
+    assert all(1 <= n <= 2 * len(namespaces) for n in writes_per_rebalance)
+
+
+def _pods(namespaces: list[str]) -> list[str]:
+    names = []
+    for namespace in namespaces:
+        listing = get("pods", "-n", namespace) or {}
+        names += [p["metadata"]["name"] for p in listing.get("items", [])]
+    return names

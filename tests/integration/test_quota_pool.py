@@ -219,3 +219,21 @@ async def test_a_retained_namespace_leaves_the_pool_and_gives_its_share_back(
 
 async def _hard_is(api: Api, namespace: str, value: int) -> bool:
     return await hard(api, namespace) == value
+
+
+async def test_a_rebalanced_split_survives_a_restart_without_a_write(
+    api: Api, operator: Operator, quotas: QuotaSystem
+) -> None:
+    """Server-side apply carries the live split: the initial split is never applied again."""
+    await api.create(ORG, pool_org())
+    await ready(api)
+    assert await create_pods(api, "acme-dev", 9, "dev") == 9
+    await operator.restart()  # may finish a rebalance under way (dev at its limit, room left)
+    await settled(operator)
+    taken = await hard(api, "acme-dev")
+    assert taken >= 9
+    before = len(api.writes())
+    await operator.restart()
+    await settled(operator)
+    assert [w for w in api.writes()[before:] if "resourcequotas" in w[1]] == []
+    assert await hard(api, "acme-dev") == taken

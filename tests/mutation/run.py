@@ -28,7 +28,8 @@ the repository root with the project's interpreter:
     .venv/bin/python tests/mutation/run.py --ref HEAD  # mutate a commit, not the working tree
     .venv/bin/python tests/mutation/run.py -j 2        # two mutants at a time
 
-(Measured: 16 mutants, baseline included, 64 s with -j 1 on a 2-CPU machine; the integration
+(Measured: 16 mutants, baseline included, 64 s with -j 1 on a 2-CPU machine; the 5 quota pool
+mutants add about 70 s, the property test runs twice; the integration
 mutants dominate: the terminating-namespace one waits for two 2-second requeues, ~17 s.)
 """
 
@@ -52,6 +53,8 @@ LIFECYCLE = "tests/integration/test_lifecycle.py"
 PROMISES = "tests/integration/test_promises.py"
 NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
+POOL_CORE = "tests/unit/test_pool_core.py"
+POOL = "tests/integration/test_quota_pool.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +247,46 @@ MUTANTS: tuple[Mutant, ...] = (
         "        return ApiError(404, NOT_SERVED,",
         '        return ApiError(404, "NotFound",',
         ("tests/unit/test_client.py",),
+    ),
+    Mutant(
+        "pool-grow-counts-spec-not-status",
+        "a grow waits until the quota controller has copied a shrink into status.hard",
+        "operator/tenantry/render/pool.py",
+        "        effective = {m.namespace: m.effective(r) for m in members}\n",
+        "        effective = {m.namespace: float(m.spec.get(r) or 0) for m in members}\n",
+        (f"{POOL_CORE}::test_the_pool_is_never_exceeded_whatever_the_order_of_events",),
+    ),
+    Mutant(
+        "pool-target-below-used",
+        "a pooled hard is never lowered below what is used",
+        "operator/tenantry/render/pool.py",
+        "    wanted = {m.namespace: m.used.get(resource, 0) for m in members}\n",
+        "    wanted = {m.namespace: 0 for m in members}\n",
+        (f"{POOL_CORE}::test_the_pool_is_never_exceeded_whatever_the_order_of_events",),
+    ),
+    Mutant(
+        "pool-grow-with-shrinks-pending",
+        "shrink before grow: no grow while a shrink is due",
+        "operator/tenantry/render/pool.py",
+        "    if shrinks:\n",
+        "    if False:\n",
+        (POOL_CORE,),
+    ),
+    Mutant(
+        "pool-apply-writes-the-initial-split",
+        "server-side apply carries the live split: a rebalance is never undone or healed as drift",
+        "operator/tenantry/reconcile/pool.py",
+        "        pool = effective_pool(org, policy)\n        if pool is None:\n            return objects\n",
+        "        return objects\n",
+        (f"{POOL}::test_a_rebalanced_split_survives_a_restart_without_a_write",),
+    ),
+    Mutant(
+        "pool-retained-namespace-keeps-its-share",
+        "a namespace retained under deletionPolicy: Retain gives its share back to the pool",
+        "operator/tenantry/reconcile/organization.py",
+        '        await self.pools.release(body, namespace_obj["metadata"]["name"])\n',
+        "",
+        (f"{POOL}::test_a_retained_namespace_leaves_the_pool_and_gives_its_share_back",),
     ),
 )
 

@@ -169,14 +169,17 @@ class Pools:
         for _ in range(MAX_PLANS):
             lives = {}
             for ns in environments:
-                live = await self.live(ns) if ns not in blocked else None
+                live = await self.live(ns)
                 if live is not None:
                     lives[ns] = live
+            # A namespace being deleted (or refused) still holds its quota until it is gone: it
+            # counts, but is never written (a shrink skipped there holds every grow back).
             members = [member_of(ns, live, bounds.resources) for ns, live in lives.items()]
             step = next_step(bounds, members)
-            if not step.writes:
+            planned = [w for w in step.writes if w.namespace not in blocked]
+            if not planned:
                 break
-            for write in step.writes:
+            for write in planned:
                 before = next(m for m in members if m.namespace == write.namespace)
                 result = await self._write(write.namespace, lives[write.namespace], write.hard)
                 if result is None:

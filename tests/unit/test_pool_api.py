@@ -116,3 +116,16 @@ def test_the_policy_default_pool_applies_to_organizations_without_their_own() ->
 def test_a_policy_pool_must_name_its_own_environments() -> None:
     with pytest.raises(ValidationError, match=r"names qa, not environments of this policy"):
         TenancyPolicySpec.model_validate({"quotaPool": {"environments": ["qa"], "total": {"pods": "1"}}})
+
+
+def test_a_policy_pool_of_environments_an_organization_lacks_gives_it_no_pool() -> None:
+    policy = TenancyPolicy(
+        metadata={"name": "default"},  # type: ignore[arg-type]
+        spec=TenancyPolicySpec.model_validate(
+            {"quotaPool": {"environments": ["staging", "dev"], "total": {"pods": "100"}}}
+        ),
+    )
+    objects = render(minimal_org(environments=["prod"]), policy).objects
+    quota = find(objects, "ResourceQuota", "tenantry-quota", "acme-prod")
+    assert pooled_keys(quota) == ()
+    assert quota["spec"]["hard"]["pods"] == "200"

@@ -177,13 +177,6 @@ def pool_problems(org: Organization, policy: TenancyPolicy) -> list[Problem]:
                     )
                 )
     members = pool.members(environments)
-    if not members:
-        problems.append(
-            Problem(
-                "spec.quotaPool" if own else "spec.environments",
-                f"the pool of {where} covers none of this Organization's environments",
-            )
-        )
     for env in members:
         for resource in sorted(set(org.spec.quota.get(env, {})) & set(pool.total)):
             problems.append(

@@ -44,8 +44,14 @@ Amounts = dict[str, int]
 
 
 def effective_pool(org: Organization, policy: TenancyPolicy) -> QuotaPool | None:
-    """The Organization's own pool, else its policy's default pool, else None."""
-    return org.spec.quota_pool if org.spec.quota_pool is not None else policy.spec.quota_pool
+    """The Organization's own pool, else its policy's default pool (unless that pools none of
+    the Organization's environments), else None."""
+    if org.spec.quota_pool is not None:
+        return org.spec.quota_pool
+    pool = policy.spec.quota_pool
+    if pool is not None and org.spec.environments is not None and not pool.members(org.spec.environments):
+        return None
+    return pool
 
 
 def pool_members(org: Organization, policy: TenancyPolicy) -> list[str]:

@@ -237,3 +237,37 @@ async def test_a_rebalanced_split_survives_a_restart_without_a_write(
     await settled(operator)
     assert [w for w in api.writes()[before:] if "resourcequotas" in w[1]] == []
     assert await hard(api, "acme-dev") == taken
+
+
+async def test_adding_shrinking_and_removing_a_pool_converge_safely(
+    api: Api, operator: Operator, quotas: QuotaSystem
+) -> None:
+    plain = org_body(environments=["prod", "staging", "dev"])
+    await api.create(ORG, plain)
+    await ready(api)
+    assert await create_pods(api, "acme-dev", 3, "dev") == 3
+    assert [await hard(api, ns) for ns in POOLED] == [100, 50]  # the policy's fixed quotas
+    # Added: the namespaces shrink into the pool, never below what they use.
+    pool = {"environments": ["staging", "dev"], "total": {"pods": "8"}}
+    await api.patch(f"{ORG}/acme", {"spec": {"quotaPool": pool}})
+    assert await until(lambda: _sum_is(api, 8))
+    assert await hard(api, "acme-dev") >= 3
+    # Shrunk below what dev uses: dev keeps exactly its 3 pods (never below used), staging 0.
+    await api.patch(f"{ORG}/acme", {"spec": {"quotaPool": {"total": {"pods": "2"}}}})
+    assert await until(lambda: _sum_is(api, 3))
+    assert [await hard(api, ns) for ns in POOLED] == [0, 3]
+    # Removed: the fixed quotas again, and no pool annotation.
+    await api.patch(f"{ORG}/acme", {"spec": {"quotaPool": None}})
+
+    async def fixed() -> bool:
+        dev = await api.get(quota_path("acme-dev"))
+        annotations = dev["metadata"].get("annotations", {})
+        return dev["spec"]["hard"]["pods"] == "50" and "tenantry.dev/quota-pool" not in annotations
+
+    assert await until(fixed)
+    org = await ready(api)
+    assert "quotaPool" not in org["status"]
+
+
+async def _sum_is(api: Api, total: int) -> bool:
+    return sum([await hard(api, ns) for ns in POOLED]) == total

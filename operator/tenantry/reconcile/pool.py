@@ -16,7 +16,7 @@ server and a shrink can never pass a pod admitted meanwhile (docs/quota-pool.md)
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from tenantry.api.organization import Organization
@@ -57,6 +57,10 @@ def quota_key(namespace: str) -> ObjectKey:
     return ("v1", "ResourceQuota", namespace, QUOTA_NAME)
 
 
+# Posts an Event about the Organization: (body, type, reason, message).
+Emit = Callable[[dict[str, Any], str, str, str], Awaitable[None]]
+
+
 def _rv(obj: Mapping[str, Any] | None) -> int:
     text = str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
     return int(text) if text.isdigit() else 0
@@ -65,9 +69,9 @@ def _rv(obj: Mapping[str, Any] | None) -> int:
 class Pools:
     """One Organization reconcile's view of its pool (the cluster-wide state lives in Cluster)."""
 
-    def __init__(self, cluster: Cluster, emit: Any) -> None:
+    def __init__(self, cluster: Cluster, emit: Emit) -> None:
         self.cluster = cluster
-        self.emit = emit  # async (body, type, reason, message) -> None
+        self.emit = emit
 
     @property
     def client(self) -> KubeClient:

@@ -3,7 +3,8 @@ quota, and stay Pending).
 
 Three pooled namespaces share 60 pods. Five processes create pods as fast as they are admitted
 (dev wants 40, staging 12, prod 4: always within the pool, never within the initial split of
-20 each), retrying a refused pod every 20 ms; the operator is killed (SIGKILL) and started
+20 each), retrying a refused pod every 20 ms (and at once a create that quota admission gave up
+on after conflicts on the quota, 409, as clients do); the operator is killed (SIGKILL) and started
 again while they run. Then dev lets 30 pods go and two processes ask for 30 more in staging,
 which only what dev released can give (capacity flows back).
 
@@ -38,6 +39,8 @@ ORG = "e2e-pool"
 TOTAL = 60
 DEMAND = {"dev": (2, 20), "staging": (2, 6), "prod": (1, 4)}  # environment: (processes, pods each)
 DEADLINE = 120.0  # seconds for the whole load, whatever happens
+REFUSALS: list[str] = []  # the API server's own messages to a tenant at its limit
+CONFLICTS: list[int] = []  # pod creates that got 409 on the quota (admission's retries ran out)
 REPORT = Path(os.environ.get("TENANTRY_E2E_POOL_REPORT", "/tmp/tenantry-e2e-pool.json"))
 
 pytestmark = pytest.mark.skipif(
@@ -83,6 +86,8 @@ def _load(kubeconfig: str, namespace: str, prefix: str, count: int, deadline: fl
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
     admitted, waits, errors = 0, [], []
+    refused: list[str] = []
+    conflicts = 0
     refused_since: float | None = None
     i = 0
     while admitted < count and time.time() < deadline:
@@ -90,8 +95,15 @@ def _load(kubeconfig: str, namespace: str, prefix: str, count: int, deadline: fl
             api.create_namespaced_pod(namespace, _pod(f"{prefix}-{i}"))
         except ApiException as exc:
             if exc.status == 403 and "exceeded quota" in (exc.body or ""):
+                if not refused:
+                    refused.append(json.loads(exc.body)["message"])  # what a tenant sees
                 refused_since = refused_since if refused_since is not None else time.time()
                 time.sleep(0.02)
+                continue
+            if exc.status == 409 and "resourcequotas" in (exc.body or ""):
+                # Quota admission gave up after 3 conflicts on the quota (its cache lagged behind
+                # writes to it: a rebalance, the controller, other pods): clients retry.
+                conflicts += 1
                 continue
             errors.append(f"{exc.status}: {(exc.body or '')[:200]}")
             time.sleep(0.2)
@@ -101,7 +113,7 @@ def _load(kubeconfig: str, namespace: str, prefix: str, count: int, deadline: fl
             refused_since = None
         admitted += 1
         i += 1
-    out.put((namespace, admitted, waits, errors))
+    out.put((namespace, admitted, waits, errors, refused, conflicts))
 
 
 class QuotaWatch(threading.Thread):
@@ -264,10 +276,12 @@ def _run_load(demand: dict[str, tuple[int, int]], prefix: str, deadline: float, 
     admitted: dict[str, int] = {}
     waits: list[tuple[float, float]] = []
     errors: list[str] = []
-    for namespace, count, process_waits, process_errors in outcomes:
+    for namespace, count, process_waits, process_errors, refused, conflicts in outcomes:
         admitted[namespace] = admitted.get(namespace, 0) + count
         waits += process_waits
         errors += process_errors
+        REFUSALS.extend(refused)
+        CONFLICTS.append(conflicts)
     return admitted, waits, errors
 
 
@@ -361,6 +375,8 @@ def test_pods_from_several_processes_never_exceed_the_pool_across_an_operator_ki
             str(code): sum(1 for e in audit if (e.get("responseStatus") or {}).get("code") == code)
             for code in sorted({(e.get("responseStatus") or {}).get("code") for e in audit})
         },
+        "refusal_example": REFUSALS[0] if REFUSALS else None,
+        "pod_creates_with_409_on_the_quota": sum(CONFLICTS),
         "errors": (errors + more_errors)[:5],
     }
     REPORT.write_text(json.dumps(report, indent=2))
@@ -369,6 +385,8 @@ def test_pods_from_several_processes_never_exceed_the_pool_across_an_operator_ki
     assert errors == [] and more_errors == []
     assert admitted == {f"{ORG}-{env}": p * c for env, (p, c) in DEMAND.items()}
     assert more == {f"{ORG}-staging": 30}
+    # A refused tenant is told which quota and namespace limit refused it, by the API server.
+    assert REFUSALS and all("exceeded quota: tenantry-quota" in m for m in REFUSALS)
     assert watch.highest["used"] <= TOTAL
     assert watch.highest["spec"] <= TOTAL
     assert watch.highest["status"] <= TOTAL

@@ -119,6 +119,7 @@ class Events:
         inventory = self.cluster.inventory
         if event.get("type") == "DELETED":
             key, owner = inventory.remove(obj)
+            self.cluster.pool_seen.pop(key, None)
             if key in self.cluster.expected_deletions:
                 self.cluster.expected_deletions.discard(key)
                 inventory.forget_tombstone(key)

@@ -33,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_real_cluster import KUBECONFIG, ROOT, apply, get, kubectl, ready, wait_for
+KUBECONFIG = os.environ.get("TENANTRY_E2E_KUBECONFIG")
+ROOT = Path(__file__).resolve().parents[2]
 
 ORG = "e2e-pool"
 TOTAL = 60
@@ -46,6 +47,55 @@ REPORT = Path(os.environ.get("TENANTRY_E2E_POOL_REPORT", "/tmp/tenantry-e2e-pool
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
 )
+
+
+# Self-contained (the shared harness of tests/e2e/conftest.py was not on main yet when this was
+# written): kubectl with a timeout, waits with a bound, an operator logging to a file.
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert KUBECONFIG is not None
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", KUBECONFIG, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    if check and proc.returncode:
+        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
+def get(*args: str) -> dict[str, Any] | None:
+    proc = kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def apply(obj: dict[str, Any]) -> None:
+    kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(obj))
+
+
+def wait_for(check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+def ready(name: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get("organization", name)
+        conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+        ok = conds.get("Ready", {}).get("status") == "True"
+        observed = ((obj or {}).get("status") or {}).get("observedGeneration")
+        fresh = obj is not None and observed == obj["metadata"]["generation"]
+        return obj if ok and fresh else None
+
+    result: dict[str, Any] = wait_for(check, timeout=120)
+    return result
 
 
 def _pod(name: str) -> dict[str, Any]:
@@ -222,7 +272,11 @@ def pool_operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     yield holder
     kubectl("delete", "organization", ORG, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False)
     holder["proc"].terminate()
-    holder["proc"].wait(timeout=30)
+    try:
+        holder["proc"].wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        holder["proc"].kill()
+        holder["proc"].wait(timeout=30)
     for env in DEMAND:
         kubectl("delete", "namespace", f"{ORG}-{env}", "--ignore-not-found", "--wait=false", check=False)
 

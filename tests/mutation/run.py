@@ -29,7 +29,7 @@ the repository root with the project's interpreter:
     .venv/bin/python tests/mutation/run.py -j 2        # two mutants at a time
 
 (Measured: 16 mutants, baseline included, 64 s with -j 1 on a 2-CPU machine; the 5 quota pool
-mutants add about 70 s, the property test runs twice; the integration
+mutants add 70-170 s (hypothesis may need many examples to find a mutant); the integration
 mutants dominate: the terminating-namespace one waits for two 2-second requeues, ~17 s.)
 """
 

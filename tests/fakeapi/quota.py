@@ -10,7 +10,8 @@
   real UpdateStatus with its resourceVersion makes them serialise) before the pod is stored;
 - the controller (pkg/controller/resourcequota, `syncResourceQuota`): a quota whose spec.hard
   differs from status.hard gets status.hard = spec.hard and a recount of used, `sync_delay`
-  seconds later (0: at once); deleting a pod recounts its namespace's quotas the same way.
+  seconds later (0: at once; per namespace if a mapping, so a later change can be synced
+  first); deleting a pod recounts its namespace's quotas the same way.
 
 Not modelled: scopes, other resources than pods, LimitRange defaulting (tests give requests).
 """
@@ -71,8 +72,10 @@ def _text(value: Decimal) -> str:
 class QuotaSystem:
     """Installs admission and the controller on a FakeApiServer (which must serve pods)."""
 
-    def __init__(self, server: FakeApiServer, sync_delay: float = 0.0) -> None:
+    def __init__(self, server: FakeApiServer, sync_delay: float | dict[str, float] = 0.0) -> None:
         self.server = server
+        # Seconds until the controller syncs a quota; per namespace when a mapping (the real
+        # controller's work queue gives no order between quotas).
         self.sync_delay = sync_delay
         self.refused: list[tuple[str, str]] = []  # (namespace, message) of every refusal
         server.admitters.append(self.admit)
@@ -125,10 +128,15 @@ class QuotaSystem:
                     self._later(ns, name)
 
     def _later(self, namespace: str, name: str) -> None:
-        if self.sync_delay <= 0:
+        delay = (
+            self.sync_delay
+            if isinstance(self.sync_delay, float | int)
+            else self.sync_delay.get(namespace, 0.0)
+        )
+        if delay <= 0:
             self.sync(namespace, name)
         else:
-            asyncio.get_running_loop().call_later(self.sync_delay, self.sync, namespace, name)
+            asyncio.get_running_loop().call_later(delay, self.sync, namespace, name)
 
     def sync(self, namespace: str, name: str) -> None:
         """status.hard = spec.hard; used recounted from the pods of the namespace."""

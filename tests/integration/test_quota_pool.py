@@ -271,3 +271,28 @@ async def test_adding_shrinking_and_removing_a_pool_converge_safely(
 
 async def _sum_is(api: Api, total: int) -> bool:
     return sum([await hard(api, ns) for ns in POOLED]) == total
+
+
+async def test_pods_in_both_namespaces_at_once_with_a_lagging_quota_controller(
+    api: Api, operator: Operator, kube: FakeApiServer
+) -> None:
+    """The quota controller copies spec.hard into status late (admission enforces status), and
+    staging's quota later than dev's: a grow of dev waits until staging's shrink is enforced, so
+    no sum (spec, status, used) ever exceeds the pool."""
+    kube.serve(PODS)
+    QuotaSystem(kube, sync_delay={"acme-staging": 0.4, "acme-dev": 0.05})
+    watcher = Watcher(kube, TOTAL)
+    await api.create(ORG, pool_org())
+    await ready(api)
+
+    async def enforced() -> bool:  # until then Kubernetes enforces nothing (no status.hard)
+        quotas = [await api.get(quota_path(ns)) for ns in POOLED]
+        return all(q.get("status") for q in quotas)
+
+    await until(enforced)
+    dev, staging = await asyncio.gather(
+        create_pods(api, "acme-dev", 6, "dev"), create_pods(api, "acme-staging", 4, "staging")
+    )
+    assert (dev, staging) == (6, 4)
+    assert watcher.violations == []
+    assert watcher.highest_used == TOTAL

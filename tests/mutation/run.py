@@ -254,7 +254,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "operator/tenantry/render/pool.py",
         "        effective = {m.namespace: m.effective(r) for m in members}\n",
         "        effective = {m.namespace: float(m.spec.get(r) or 0) for m in members}\n",
-        (f"{POOL_CORE}::test_the_pool_is_never_exceeded_whatever_the_order_of_events",),
+        (
+            f"{POOL_CORE}::test_the_pool_is_never_exceeded_whatever_the_order_of_events",
+            f"{POOL}::test_pods_in_both_namespaces_at_once_with_a_lagging_quota_controller",
+        ),
     ),
     Mutant(
         "pool-target-below-used",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from tenantry.api.base import COUNT_RESOURCES, QUOTA_RESOURCES
 from tenantry.api.organization import Organization
@@ -107,10 +106,6 @@ def from_units(resource: str, amount: int) -> str:
             if amount % size == 0:
                 return f"{amount // size}{suffix}"
     return str(amount)
-
-
-def display(resource: str, amount: int) -> str:
-    return from_units(resource, amount)
 
 
 # ---- the pool in units --------------------------------------------------------------------------
@@ -380,11 +375,3 @@ def allocate_missing(
             out.setdefault(m.namespace, {})[r] = given
             free -= max(given, m.used.get(r, 0))
     return out
-
-
-def sum_effective(members: list[Member], resource: str) -> float:
-    return sum(m.effective(resource) for m in members)
-
-
-def as_decimal(resource: str, amount: int) -> Decimal:
-    return Decimal(amount) / _scale(resource)

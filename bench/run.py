@@ -292,7 +292,12 @@ class Bench:
         return await self.until("operator quiet", check, within, 0.5)
 
 
+# Pods pooled over the three environments of every Organization (`--pool`; 0: no pool).
+POOL = {"pods": 0}
+
+
 def organization(name: str) -> dict[str, Any]:
+    pool = {"quotaPool": {"total": {"pods": str(POOL["pods"])}}} if POOL["pods"] else {}
     return {
         "apiVersion": "tenantry.dev/v1alpha1",
         "kind": "Organization",
@@ -314,6 +319,7 @@ def organization(name: str) -> dict[str, Any]:
                     }
                 ]
             },
+            **pool,
         },
     }
 
@@ -682,6 +688,8 @@ async def churn_phase(bench: Bench, n: int, avoid: set[str]) -> dict[str, Any]:
         "reconciles": reconciles(await bench.metrics(port)) - reconciles_before,
         "operator_writes": window["writes"],
         "organization_status_writes": org_status.get("patch", 0),
+        # Pooled quotas (--pool): the rebalancer's writes (docs/quota-pool.md).
+        "quota_writes": sum(window["by_resource"].get("resourcequotas", {}).values()),
         "drift": probes,
     }
 
@@ -795,6 +803,7 @@ async def scenario(bench: Bench, n: int) -> dict[str, Any]:
         "machine": machine(),
         "operator_source": fingerprint(bench.args.operator_src),
         "quota_controller": bench.args.quota_controller,
+        "pooled_pods": bench.args.pool,
         "api_latency_ms": bench.args.latency_ms,
         "raw_apply_baseline": raw,
     }
@@ -844,7 +853,6 @@ def machine() -> dict[str, Any]:
         "memory": meminfo[0].split(":", 1)[1].strip(),
         "python": platform.python_version(),
         "kopf": version("kopf"),
-        "kmock": version("kmock"),
         "kubernetes_client": version("kubernetes"),
     }
 
@@ -1000,7 +1008,11 @@ def main() -> None:
     parser.add_argument("--probe-timeout", type=float, default=10.0, help="one probe's heal bound")
     parser.add_argument("--churn-every", type=float, default=1.0, help="quota churn: a round every S s")
     parser.add_argument("--churn-count", type=int, default=20, help="quota churn: quotas per round")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="pool this many pods over each Organization's environments"
+    )
     args = parser.parse_args()
+    POOL["pods"] = args.pool
     if args.orgs < 4:
         parser.error("--orgs must be at least 4 (four Organizations get a drift probe)")
     args.workdir = args.workdir or f"/tmp/tenantry-bench-{args.orgs}"

@@ -129,5 +129,8 @@ TENANTRY_RESOURCES: tuple[ResourceInfo, ...] = (
     ),
 )
 
+# Pods, for quota admission (tests/fakeapi/quota.py); the operator never reads or writes them.
+PODS = _r("", "v1", "pods", "Pod", True, subresources=STATUS, short_names=("po",))
+
 # Argo CD's AppProject CRD (no status subresource): served only once a test installs Argo CD.
 APPPROJECTS = _r("argoproj.io", "v1alpha1", "appprojects", "AppProject", True, generation=True)

@@ -40,15 +40,16 @@ Modelled:
 
 Not modelled (tests/e2e covers what our code depends on): authentication and RBAC (every request
 is allowed; test_operator_rbac compares what was sent with our ClusterRole), admission other than
-NamespaceLifecycle (tests/unit evaluates our policies), schema validation, defaulting and pruning
+NamespaceLifecycle and, when installed (tests/fakeapi/quota.py, with the `PODS` resource), quota
+admission for pods (tests/unit evaluates our policies), schema validation, defaulting and pruning
 (the CRD tests), garbage collection by ownerReferences, list-map merge keys, `dryRun`
 (refused, so a test cannot believe it worked), deletecollection, protobuf, HTTP/2 streams.
 
 Test hooks (public, used by tests and bench): `requests` (the log), `fail()` (answer the next
 matching requests with an error instead of serving them: state does not change), `end_watches()`,
 `forget_history()`, `delete_unheard()`, `serve()`/`stop_serving()`, `write_status()` (a
-controller's status update), `listeners` (called on every change) and `observers` (called on
-every request, with its answer's status).
+controller's status update), `admitters` (admission plugins for creates), `listeners` (called
+on every change) and `observers` (called on every request, with its answer's status).
 """
 
 from __future__ import annotations
@@ -235,6 +236,9 @@ class FakeApiServer:
         self.crashes: list[BaseException] = []
         # Called once per request, when its answer's status is known (a watch: once it started).
         self.observers: list[Callable[[Request], None]] = []
+        # Admission plugins for creates (tests/fakeapi/quota.py): (resource, namespace, body); raise
+        # ApiStatusError to refuse. Called after NamespaceLifecycle, before the object is stored.
+        self.admitters: list[Callable[[ResourceInfo, str | None, dict[str, Any]], None]] = []
         self.history_size = history
         self.bookmark_every = bookmark_every
         self._history: dict[str, deque[_Change]] = {}
@@ -766,6 +770,8 @@ class FakeApiServer:
                 f'{info.qualified()} "{meta["name"]}" already exists',
                 {"name": meta["name"], "kind": info.plural},
             )
+        for admit in self.admitters:
+            admit(info, namespace, body)
         return self._store_new(info, body, namespace, _manager(request), apply=apply)
 
     def _admit_namespace(self, info: ResourceInfo, namespace: str, name: str) -> None:

@@ -102,6 +102,12 @@ async def test_operator_role_matches_what_the_code_does(api: Api, operator: Oper
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x-prod"}}
     )
     await api.create(ORG, org_body(name="x"))  # refused: get on a namespace we do not own
+    # A quota pool: an apply that conflicts (409) reads the quota again (get); Retain releases it.
+    api.kube.fail("PATCH", "/api/v1/namespaces/pooled-dev/resourcequotas/tenantry-quota", code=409)
+    await api.create(ORG, org_body(name="pooled", quotaPool={"total": {"pods": "10"}}))
+    await ready(api, "pooled")
+    await api.delete(f"{ORG}/pooled")
+    await until(lambda: _gone(api, f"{ORG}/pooled"))
     await api.delete(f"{ORG}/acme")
     await api.delete(f"{ORG}/retained")
     await until(lambda: _gone(api, f"{ORG}/acme"))

@@ -649,6 +649,26 @@ def test_promtool_checks_the_rules_and_their_behaviour(tmp_path: Path) -> None:
                 }
             ],
         },
+        {  # exhausted 1 for an organization and resource; 0 elsewhere (one series per replica)
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'tenantry_quota_pool_exhausted{organization="acme", resource="pods", pod="a"}',
+                    "values": "1x5",
+                },
+                {
+                    "series": 'tenantry_quota_pool_exhausted{organization="beta", resource="pods", pod="a"}',
+                    "values": "0x5",
+                },
+            ],
+            "promql_expr_test": [
+                {
+                    "expr": expr["TenantryQuotaPoolExhausted"],
+                    "eval_time": "3m",
+                    "exp_samples": [{"labels": '{organization="acme", resource="pods"}', "value": 1}],
+                }
+            ],
+        },
     ]
     (tmp_path / "tests.yaml").write_text(
         yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})

@@ -188,6 +188,8 @@ def organization_crd() -> dict[str, Any]:
             {"name": "Policy", "type": "string", "jsonPath": ".spec.policy"},
             _condition_column("Ready", "Ready"),
             _condition_column("Reason", "Ready", "reason"),
+            # The busiest pooled resource, "requests.cpu 83%" (empty without a pool).
+            {"name": "Pool", "type": "string", "jsonPath": ".status.quotaPool.use"},
             AGE,
         ],
         ORGANIZATION_CEL,

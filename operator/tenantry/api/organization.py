@@ -30,6 +30,7 @@ from tenantry.api.base import (
 )
 from tenantry.api.common import Port, Subject
 from tenantry.api.guardrails import OrganizationGuardrails
+from tenantry.api.pool import QuotaPool
 
 # Reserved namespace prefixes that no policy can lift: Kubernetes' and OpenShift's own.
 ALWAYS_RESERVED_PREFIXES: tuple[str, ...] = ("kube-", "openshift-")
@@ -271,6 +272,12 @@ class OrganizationSpec(Model):
                     "every key of quota must be one of spec.environments",
                     ".quota",
                 ),
+                cel(
+                    "!has(self.quotaPool) || !has(self.quotaPool.environments) || !has(self.environments) "
+                    "|| self.quotaPool.environments.all(e, e in self.environments)",
+                    "every environment of quotaPool must be one of spec.environments",
+                    ".quotaPool.environments",
+                ),
             ]
         }
     )
@@ -290,6 +297,9 @@ class OrganizationSpec(Model):
     # Keys must be environments (CEL below), so there are at most as many as environments.
     quota: dict[DNSLabel, ResourceList] = Field(default_factory=dict, max_length=MAX_ENVIRONMENTS)
     quota_approval: QuotaApproval | None = None
+    # One budget shared by several environments (api/pool.py, docs/quota-pool.md); left out:
+    # the policy's default pool, if it has one, else every namespace keeps its own quota.
+    quota_pool: QuotaPool | None = None
     network: Network = Field(default_factory=Network)
     # Narrows the policy's guardrails; widening needs quotaApproval (docs/admission.md).
     guardrails: OrganizationGuardrails = Field(default_factory=OrganizationGuardrails)
@@ -311,6 +321,17 @@ class OrganizationSpec(Model):
                 f"({', '.join(environments or [])})"
             )
         return quota
+
+    @model_validator(mode="after")
+    def _pool_environments(self) -> OrganizationSpec:
+        if self.quota_pool is not None and self.quota_pool.environments and self.environments is not None:
+            outside = [e for e in self.quota_pool.environments if e not in self.environments]
+            if outside:
+                raise ValueError(
+                    f"quotaPool.environments names {', '.join(outside)}, not in spec.environments "
+                    f"({', '.join(self.environments)})"
+                )
+        return self
 
 
 class ObjectMeta(Model):

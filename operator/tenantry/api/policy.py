@@ -33,6 +33,7 @@ from tenantry.api.base import (
 from tenantry.api.common import Port, Subject
 from tenantry.api.guardrails import DEFAULT_HOSTS, Guardrails
 from tenantry.api.organization import ALWAYS_RESERVED_NAMES, ALWAYS_RESERVED_PREFIXES, CIDR, ObjectMeta
+from tenantry.api.pool import QuotaPool
 from tenantry.api.quantity import parse_quantity
 
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
@@ -288,6 +289,9 @@ class TenancyPolicySpec(Model):
     guardrails: Guardrails = Field(
         default_factory=lambda: Guardrails(node_ports=False, load_balancers=False, hosts=list(DEFAULT_HOSTS))
     )
+    # The pool an Organization gets when it sets none (api/pool.py); its environments that an
+    # Organization does not have are left out of that Organization's pool. None: no pool.
+    quota_pool: QuotaPool | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TenancyPolicySpec:
@@ -296,6 +300,14 @@ class TenancyPolicySpec(Model):
                 f"managedBy.default {self.managed_by.default!r} must be one of managedBy.allowed "
                 f"({', '.join(self.managed_by.allowed)})"
             )
+        names = [e.name for e in self.environments]
+        if self.quota_pool is not None and self.quota_pool.environments is not None:
+            outside = [e for e in self.quota_pool.environments if e not in names]
+            if outside:
+                raise ValueError(
+                    f"quotaPool.environments names {', '.join(outside)}, not environments of this "
+                    f"policy ({', '.join(names)})"
+                )
         return self
 
     def environment(self, name: str) -> EnvironmentPolicy | None:

@@ -72,6 +72,32 @@ class QuotaUsage(Model):
     used: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
+class PoolResourceStatus(Model):
+    """One pooled resource: the pool, what its namespaces hold (spec.hard) and use, together."""
+
+    resource: str = Field(max_length=DNS_LABEL_MAX)
+    pool: StatusQuantity
+    hard: StatusQuantity
+    used: StatusQuantity
+    # A namespace is at its limit and the pool has nothing left to give it.
+    exhausted: bool = False
+
+
+class PoolNamespaceStatus(Model):
+    namespace: str = Field(max_length=DNS_LABEL_MAX)
+    environment: str = Field(max_length=DNS_LABEL_MAX)
+    hard: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
+    used: dict[str, StatusQuantity] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+
+class QuotaPoolStatus(Model):
+    """status.quotaPool (docs/quota-pool.md): the pool, its use, and each namespace's share."""
+
+    use: str = Field(default="", max_length=DNS_LABEL_MAX + 8)
+    resources: list[PoolResourceStatus] = Field(default_factory=list, max_length=MAX_LABELS)
+    namespaces: list[PoolNamespaceStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
+
+
 GUARDRAIL_LINES = 12  # one line per guardrail admission policy (8 today)
 GUARDRAIL_LINE_MAX = 512
 
@@ -114,6 +140,7 @@ class OrganizationStatus(Model):
     quota: list[QuotaUsage] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     guardrails: list[GuardrailStatus] = Field(default_factory=list, max_length=MAX_ENVIRONMENTS)
     grants: list[GrantStatus] = Field(default_factory=list, max_length=MAX_GRANTS)
+    quota_pool: QuotaPoolStatus | None = None
 
 
 class TenancyPolicyStatus(Model):

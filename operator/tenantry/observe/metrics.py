@@ -78,6 +78,22 @@ WRITES_FENCED = Counter(
     "Writes not sent because this replica could not renew the leader Lease in time.",
     registry=REGISTRY,
 )
+POOL_WRITES = Counter(
+    "tenantry_quota_pool_writes_total",
+    "Writes of pooled quota limits, by direction (shrink or grow).",
+    ["direction"],
+    registry=REGISTRY,
+)
+POOL_CONFLICTS = Counter(
+    "tenantry_quota_pool_conflicts_total",
+    "Pooled quota writes refused because the quota changed since it was read (409), then redone.",
+    registry=REGISTRY,
+)
+POOL_REBALANCE_SECONDS = Histogram(
+    "tenantry_quota_pool_rebalance_seconds",
+    "Time to move capacity within a pool, from the first to the last write of a rebalance.",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("tenantry_queue_depth", "Organizations waiting to be reconciled.", registry=REGISTRY)
 
 
@@ -149,7 +165,33 @@ ACTIVE_GRANTS = StateFamily(
     "RoleBindings of grants of elevated access in force, per organization and environment.",
     ("organization", "environment"),
 )
-STATE_FAMILIES = (ORGANIZATIONS, ORGANIZATION_READY, QUOTA_USE, ACTIVE_GRANTS)
+POOL_SIZE = StateFamily(
+    "tenantry_quota_pool_size",
+    "A quota pool's total per pooled resource (CPU in cores, memory and storage in bytes).",
+    ("organization", "resource"),
+)
+POOL_USED = StateFamily(
+    "tenantry_quota_pool_used",
+    "What the pooled namespaces use together, per pooled resource.",
+    ("organization", "resource"),
+)
+POOL_EXHAUSTED = StateFamily(
+    "tenantry_quota_pool_exhausted",
+    "1 when a pooled namespace is at its limit and the pool has nothing left to give it.",
+    ("organization", "resource"),
+)
+POOL_NAMESPACE_HARD = StateFamily(
+    "tenantry_quota_pool_namespace_hard",
+    "Each pooled namespace's current share of the pool (its ResourceQuota spec.hard).",
+    ("organization", "namespace", "resource"),
+)
+POOL_NAMESPACE_USED = StateFamily(
+    "tenantry_quota_pool_namespace_used",
+    "What each pooled namespace uses of its share.",
+    ("organization", "namespace", "resource"),
+)
+POOL_FAMILIES = (POOL_SIZE, POOL_USED, POOL_EXHAUSTED, POOL_NAMESPACE_HARD, POOL_NAMESPACE_USED)
+STATE_FAMILIES = (ORGANIZATIONS, ORGANIZATION_READY, QUOTA_USE, ACTIVE_GRANTS, *POOL_FAMILIES)
 READY_VALUES = ("True", "False", "Unknown")
 
 
@@ -160,6 +202,8 @@ class State:
     ready: Mapping[str, str] = field(default_factory=dict)
     quota_use: Iterable[tuple[str, str, str, float]] = ()
     active_grants: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # Per pool family name, its rows (label values, value).
+    pools: Mapping[str, Iterable[tuple[Sequence[str], float]]] = field(default_factory=dict)
 
 
 class StateCollector(Collector):
@@ -194,6 +238,11 @@ class StateCollector(Collector):
         for (organization, environment), count in sorted(state.active_grants.items()):
             grants.add_metric([organization, environment], float(count))
         yield from (organizations, ready, quota, grants)
+        for pool_family in POOL_FAMILIES:
+            family = pool_family.family()
+            for labels, amount in state.pools.get(pool_family.name, ()):
+                family.add_metric(list(labels), amount)
+            yield family
 
 
 STATE = StateCollector()

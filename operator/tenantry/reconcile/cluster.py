@@ -18,6 +18,17 @@ from tenantry.render import ObjectKey
 log = get_logger("tenantry.reconcile")
 
 
+@dataclass(frozen=True)
+class PoolView:
+    """One Organization's quota pool as last rebalanced, for metrics read at scrape time.
+    resources: (resource, pool, sum of hard, sum of used, exhausted), in units;
+    namespaces: (namespace, environment, hard per resource (None: missing), used per resource)."""
+
+    organization: str
+    resources: list[tuple[str, int, int, int, bool]]
+    namespaces: list[tuple[str, str, dict[str, int | None], dict[str, int]]]
+
+
 @dataclass
 class Cluster:
     """Shared state of the operator process, filled by watch events."""
@@ -44,6 +55,12 @@ class Cluster:
     identity_warned: bool = False
     # When each Organization's status was last written for quota usage alone (monotonic time).
     quota_status_written: dict[str, float] = field(default_factory=dict)
+    # Quota pools (reconcile/pool.py): per pooled quota the newest resourceVersion seen in a
+    # response (the inventory may briefly hold an older watch event), per Organization its
+    # pool as last rebalanced and the (namespace, resource) pairs reported exhausted.
+    pool_seen: dict[ObjectKey, int] = field(default_factory=dict)
+    pool_views: dict[str, PoolView] = field(default_factory=dict)
+    pool_exhausted: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
 
     def quota_status_due(self, name: str, now: float, ready_age: float | None = None) -> float:
         """Seconds to wait before the next quota-usage-only status write of `name` (0: now, and

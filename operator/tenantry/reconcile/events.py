@@ -25,6 +25,7 @@ from tenantry.reconcile.observed import current_state
 from tenantry.reconcile.policy import POLICY_KEY_PREFIX
 from tenantry.reconcile.queue import Priority, WorkQueue
 from tenantry.render import object_key
+from tenantry.render.pool import pooled_keys
 
 log = get_logger("tenantry.operator")
 
@@ -69,6 +70,8 @@ class Events:
             self.cluster.organizations.pop(name, None)
             self.seen_significant.pop(name, None)
             self.cluster.inventory.forget_owner(name)
+            self.cluster.pool_views.pop(name, None)
+            self.cluster.pool_exhausted.pop(name, None)
         else:
             if not self.cluster.remember_organization(obj):
                 return  # older than what a write of ours already returned
@@ -119,6 +122,7 @@ class Events:
             return  # older than what the inventory has (a write's response came first)
         if event.get("type") == "DELETED":
             key, owner = inventory.remove(obj)
+            self.cluster.pool_seen.pop(key, None)
             if key in self.cluster.expected_deletions:
                 self.cluster.expected_deletions.discard(key)
                 inventory.forget_tombstone(key)
@@ -133,8 +137,12 @@ class Events:
             ].get("resourceVersion")
             if seen:
                 return  # our own write, already recorded from its response
-            # A quota's usage changed (its status only): refresh the status, it is not drift.
-            priority = Priority.RESYNC if drift.status_only(previous, slim(obj)) else Priority.DRIFT
+            # A quota's usage changed (its status only): refresh the status, it is not drift. A
+            # pooled quota's use is what its pool is rebalanced from: promptly (docs/quota-pool.md).
+            if drift.status_only(previous, slim(obj)):
+                priority = Priority.CHANGE if pooled_keys(obj) else Priority.RESYNC
+            else:
+                priority = Priority.DRIFT
         if owner and owner in self.cluster.organizations:
             await self.queue.put(owner, priority)
         elif owner and priority == Priority.DRIFT:
@@ -160,7 +168,9 @@ class Events:
             self.ready_of[name] = _ready_of(body)
 
     def metrics_state(self) -> metrics.State:
-        return current_state(self.cluster.inventory, self.cluster.organizations, self.ready_of)
+        return current_state(
+            self.cluster.inventory, self.cluster.organizations, self.ready_of, self.cluster.pool_views
+        )
 
 
 def lean(obj: dict[str, Any]) -> dict[str, Any]:

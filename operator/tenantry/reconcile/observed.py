@@ -11,7 +11,9 @@ from typing import Any
 
 from tenantry.api.quantity import QuantityError, parse_quantity
 from tenantry.kube.inventory import Inventory
+from tenantry.observe import metrics
 from tenantry.observe.metrics import State
+from tenantry.reconcile.cluster import PoolView
 from tenantry.render import labels as lbl
 from tenantry.render.access import GRANT_PREFIX
 
@@ -27,7 +29,12 @@ def quota_ratios(hard: Mapping[str, str], used: Mapping[str, str]) -> Iterator[t
         yield resource, ratio
 
 
-def current_state(inventory: Inventory, organizations: Mapping[str, Any], ready: Mapping[str, str]) -> State:
+def current_state(
+    inventory: Inventory,
+    organizations: Mapping[str, Any],
+    ready: Mapping[str, str],
+    pools: Mapping[str, PoolView] | None = None,
+) -> State:
     """Ready per known Organization; quota use of the environments they have now (a namespace
     retained after its environment was removed is labelled orphaned and not reported).
 
@@ -38,7 +45,35 @@ def current_state(inventory: Inventory, organizations: Mapping[str, Any], ready:
         ready={name: ready.get(name, "Unknown") for name in known},
         quota_use=_quota_use(inventory, known),
         active_grants=_active_grants(inventory, known),
+        pools=pool_rows([v for name, v in (pools or {}).items() if name in known]),
     )
+
+
+def _in_base_units(resource: str, amount: int) -> float:
+    """Units of render/pool.py (millicores for CPU) as Prometheus' base units (cores)."""
+    return amount / 1000 if resource.endswith(".cpu") else float(amount)
+
+
+def pool_rows(views: list[PoolView]) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+    """The pool metric families' rows, from each pool as last rebalanced."""
+    rows: dict[str, list[tuple[tuple[str, ...], float]]] = {f.name: [] for f in metrics.POOL_FAMILIES}
+    for view in sorted(views, key=lambda v: v.organization):
+        org = view.organization
+        for r, total, _, used, exhausted in view.resources:
+            rows[metrics.POOL_SIZE.name].append(((org, r), _in_base_units(r, total)))
+            rows[metrics.POOL_USED.name].append(((org, r), _in_base_units(r, used)))
+            rows[metrics.POOL_EXHAUSTED.name].append(((org, r), 1.0 if exhausted else 0.0))
+        for namespace, _, hard, used_by in view.namespaces:
+            for r, amount in hard.items():
+                if amount is not None:
+                    rows[metrics.POOL_NAMESPACE_HARD.name].append(
+                        ((org, namespace, r), _in_base_units(r, amount))
+                    )
+            for r, amount in used_by.items():
+                rows[metrics.POOL_NAMESPACE_USED.name].append(
+                    ((org, namespace, r), _in_base_units(r, amount))
+                )
+    return rows
 
 
 def _quota_use(inventory: Inventory, organizations: set[str]) -> Iterator[tuple[str, str, str, float]]:

@@ -26,11 +26,14 @@ from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.deletion import when_not_rendered, when_released
 from tenantry.reconcile.grants import transitions
 from tenantry.reconcile.identity import expected_identity, identity_hint
+from tenantry.reconcile.pool import Pools
 from tenantry.reconcile.status import Outcome, build_status, same_status, utc_now
 from tenantry.render import ObjectKey, is_managed_name, object_key, render_organization
 from tenantry.render import labels as lbl
 from tenantry.render.access import MFA_LABEL
+from tenantry.render.checks import with_policy_environments
 from tenantry.render.permitted import permitted_access
+from tenantry.render.pool import pooled_keys
 
 FINALIZER = "tenantry.dev/finalizer"
 # What an invalid Organization's access is made of (render/permitted.py).
@@ -107,6 +110,7 @@ def _fingerprint(objects: list[dict[str, Any]]) -> str:
 class OrganizationReconciler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.pools = Pools(cluster, self.event)
 
     @property
     def client(self) -> KubeClient:
@@ -240,21 +244,17 @@ class OrganizationReconciler:
             outcome.progressing = True
             outcome.message = "waiting for a terminating namespace to be gone before re-creating it"
 
-        desired_keys = {object_key(obj) for obj in rendering.objects}
-        waves = self._writes(rendering.objects, blocked, applied_before)
-        for wave in sorted(waves):
-            # Nothing is written into a namespace whose create was refused in an earlier wave.
-            writes = [w for w in waves[wave] if _namespace_of(w[0]) not in blocked]
-            await self._apply_wave(body, writes, outcome)
-            for obj, _, _ in writes:
-                namespace = str(obj["metadata"]["name"])
-                create_refused = obj["kind"] == "Namespace" and namespace in outcome.refused_writes
-                if create_refused and self.cluster.inventory.get(object_key(obj)) is None:
-                    blocked.add(namespace)
+        # Pooled quota keys as they are live (the rebalancer's), never the initial split again.
+        filled = with_policy_environments(org, policy)
+        objects = await self.pools.carry_live(filled, policy, rendering.objects)
+        desired_keys = {object_key(obj) for obj in objects}
+        waves = self._writes(objects, blocked, applied_before)
+        await self._apply_waves(body, waves, blocked, outcome)
 
         owned_namespaces = self._owned_namespaces(body, org.name, rendering.namespaces)
         outcome.owned_namespaces = owned_namespaces
         await self._prune(body, org, desired_keys, blocked, _recorded(owned_namespaces))
+        outcome.quota_pool = await self.pools.rebalance(body, filled, policy, blocked)
         for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
             if entry["phase"] in ("Missing", "Adopting"):
                 entry["phase"] = await self._namespace_phase(org.name, entry["name"])
@@ -438,11 +438,29 @@ class OrganizationReconciler:
         for (obj, _, correction), result in zip(wave, results, strict=True):
             await self._record(body, obj, correction, result, outcome)
 
+    async def _apply_waves(
+        self, body: dict[str, Any], waves: dict[int, list[Write]], blocked: set[str], outcome: Outcome
+    ) -> None:
+        for wave in sorted(waves):
+            # Nothing is written into a namespace whose create was refused in an earlier wave.
+            writes = [w for w in waves[wave] if _namespace_of(w[0]) not in blocked]
+            await self._apply_wave(body, writes, outcome)
+            for obj, _, _ in writes:
+                namespace = str(obj["metadata"]["name"])
+                create_refused = obj["kind"] == "Namespace" and namespace in outcome.refused_writes
+                if create_refused and self.cluster.inventory.get(object_key(obj)) is None:
+                    blocked.add(namespace)
+
     async def _send(self, obj: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
         """Heal with server-side apply's semantics (kube/drift.py): a forced apply, then, only if
         another manager added fields the apply cannot remove, a merge patch removing exactly
-        those, on the condition that the object is still the one the apply returned."""
-        applied = await self.client.apply(obj)
+        those, on the condition that the object is still the one the apply returned. A pooled
+        quota is applied with its resourceVersion as a precondition (reconcile/pool.py): its
+        limits are the rebalancer's, carried from the live object, never an older split."""
+        if obj["kind"] == "ResourceQuota" and pooled_keys(obj):
+            applied = await self.pools.apply(obj)
+        else:
+            applied = await self.client.apply(obj)
         patch = drift.leftovers(obj, applied)
         if patch is None:
             return applied
@@ -644,6 +662,8 @@ class OrganizationReconciler:
         labels = namespace_obj["metadata"].get("labels") or {}
         if labels.get(lbl.ORPHANED) == "true":
             return
+        # Its quota stays (a guardrail), but not its share of a pool: that goes back.
+        await self.pools.release(body, namespace_obj["metadata"]["name"])
         # A merge patch of the one label: a server-side apply would have to name every label
         # (fields our manager applied before and omits now are removed), and force-applying
         # labels another manager set would take them over.
@@ -741,7 +761,8 @@ class OrganizationReconciler:
         if same_status(current, status):
             return
         name = body["metadata"]["name"]
-        if same_status({**(current or {}), "quota": status.get("quota")}, status):
+        usage: dict[str, Any] = {k: status[k] for k in ("quota", "quotaPool") if k in status}
+        if same_status({**(current or {}), **usage}, status):
             # Only quota usage moved: kube-controller-manager updates it with every pod or PVC
             # anywhere in the tenant, which would be a status write per pod start. Written at
             # most every `quota_status_interval` seconds per Organization (the quota-use metrics

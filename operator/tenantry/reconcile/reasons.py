@@ -31,6 +31,10 @@ GRANT_REVOKED = "GrantRevoked"
 ADOPTION_REFUSED = "AdoptionRefused"
 # An invalid Organization's access reduced to what the current policy and spec still allow.
 ACCESS_WITHDRAWN = "AccessWithdrawn"
+# Quota pools (reconcile/pool.py, docs/quota-pool.md).
+QUOTA_POOL_REBALANCED = "QuotaPoolRebalanced"
+QUOTA_POOL_EXHAUSTED = "QuotaPoolExhausted"
+QUOTA_POOL_RELEASED = "QuotaPoolReleased"
 
 ALL: tuple[str, ...] = (
     RECONCILED,
@@ -52,6 +56,9 @@ ALL: tuple[str, ...] = (
     GRANT_REVOKED,
     ADOPTION_REFUSED,
     ACCESS_WITHDRAWN,
+    QUOTA_POOL_REBALANCED,
+    QUOTA_POOL_EXHAUSTED,
+    QUOTA_POOL_RELEASED,
 )
 # Reasons that mean "a person must change something"; Argo CD shows them as Degraded.
 STALLED: tuple[str, ...] = (INVALID_SPEC, POLICY_NOT_FOUND, NAMESPACE_CONFLICT)

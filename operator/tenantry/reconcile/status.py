@@ -39,6 +39,8 @@ class Outcome:
     failed_writes: list[str] = field(default_factory=list)
     write_errors: list[Any] = field(default_factory=list)
     refused_writes: set[str] = field(default_factory=set)
+    # status.quotaPool (reconcile/pool.py); None without a pool.
+    quota_pool: dict[str, Any] | None = None
 
     def fail(self, reason: str, message: str, *, stalled: bool) -> None:
         """Record a failure; every one is kept in the message. The first decides the Ready
@@ -135,6 +137,9 @@ def build_status(
         # Written as [] once the last grant is gone: a merge patch that leaves the key out
         # would keep the old list (and every reconcile would report the revocation again).
         status["grants"] = outcome.grants
+    if outcome.quota_pool is not None or (current or {}).get("quotaPool"):
+        # null once the pool is gone: a merge patch that leaves the key out would keep it.
+        status["quotaPool"] = outcome.quota_pool
     # Kept from the last time everything was applied, so drift is recognised after a restart.
     applied = outcome.applied_objects if ready else (current or {}).get("appliedObjects")
     if applied:

@@ -21,6 +21,7 @@ from tenantry.render.gitops import render_app_project
 from tenantry.render.guardrails import GUARDRAILS_NAME, guardrail_status, render_guardrails
 from tenantry.render.namespaces import render_namespace
 from tenantry.render.network import render_network_policies
+from tenantry.render.pool import bounds_of, effective_pool, from_units, initial_split, pool_members
 from tenantry.render.quota import LIMIT_RANGE_NAME, QUOTA_NAME, render_limit_range, render_quota
 from tenantry.render.rbac import (
     MEMBER_PREFIX,
@@ -80,12 +81,13 @@ def render_organization(
     org = with_policy_environments(org, policy)
     objects: list[dict[str, Any]] = []
     namespaces = org.namespaces()
+    split = _pool_split(org, policy, namespaces)
     for env, namespace in namespaces.items():
         objects.append(render_namespace(org, policy, env, namespace))
         # Right after its namespace: the guardrail admission policies refuse new pods, claims,
         # ingresses... in a tenant namespace until its parameter exists (docs/admission.md).
         objects.append(render_guardrails(org, policy, env, namespace, today))
-        objects.append(render_quota(org, policy, env, namespace))
+        objects.append(render_quota(org, policy, env, namespace, split.get(namespace)))
         objects.append(render_limit_range(org, policy, env, namespace))
         objects += render_network_policies(org, policy, env, namespace, today)
         objects += render_role_bindings(org, policy, env, namespace)
@@ -101,6 +103,19 @@ def render_organization(
         grants=grant_status(org, policy, now),
         next_change=next_change(org, now),
     )
+
+
+def _pool_split(
+    org: Organization, policy: TenancyPolicy, namespaces: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Per pooled namespace, the pool's initial split (what a new quota starts from; the operator
+    then moves it where it is used, render/pool.py). Empty without a pool."""
+    pool = effective_pool(org, policy)
+    if pool is None:
+        return {}
+    members = {env: namespaces[env] for env in pool_members(org, policy)}
+    split = initial_split(bounds_of(pool, members), list(members.values()))
+    return {ns: {r: from_units(r, amount) for r, amount in amounts.items()} for ns, amounts in split.items()}
 
 
 def is_managed_name(kind: str, name: str, org: str) -> bool:

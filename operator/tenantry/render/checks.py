@@ -19,6 +19,7 @@ from tenantry.api.quantity import parse_quantity
 from tenantry.render.access import grant_problems, member_environment_problems, mfa_problems
 from tenantry.render.cidrs import denied_networks
 from tenantry.render.guardrails import guardrail_problems
+from tenantry.render.pool import effective_pool
 
 
 def collisions(orgs: Sequence[Organization]) -> dict[int, list[Problem]]:
@@ -99,6 +100,73 @@ def effective_quota(org: Organization, policy: TenancyPolicy, env: str) -> dict[
     hard = dict(env_policy.quota) if env_policy else {}
     hard.update(org.spec.quota.get(env, {}))
     return dict(sorted(hard.items(), key=lambda kv: quota_order(kv[0])))
+
+
+def pool_baseline(org: Organization, policy: TenancyPolicy, resource: str) -> str | None:
+    """What a pool of `resource` may total without `quotaApproval`: the policy's default pool,
+    else the sum of the policy's defaults over the pooled environments (None: some pooled
+    environment has no default for it, so any total counts as a raise, as in raised_quotas)."""
+    default_pool = policy.spec.quota_pool
+    if default_pool is not None and resource in default_pool.total:
+        return default_pool.total[resource]
+    pool = effective_pool(org, policy)
+    assert pool is not None
+    total = parse_quantity("0")
+    for env in pool.members(list(org.spec.environments or [])):
+        env_policy = policy.spec.environment(env)
+        value = env_policy.quota.get(resource) if env_policy else None
+        if value is None:
+            return None
+        total += parse_quantity(value)
+    return format(total.normalize(), "f")
+
+
+def pool_problems(org: Organization, policy: TenancyPolicy) -> list[Problem]:
+    """The pool under the policy: its environments exist, its pooled resources are not also
+    fixed in spec.quota, and a total above the baseline has a quotaApproval."""
+    pool = effective_pool(org, policy)
+    if pool is None:
+        return []
+    own = org.spec.quota_pool is not None
+    where = "spec.quotaPool" if own else f"policy {policy.name!r} spec.quotaPool"
+    problems: list[Problem] = []
+    environments = list(org.spec.environments or [])
+    if own and pool.environments is not None:
+        for i, env in enumerate(pool.environments):
+            if env not in environments:
+                problems.append(
+                    Problem(
+                        f"spec.quotaPool.environments[{i}]",
+                        f"{env!r} is not an environment of this Organization ({', '.join(environments)})",
+                    )
+                )
+    members = pool.members(environments)
+    for env in members:
+        for resource in sorted(set(org.spec.quota.get(env, {})) & set(pool.total)):
+            problems.append(
+                Problem(
+                    f'spec.quota.{env}["{resource}"]',
+                    f"{resource} of {env} is pooled ({where}); bound it with quotaPool.floors or "
+                    "quotaPool.ceilings instead of a fixed quota",
+                )
+            )
+    if own and org.spec.quota_approval is None:
+        for resource, total in pool.total.items():
+            baseline = pool_baseline(org, policy, resource)
+            if baseline is None or parse_quantity(total) > parse_quantity(baseline):
+                ceiling = (
+                    f"{baseline}, the policy's default for the pooled environments"
+                    if baseline is not None
+                    else "unlimited by the policy in a pooled environment"
+                )
+                problems.append(
+                    Problem(
+                        f'spec.quotaPool.total["{resource}"]',
+                        f"{total} is above {ceiling}; raising a pool requires spec.quotaApproval "
+                        "with approvedBy and justification",
+                    )
+                )
+    return problems
 
 
 def subject_problems(path: str, subject: Subject, policy: TenancyPolicy) -> list[Problem]:
@@ -216,7 +284,7 @@ def check_organization(
                     )
                 )
 
-    problems += guardrail_problems(org, policy, spec.environments)
+    problems += pool_problems(org, policy) + guardrail_problems(org, policy, spec.environments)
     known_envs = [e for e in spec.environments if policy.spec.environment(e) is not None]
     problems += mfa_problems(org, policy, known_envs) + member_environment_problems(org, spec.environments)
     problems += grant_problems(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import KUBECONFIG, ROOT, kubectl, ready
+from tests.e2e.conftest import KUBECONFIG, ROOT, get, kubectl, ready
 
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
@@ -64,6 +64,7 @@ def test_install_then_the_example_organization_in_one_pass(workdir: Path) -> Non
     log, pidfile = workdir / "blocks.log", workdir / "operator.pid"
     created = [ROOT / name for name in ("tenantry-ca.crt", "tenantry.kubeconfig")]
     assert not any(p.exists() for p in created), "the README recipe writes these in the working directory"
+    policy_existed = get("tenancypolicy", "default") is not None
     try:
         run_block(bash_block("docs/install.md", "## Install"), workdir, log, pidfile)
         run_block(bash_block("README.md", "### Running as the operator's identity"), workdir, log, pidfile)
@@ -81,7 +82,12 @@ def test_install_then_the_example_organization_in_one_pass(workdir: Path) -> Non
                 os.kill(int(pidfile.read_text()), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
-        kubectl("delete", "-k", str(ROOT / "manifests/admission"), "--ignore-not-found", check=False)
+        for kustomization in ("admission", "admission/placement", "admission/image-pulls"):
+            path = str(ROOT / "manifests" / kustomization)
+            kubectl("delete", "-k", path, "--ignore-not-found", check=False)
+        # The install made it, with the reader as a platform admin: not for later modules.
+        if not policy_existed:
+            kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", check=False)
         kubectl(
             "delete", "deployment", "tenantry", "-n", "tenantry-system", "--ignore-not-found", check=False
         )

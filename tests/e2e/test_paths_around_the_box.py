@@ -178,10 +178,12 @@ def ingress(*hosts: str, annotations: dict[str, str] | None = None, **spec: Any)
 
 
 def restricted_pod(name: str, resources: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A pod Pod Security `restricted` admits, so that only the quota can refuse it."""
+    """A pod Pod Security `restricted` and the image-pulls guardrail admit, so that only the quota
+    can refuse it."""
     container: dict[str, Any] = {
         "name": "app",
         "image": "registry.k8s.io/pause:3.10",
+        "imagePullPolicy": "Always",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,17 @@ class Operator:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        """Running, and its liveness endpoint answers 200 (what the kubelet would ask)."""
+        if not self.alive():
+            return False
+        url = self.args[self.args.index("--liveness") + 1]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -11,21 +11,26 @@ everything `e2e-drift*` deleted whatever the outcome.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
-KUBECONFIG = os.environ.get("TENANTRY_E2E_KUBECONFIG")
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import (
+    KUBECONFIG,
+    ROOT,
+    Operator,
+    OperatorFactory,
+    apply,
+    get,
+    install_crds_and_roles,
+    kubectl,
+    manifest,
+    ready,
+    wait_for,
+)
+
 POLICY = "e2e-drift"
 ORG = "e2e-drift"
 NAMESPACES = (f"{ORG}-prod", f"{ORG}-dev", f"{ORG}-legacy", "e2e-drift2-prod", "e2e-drift2-dev")
@@ -38,42 +43,6 @@ KINDS = (
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
 )
-
-
-def kubectl(
-    *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    assert KUBECONFIG is not None
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", KUBECONFIG, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
-    if check and proc.returncode:
-        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
-def get(*args: str) -> dict[str, Any] | None:
-    proc = kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def apply(obj: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s")
 
 
 def policy(
@@ -104,21 +73,6 @@ def organization(name: str = ORG, **spec: Any) -> dict[str, Any]:
     }
 
 
-def ready(name: str = ORG) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get("organization", name)
-        conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
-        ok = conds.get("Ready", {}).get("status") == "True"
-        same = (
-            obj is not None
-            and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
-        )
-        return obj if ok and same else None
-
-    result: dict[str, Any] = wait_for(check, timeout=60)
-    return result
-
-
 def drift_events() -> list[str]:
     """Messages of the DriftCorrected Events about our Organization (each test edits a
     different object, so its own message is told apart by what it names)."""
@@ -142,62 +96,32 @@ def intrude(kind: str, name: str, namespace: str, patch: dict[str, Any]) -> floa
     return time.monotonic()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def operator() -> Iterator[Path]:
+def operator(start_module_operator: OperatorFactory) -> Iterator[Operator]:
     """The CRDs, the tenant roles, the test policy, and `tenantry run` writing to a log file."""
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
-    kubectl("wait", "--for=condition=Established", "crd/tenancypolicies.tenantry.dev", "--timeout=60s")
+    install_crds_and_roles()
     apply(policy())
-    log = Path(tempfile.mkdtemp(prefix="tenantry-e2e-drift-")) / "operator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "tenantry", "run", "--kubeconfig", str(KUBECONFIG), "--standalone",
-                "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{_free_port()}/healthz",
-                "--log-format", "json", "--resync-seconds", str(RESYNC_SECONDS),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    operator = start_module_operator("--log-format", "json", resync=RESYNC_SECONDS)
     try:
-        yield log
+        yield operator
     finally:
+        # Deleted while the operator runs, so its finalizer is released (Delete: namespaces go).
         for name in (ORG, "e2e-drift2"):
             kubectl(
-                "delete",
-                "organization",
-                name,
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=90s",
-                check=False,
-                timeout=120,
-            )
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+                "delete", "organization", name, "--ignore-not-found", "--wait=true", "--timeout=90s",
+                check=False, timeout=120,
+            )  # fmt: skip
+        operator.stop()
         kubectl("delete", "tenancypolicy", POLICY, "--ignore-not-found", check=False)
         for ns in NAMESPACES:
             kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-        print(f"operator log: {log}")
 
 
 @pytest.fixture
-def onboarded(operator: Path) -> Iterator[Path]:
+def onboarded(operator: Operator) -> Iterator[Operator]:
     apply(policy())
     apply(organization())
-    ready()
+    ready(ORG)
     yield operator
 
 
@@ -211,7 +135,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def test_what_the_api_server_defaults_is_not_drift(onboarded: Path) -> None:
+def test_what_the_api_server_defaults_is_not_drift(onboarded: Operator) -> None:
     # Every default and canonical form the real API server applies (kube/drift.py lists them)
     # must compare equal, or every resync would write: two resyncs change nothing.
     before = _versions()
@@ -220,7 +144,7 @@ def test_what_the_api_server_defaults_is_not_drift(onboarded: Path) -> None:
     assert _versions() == before
 
 
-def test_a_narrowed_default_deny_is_healed_within_2s_and_reported(onboarded: Path) -> None:
+def test_a_narrowed_default_deny_is_healed_within_2s_and_reported(onboarded: Operator) -> None:
     namespace = f"{ORG}-dev"
     patched = intrude(
         "networkpolicy",
@@ -233,15 +157,15 @@ def test_a_narrowed_default_deny_is_healed_within_2s_and_reported(onboarded: Pat
         live = get("networkpolicy", "tenantry-default-deny", "-n", namespace)
         return live is not None and live["spec"]["podSelector"] == {}
 
-    wait_for(healed, timeout=15, every=0.05)
+    wait_for(healed, timeout=15, interval=0.05, what="the intruder's edit to be healed")
     took = time.monotonic() - patched
     print(f"narrowed podSelector healed {took:.2f} s after the patch returned")
     expected = f"NetworkPolicy {namespace}/tenantry-default-deny was modified: spec.podSelector.matchLabels"
-    wait_for(lambda: [m for m in drift_events() if expected in m], timeout=15)
+    wait_for(lambda: [m for m in drift_events() if expected in m], timeout=15, what=expected)
     assert took < HEAL_SECONDS, f"healed after {took:.2f} s"
 
 
-def test_a_key_another_manager_added_to_the_quota_is_removed(onboarded: Path) -> None:
+def test_a_key_another_manager_added_to_the_quota_is_removed(onboarded: Operator) -> None:
     namespace = f"{ORG}-prod"
     patched = intrude(
         "resourcequota", "tenantry-quota", namespace, {"spec": {"hard": {"count/secrets": "1000"}}}
@@ -251,14 +175,18 @@ def test_a_key_another_manager_added_to_the_quota_is_removed(onboarded: Path) ->
         live = get("resourcequota", "tenantry-quota", "-n", namespace)
         return live is not None and "count/secrets" not in live["spec"]["hard"]
 
-    wait_for(healed, timeout=15, every=0.05)
+    wait_for(healed, timeout=15, interval=0.05, what="the intruder's edit to be healed")
     took = time.monotonic() - patched
     print(f"foreign quota key removed {took:.2f} s after the patch returned")
-    wait_for(lambda: [m for m in drift_events() if 'spec.hard["count/secrets"]' in m], timeout=15)
+    wait_for(
+        lambda: [m for m in drift_events() if 'spec.hard["count/secrets"]' in m],
+        timeout=15,
+        what="a DriftCorrected Event naming the key",
+    )
     assert took < HEAL_SECONDS, f"healed after {took:.2f} s"
 
 
-def test_a_namespace_label_removed_from_the_policy_goes(onboarded: Path) -> None:
+def test_a_namespace_label_removed_from_the_policy_goes(onboarded: Operator) -> None:
     apply(policy(namespace_labels={"cost-center": "42"}))
     namespace = f"{ORG}-prod"
     kubectl("label", "namespace", namespace, "team.example.com/owner=x", "--overwrite")
@@ -268,6 +196,7 @@ def test_a_namespace_label_removed_from_the_policy_goes(onboarded: Path) -> None
             == "42"
         ),
         timeout=30,
+        what="the policy's new namespace label",
     )
     kubectl(
         "patch",
@@ -282,12 +211,12 @@ def test_a_namespace_label_removed_from_the_policy_goes(onboarded: Path) -> None
         labels = ((get("namespace", namespace) or {}).get("metadata") or {}).get("labels") or {}
         return "cost-center" not in labels
 
-    wait_for(gone, timeout=30)
+    wait_for(gone, timeout=30, what="the label the policy dropped to go")
     labels = get("namespace", namespace)["metadata"]["labels"]  # type: ignore[index]
     assert labels["team.example.com/owner"] == "x", "someone else's label stays"
 
 
-def test_a_quota_key_removed_alone_from_the_policy_goes(onboarded: Path) -> None:
+def test_a_quota_key_removed_alone_from_the_policy_goes(onboarded: Operator) -> None:
     namespace = f"{ORG}-prod"
     assert (
         get("resourcequota", "tenantry-quota", "-n", namespace)["spec"]["hard"]["services.nodeports"] == "0"
@@ -298,10 +227,10 @@ def test_a_quota_key_removed_alone_from_the_policy_goes(onboarded: Path) -> None
         live = get("resourcequota", "tenantry-quota", "-n", namespace)
         return live is not None and live["spec"]["hard"] == {"pods": "7"}
 
-    wait_for(dropped, timeout=30)
+    wait_for(dropped, timeout=30, what="the quota key the policy dropped to go")
 
 
-def test_a_lookalike_namespace_is_not_deleted_with_its_organization(operator: Path) -> None:
+def test_a_lookalike_namespace_is_not_deleted_with_its_organization(operator: Operator) -> None:
     apply(policy())
     lookalike = {
         "apiVersion": "v1",
@@ -311,13 +240,15 @@ def test_a_lookalike_namespace_is_not_deleted_with_its_organization(operator: Pa
             "labels": {"app.kubernetes.io/managed-by": "tenantry", "tenantry.dev/organization": "e2e-drift2"},
         },
     }
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(lookalike))
+    kubectl("apply", "-f", "-", stdin=manifest(lookalike))
     try:
         apply(organization("e2e-drift2"))
         org = ready("e2e-drift2")
         assert [n["name"] for n in org["status"]["ownedNamespaces"]] == ["e2e-drift2-dev", "e2e-drift2-prod"]
         kubectl("delete", "organization", "e2e-drift2", "--wait=true", "--timeout=90s", timeout=120)
-        wait_for(lambda: get("namespace", "e2e-drift2-prod") is None, timeout=90)
+        wait_for(
+            lambda: get("namespace", "e2e-drift2-prod") is None, timeout=90, what="e2e-drift2-prod to go"
+        )
         legacy = get("namespace", "e2e-drift2-legacy")
         assert legacy is not None and not legacy["metadata"].get("deletionTimestamp")
         assert "tenantry.dev/orphaned" not in legacy["metadata"]["labels"]
@@ -337,7 +268,7 @@ def test_the_api_server_refuses_a_cidr_that_is_not_one(cidr: str, message: str) 
     kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
     kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
     bad = organization("e2e-drift-cidr", network={"egress": [{"cidr": cidr, "reason": "r"}]})
-    proc = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
+    proc = kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest(bad), check=False)
     assert proc.returncode != 0 and "spec.network.egress[0].cidr" in proc.stderr and message in proc.stderr, (
         proc.stderr
     )
@@ -345,7 +276,4 @@ def test_the_api_server_refuses_a_cidr_that_is_not_one(cidr: str, message: str) 
         "e2e-drift-cidr",
         network={"egress": [{"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"], "reason": "r"}]},
     )
-    assert (
-        kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(good), check=False).returncode
-        == 0
-    )
+    assert kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest(good), check=False).returncode == 0

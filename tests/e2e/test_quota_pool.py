@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +32,17 @@ from typing import Any
 
 import pytest
 
-KUBECONFIG = os.environ.get("TENANTRY_E2E_KUBECONFIG")
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import (
+    KUBECONFIG,
+    Operator,
+    OperatorFactory,
+    apply,
+    get,
+    install_crds_and_roles,
+    kubectl,
+    ready,
+    wait_for,
+)
 
 ORG = "e2e-pool"
 TOTAL = 60
@@ -47,55 +55,6 @@ REPORT = Path(os.environ.get("TENANTRY_E2E_POOL_REPORT", "/tmp/tenantry-e2e-pool
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
 )
-
-
-# Self-contained (the shared harness of tests/e2e/conftest.py was not on main yet when this was
-# written): kubectl with a timeout, waits with a bound, an operator logging to a file.
-def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert KUBECONFIG is not None
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", KUBECONFIG, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-    )
-    if check and proc.returncode:
-        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
-def get(*args: str) -> dict[str, Any] | None:
-    proc = kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def apply(obj: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(obj))
-
-
-def wait_for(check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s")
-
-
-def ready(name: str) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get("organization", name)
-        conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
-        ok = conds.get("Ready", {}).get("status") == "True"
-        observed = ((obj or {}).get("status") or {}).get("observedGeneration")
-        fresh = obj is not None and observed == obj["metadata"]["generation"]
-        return obj if ok and fresh else None
-
-    result: dict[str, Any] = wait_for(check, timeout=120)
-    return result
 
 
 def _pod(name: str) -> dict[str, Any]:
@@ -239,46 +198,20 @@ class QuotaWatch(threading.Thread):
             self.proc.wait(timeout=10)
 
 
-def _start_operator(log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")  # a log file, never a pipe nobody reads
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tenantry",
-            "run",
-            "--kubeconfig",
-            str(KUBECONFIG),
-            "--standalone",
-            "--metrics-port",
-            "0",
-            "--liveness",
-            "http://127.0.0.1:18091/healthz",
-            "--log-format",
-            "json",
-        ],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-
-
 @pytest.fixture(scope="module")
-def pool_operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("apply", "--server-side", "-f", str(ROOT / "manifests/base/tenant-roles.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/organizations.tenantry.dev", "--timeout=60s")
-    log = tmp_path_factory.mktemp("pool") / "operator.log"
-    holder: dict[str, Any] = {"proc": _start_operator(log), "log": log}
-    yield holder
-    kubectl("delete", "organization", ORG, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False)
-    holder["proc"].terminate()
+def pool_operator(start_module_operator: OperatorFactory) -> Iterator[dict[str, Operator]]:
+    """The running operator under "current": the test kills it and starts another."""
+    install_crds_and_roles()
+    holder = {"current": start_module_operator("--log-format", "json")}
     try:
-        holder["proc"].wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        holder["proc"].kill()
-        holder["proc"].wait(timeout=30)
-    for env in DEMAND:
-        kubectl("delete", "namespace", f"{ORG}-{env}", "--ignore-not-found", "--wait=false", check=False)
+        yield holder
+    finally:
+        # Deleted while an operator runs, so its finalizer is released (Delete: namespaces go).
+        kubectl(
+            "delete", "organization", ORG, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False
+        )
+        for env in DEMAND:
+            kubectl("delete", "namespace", f"{ORG}-{env}", "--ignore-not-found", "--wait=false", check=False)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -350,7 +283,8 @@ def _waits(waits: list[tuple[float, float]]) -> dict[str, Any]:
 
 
 def test_pods_from_several_processes_never_exceed_the_pool_across_an_operator_kill(
-    pool_operator: dict[str, Any],
+    pool_operator: dict[str, Operator],
+    start_module_operator: OperatorFactory,
 ) -> None:
     assert KUBECONFIG is not None
     namespaces = [f"{ORG}-{env}" for env in DEMAND]
@@ -368,7 +302,11 @@ def test_pods_from_several_processes_never_exceed_the_pool_across_an_operator_ki
     )
     uid = ready(ORG)["metadata"]["uid"]
     for namespace in namespaces:  # pods need the namespace's default ServiceAccount
-        wait_for(lambda ns=namespace: get("serviceaccount", "default", "-n", ns))
+        wait_for(
+            lambda ns=namespace: get("serviceaccount", "default", "-n", ns),
+            timeout=60,
+            what="the namespace's default ServiceAccount",
+        )
     quotas = [get("resourcequota", "tenantry-quota", "-n", ns) or {} for ns in namespaces]
     assert sum(int(q["spec"]["hard"]["pods"]) for q in quotas) == TOTAL
 
@@ -380,12 +318,12 @@ def test_pods_from_several_processes_never_exceed_the_pool_across_an_operator_ki
     def kill_and_restart() -> None:
         # Kill the operator when dev is about to reach its initial share (20), so that its
         # processes run into the limit while no operator runs; start it again a second later.
-        wait_for(lambda: len(_pods([f"{ORG}-dev"])) >= 16, timeout=DEADLINE)
-        pool_operator["proc"].send_signal(signal.SIGKILL)
-        pool_operator["proc"].wait(timeout=10)
+        wait_for(lambda: len(_pods([f"{ORG}-dev"])) >= 16, timeout=DEADLINE, what="16 pods in dev")
+        pool_operator["current"].proc.send_signal(signal.SIGKILL)
+        pool_operator["current"].wait(timeout=10)
         moments["killed"] = time.time()
         time.sleep(1.0)
-        pool_operator["proc"] = _start_operator(pool_operator["log"])
+        pool_operator["current"] = start_module_operator("--log-format", "json")
         moments["restarted"] = time.time()
 
     # Phase 1: demand beyond the initial split, with the operator killed in the middle.

@@ -24,7 +24,6 @@ from tenantry.api.base import (
     ResourceList,
     cel,
     duplicates,
-    quota_order,
 )
 from tenantry.api.quantity import parse_quantity
 
@@ -129,10 +128,6 @@ class QuotaPool(Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    def pooled_resources(self) -> tuple[str, ...]:
-        """The pooled resources, in quota_order (as quotas are rendered)."""
-        return tuple(sorted(self.total, key=quota_order))
 
     def members(self, environments: list[str]) -> list[str]:
         """Which of an Organization's environments share the pool, in the Organization's order."""

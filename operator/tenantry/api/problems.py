@@ -155,10 +155,6 @@ def _message(item: Any) -> str:
     return message
 
 
-def problems_from_validation_error(error: ValidationError) -> list[Problem]:
-    return sorted({problem for problem, _, _ in located_errors(error)})
-
-
 def located_errors(error: ValidationError) -> list[tuple[Problem, tuple[Any, ...], str]]:
     """Each error as (problem, its field location, pydantic's error type)."""
     out = []

@@ -188,21 +188,6 @@ class Connection:
     # The cluster's proxy-url from the kubeconfig (else the environment's HTTPS_PROXY/NO_PROXY).
     proxy: str | None = None
 
-    @classmethod
-    def from_kopf(cls, info: Any) -> Connection:
-        token = info.token if getattr(info, "scheme", None) in (None, "Bearer") else None
-        return cls(
-            server=info.server,
-            ca_path=info.ca_path,
-            ca_data=info.ca_data,
-            insecure=bool(info.insecure),
-            token=token,
-            certificate_path=info.certificate_path,
-            certificate_data=info.certificate_data,
-            private_key_path=info.private_key_path,
-            private_key_data=info.private_key_data,
-        )
-
 
 _PEM_FILES: dict[bytes, str] = {}
 
@@ -505,9 +490,6 @@ class KubeClient:
             "update", "PUT", path, body=obj, request_timeout=request_timeout, attempts=attempts, fenced=fenced
         )
         return result
-
-    async def list_all(self, kind: Kind, label_selector: str | None = None) -> list[dict[str, Any]]:
-        return (await self.list_with_version(kind, label_selector))[0]
 
     async def list_with_version(
         self,

@@ -4,10 +4,12 @@
   a namespace with ResourceQuotas is checked against each quota's **status.hard** (what the
   controller last copied from spec.hard; a key not in status.hard is not enforced). A quota that
   constrains `requests.cpu` refuses a pod whose containers do not all request CPU ("must
-  specify"); `used + request > hard` is refused with the real message ("exceeded quota: NAME,
-  requested: ..., used: ..., limited: ..."), HTTP 403. Admitted, the quota's `status.used` is
-  written (a new resourceVersion: a client's write planned from the older one gets 409, as the
-  real UpdateStatus with its resourceVersion makes them serialise) before the pod is stored;
+  specify"; only cpu and memory are required so, pkg/quota/v1/evaluator/core/pods.go: a container
+  that declares no ephemeral storage counts 0 for it); `used + request > hard` is refused with
+  the real message ("exceeded quota: NAME, requested: ..., used: ..., limited: ..."), HTTP 403.
+  Admitted, the quota's `status.used` is written (a new resourceVersion: a client's write
+  planned from the older one gets 409, as the real UpdateStatus with its resourceVersion makes
+  them serialise) before the pod is stored;
 - the controller (pkg/controller/resourcequota, `syncResourceQuota`): a quota whose spec.hard
   differs from status.hard gets status.hard = spec.hard and a recount of used, `sync_delay`
   seconds later (0: at once; per namespace if a mapping, so a later change can be synced

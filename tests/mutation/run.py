@@ -661,6 +661,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         (f"{POOL}::test_a_retained_namespace_leaves_the_pool_and_gives_its_share_back",),
     ),
+    Mutant(
+        "fake-quota-requires-every-resource",
+        "the test double's quota admission requires only cpu and memory, as the real pod evaluator",
+        "tests/fakeapi/quota.py",
+        "if any(v is None for v in values) and name in _REQUIRED:",
+        "if any(v is None for v in values):",
+        ("tests/unit/test_fake_quota.py",),
+    ),
 )
 
 

@@ -669,6 +669,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "if any(v is None for v in values):",
         ("tests/unit/test_fake_quota.py",),
     ),
+    Mutant(
+        "role-hands-out-exec-where-developers-may-not",
+        "a tenant Role grants no exec, attach or port-forward where the policy's developerExec is false",
+        "manifests/admission/guardrails/rbac.yaml",
+        "    - expression: variables.execAllowed || size(variables.execGranted) == 0\n",
+        '    - expression: "true"\n',
+        (
+            "tests/unit/test_admission_self_service.py::test_no_role_hands_out_exec_where_developers_may_not_exec",
+        ),
+    ),
 )
 
 

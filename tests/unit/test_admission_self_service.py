@@ -278,6 +278,32 @@ def test_developer_exec_is_bindable_where_the_policy_lets_developers_exec() -> N
     assert not create(binding("tenantry:developer-exec"), cluster=cluster).allowed
 
 
+def _exec_role(namespace: str, *resources: str, groups: tuple[str, ...] = ("",)) -> Json:
+    body = copy.deepcopy(ROLE)
+    body["metadata"]["namespace"] = namespace
+    body["rules"] = [{"apiGroups": list(groups), "resources": list(resources), "verbs": ["create", "get"]}]
+    return body
+
+
+@pytest.mark.parametrize(
+    "resources", [("pods/exec",), ("pods/attach",), ("pods", "pods/portforward"), ("pods/*",), ("*",)]
+)
+def test_no_role_hands_out_exec_where_developers_may_not_exec(resources: tuple[str, ...]) -> None:
+    """Organization Admins hold exec everywhere; without this rule a Role of their own would pass
+    it on to developers in prod, where the policy says developerExec: false."""
+    decision = create(_exec_role("acme-prod", *resources))
+    assert not decision.allowed
+    assert decision.policy == "tenantry-guardrail-rbac" and "rule exec" in decision.why
+    assert "does not let developers exec" in decision.why
+
+
+def test_exec_in_a_role_where_developers_may_exec_or_of_another_group() -> None:
+    cluster = cluster_for(g.organization(), _policy(dev={"developerExec": True}))
+    assert create(_exec_role("acme-dev", "pods/exec"), cluster=cluster).allowed
+    assert create(_exec_role("acme-prod", "pods/exec", groups=("apps",)), cluster=cluster).allowed
+    assert create(_exec_role("acme-prod", "pods", "pods/log"), cluster=cluster).allowed
+
+
 @pytest.mark.parametrize(
     ("subject", "needle"),
     [

@@ -297,6 +297,19 @@ def test_rbac_keeps_a_role_within_what_the_admin_holds(box: bool) -> None:
     refused(role(name="e2e-everything", apiGroups=["*"], resources=["*"], verbs=["*"]), "not currently held")
 
 
+def test_no_role_hands_out_exec_where_developers_may_not_exec(box: bool) -> None:
+    """The admin holds exec in prod; RBAC's escalation check would let a Role of theirs pass it
+    on to developers, whom the policy keeps from exec there (found attacking on 1.36.2)."""
+    exec_rule = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
+    refused(
+        role(PROD, "e2e-exec", **exec_rule),
+        "ValidatingAdmissionPolicy 'tenantry-guardrail-rbac'",
+        f"grants pods/exec in {PROD}",
+        "rule exec",
+    )
+    assert created(role(DEV, "e2e-exec", **exec_rule))["metadata"]["name"] == "e2e-exec"
+
+
 # === the guardrails: every way out of the box is refused =========================================
 
 

@@ -137,3 +137,56 @@ async def _invalid(api: Api) -> bool:
     org = await api.get(f"{ORG}/acme")
     cond = condition(org, "Ready")
     return bool(cond and cond["reason"] == "InvalidSpec")
+
+
+QUOTA_STATUS = "/api/v1/namespaces/acme-prod/resourcequotas/tenantry-quota/status"
+
+
+async def test_while_invalid_status_keeps_saying_which_namespaces_exist_and_their_quota_use(
+    api: Api, kube: Any
+) -> None:
+    # Nothing is applied while the spec is invalid, but the namespaces stay, and so does their
+    # quota use: status must keep telling the truth about them (and keep it fresh).
+    op = Operator(kube)
+    await op.start(quota_status_interval_seconds=1.0)
+    try:
+        await api.create(POLICY, policy_body(environments=environments(mfa=False)))
+        await api.create(ORG, org_body(members=MEMBERS))
+        valid = await ready(api)
+        namespaces = valid["status"]["namespaces"]
+        assert [n["name"] for n in namespaces] == ["acme-prod", "acme-dev"]
+        await api.patch(f"{ORG}/acme", {"spec": {"quota": {"prod": {"pods": "20"}}}})
+        await until(lambda: _invalid(api))
+        org = await api.get(f"{ORG}/acme")
+        assert org["status"]["namespaces"] == namespaces
+        assert {q["namespace"] for q in org["status"]["quota"]} == {"acme-prod", "acme-dev"}
+        assert org["status"]["guardrails"] == valid["status"]["guardrails"]
+
+        # Quota use moves while invalid (the resourcequota controller's write): status follows.
+        await api.request(
+            "PATCH",
+            QUOTA_STATUS,
+            {"status": {"hard": {"pods": "10"}, "used": {"pods": "7"}}},
+            "application/merge-patch+json",
+        )
+
+        async def used_reported() -> bool:
+            org = await api.get(f"{ORG}/acme")
+            usage = {q["environment"]: q for q in org["status"].get("quota", [])}
+            return usage.get("prod", {}).get("used", {}).get("pods") == "7"
+
+        await until(used_reported, timeout=1.0 + 3.0)
+
+        # Without its policy (PolicyNotFound) the same holds.
+        await api.patch(f"{ORG}/acme", {"spec": {"quota": None, "policy": "absent"}})
+
+        async def policy_not_found() -> bool:
+            cond = condition(await api.get(f"{ORG}/acme"), "Ready")
+            return bool(cond and cond["reason"] == "PolicyNotFound")
+
+        await until(policy_not_found)
+        org = await api.get(f"{ORG}/acme")
+        assert org["status"]["namespaces"] == namespaces
+        assert {q["namespace"] for q in org["status"]["quota"]} == {"acme-prod", "acme-dev"}
+    finally:
+        await op.stop()

@@ -194,6 +194,8 @@ class OrganizationReconciler:
                 )
         if isinstance(parsed, Organization) and policy is not None:
             await self._converge(body, parsed, policy, outcome)
+        if outcome.stalled and outcome.ready_reason in (reasons.INVALID_SPEC, reasons.POLICY_NOT_FOUND):
+            self._report_existing(body, outcome)
         await self._write_status(body, outcome, generation)
         if outcome.failed_writes:
             # After the status (and its Event) says what failed: retried with the
@@ -258,7 +260,7 @@ class OrganizationReconciler:
         for entry in outcome.namespaces:  # phases after this pass's writes (created, re-adopted)
             if entry["phase"] in ("Missing", "Adopting"):
                 entry["phase"] = await self._namespace_phase(org.name, entry["name"])
-        outcome.quota = self._quota_usage(org, rendering.namespaces)
+        outcome.quota = self._quota_usage(rendering.namespaces)
         for warning in rendering.warnings:
             log.info("warning", organization=org.name, warning=str(warning))
         previous = (body.get("status") or {}).get("grants") or []
@@ -326,6 +328,43 @@ class OrganizationReconciler:
             )
             log.warning("access withdrawn", organization=name, changed=changed, left_out=left_out)
             await self.event(body, "Warning", reasons.ACCESS_WITHDRAWN, message)
+
+    def _report_existing(self, body: dict[str, Any], outcome: Outcome) -> None:
+        """While the Organization cannot be converged (InvalidSpec, PolicyNotFound) nothing of
+        it is applied, but what exists stays: status keeps saying so. Its namespaces (those the
+        last status listed, and those of its record, never a retained one), with their phase
+        now, their quota use, and the guardrails their ConfigMaps still carry."""
+        name = body["metadata"]["name"]
+        current = body.get("status") or {}
+        environment_of = {
+            str(n.get("name")): str(n.get("environment")) for n in current.get("namespaces") or []
+        }
+        recorded = _recorded(current.get("ownedNamespaces") or []) or self._labelled_namespaces(name)
+        for namespace, _ in sorted(recorded):
+            found = self.cluster.inventory.get(("v1", "Namespace", "", namespace)) or {}
+            labels = (found.get("metadata") or {}).get("labels") or {}
+            if lbl.OWNER_ENVIRONMENT in labels and not labels.get(lbl.ORPHANED):
+                environment_of.setdefault(namespace, labels[lbl.OWNER_ENVIRONMENT])
+        outcome.namespaces = []
+        for namespace, environment in environment_of.items():
+            live = self.cluster.inventory.get(("v1", "Namespace", "", namespace))
+            if live is None or lbl.owner_of(live["metadata"].get("labels")) != name:
+                continue  # gone, or not ours (any more): not reported as this Organization's
+            phase = "Terminating" if live["metadata"].get("deletionTimestamp") else None
+            outcome.namespaces.append(
+                {
+                    "name": namespace,
+                    "environment": environment,
+                    "phase": phase or (live.get("status") or {}).get("phase") or "Active",
+                }
+            )
+        listed = {n["environment"]: n["name"] for n in outcome.namespaces}
+        outcome.quota = self._quota_usage(listed)
+        outcome.guardrails = [
+            g
+            for g in current.get("guardrails") or []
+            if listed.get(g.get("environment")) == g.get("namespace")
+        ]
 
     def _labelled_namespaces(self, org: str) -> set[tuple[str, str]]:
         inventory = self.cluster.inventory
@@ -744,7 +783,7 @@ class OrganizationReconciler:
         return patched
 
     # -- status ----------------------------------------------------------------------------------
-    def _quota_usage(self, org: Organization, namespaces: dict[str, str]) -> list[dict[str, Any]]:
+    def _quota_usage(self, namespaces: dict[str, str]) -> list[dict[str, Any]]:
         usage = []
         for env, namespace in namespaces.items():
             quota = self.cluster.inventory.get(("v1", "ResourceQuota", namespace, "tenantry-quota"))

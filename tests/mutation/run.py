@@ -66,6 +66,7 @@ PERMITTED = "tests/unit/test_render_permitted.py"
 SELF_SERVICE = "tests/unit/test_admission_self_service.py"
 POOL_CORE = "tests/unit/test_pool_core.py"
 POOL = "tests/integration/test_quota_pool.py"
+POLICY_BINDING = "tests/integration/test_policy_binding.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -679,6 +680,34 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             "tests/unit/test_admission_self_service.py::test_no_role_hands_out_exec_where_developers_may_not_exec",
         ),
+    ),
+    Mutant(
+        "invalid-status-forgets-what-exists",
+        "while an Organization is invalid, status.namespaces and status.quota keep saying what exists",
+        "operator/tenantry/reconcile/organization.py",
+        "            self._report_existing(body, outcome)\n",
+        "            pass\n",
+        (
+            f"{INVALID_ACCESS}::test_while_invalid_status_keeps_saying_which_namespaces_exist_and_their_quota_use",
+        ),
+    ),
+    Mutant(
+        "deleted-policy-keeps-platform-admins",
+        "a TenancyPolicy deleted while the operator runs takes its platform-admin binding with it",
+        "operator/tenantry/reconcile/events.py",
+        '            await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.CHANGE)\n        else:\n',
+        "        else:\n",
+        (f"{POLICY_BINDING}::test_a_deleted_policy_takes_its_platform_admin_binding_with_it",),
+    ),
+    Mutant(
+        "platform-admin-binding-not-ours-deleted",
+        "a platform-admin binding we did not create (no server-side apply of ours) is never deleted",
+        "operator/tenantry/reconcile/policy.py",
+        '        entry.get("manager") == FIELD_MANAGER\n'
+        '        and entry.get("operation") == "Apply"\n'
+        '        and not entry.get("subresource")\n',
+        "        True\n",
+        (f"{POLICY_BINDING}::test_a_binding_we_did_not_create_is_never_deleted",),
     ),
 )
 

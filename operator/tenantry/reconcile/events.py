@@ -105,6 +105,9 @@ class Events:
                 return
             self.cluster.policies.pop(name, None)
             self.policy_bodies.pop(name, None)
+            # Its platform-admin binding goes with it (reconcile/policy.py, by a worker: only
+            # the leader writes).
+            await self.queue.put(f"{POLICY_KEY_PREFIX}{name}", Priority.CHANGE)
         else:
             previous = self.policy_bodies.get(name)
             self.store_policy(obj)

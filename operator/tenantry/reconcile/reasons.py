@@ -35,6 +35,8 @@ ACCESS_WITHDRAWN = "AccessWithdrawn"
 QUOTA_POOL_REBALANCED = "QuotaPoolRebalanced"
 QUOTA_POOL_EXHAUSTED = "QuotaPoolExhausted"
 QUOTA_POOL_RELEASED = "QuotaPoolReleased"
+# A deleted TenancyPolicy's platform-admin ClusterRoleBinding removed (reconcile/policy.py).
+PLATFORM_ADMINS_UNBOUND = "PlatformAdminsUnbound"
 
 ALL: tuple[str, ...] = (
     RECONCILED,
@@ -59,6 +61,7 @@ ALL: tuple[str, ...] = (
     QUOTA_POOL_REBALANCED,
     QUOTA_POOL_EXHAUSTED,
     QUOTA_POOL_RELEASED,
+    PLATFORM_ADMINS_UNBOUND,
 )
 # Reasons that mean "a person must change something"; Argo CD shows them as Degraded.
 STALLED: tuple[str, ...] = (INVALID_SPEC, POLICY_NOT_FOUND, NAMESPACE_CONFLICT)

@@ -18,7 +18,7 @@ from tenantry.observe.logging import get_logger
 from tenantry.reconcile.cluster import Cluster
 from tenantry.reconcile.events import Events
 from tenantry.reconcile.organization import OrganizationReconciler, Requeue, WritesFailedError
-from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy
+from tenantry.reconcile.policy import POLICY_KEY_PREFIX, reconcile_policy, remove_platform_admins
 from tenantry.reconcile.queue import Priority
 
 log = get_logger("tenantry.operator")
@@ -75,9 +75,12 @@ class Workers:
                 continue
             try:
                 if name.startswith(POLICY_KEY_PREFIX):
-                    body = self.events.policy_bodies.get(name.removeprefix(POLICY_KEY_PREFIX))
+                    policy = name.removeprefix(POLICY_KEY_PREFIX)
+                    body = self.events.policy_bodies.get(policy)
                     if body is not None:
                         await reconcile_policy(self.cluster, body)
+                    else:  # deleted
+                        await remove_platform_admins(self.cluster, policy)
                 else:
                     await reconciler.reconcile(name)
                     self._wake_later(name)

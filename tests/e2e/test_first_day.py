@@ -1,5 +1,7 @@
-"""Issue 20 on a real API server: access only shrinks toward the policy, tenants read their
-Organization's Events in their own namespace, status.quota and the quota metric fill up.
+"""Issue 20 on a real API server: access only shrinks toward the policy (and status keeps saying
+what exists meanwhile), tenants read their Organization's Events in their own namespace,
+status.quota and the quota metric fill up, a deleted TenancyPolicy's platform-admin binding
+goes with it.
 
 RBAC is asked the way the API server decides it (`kubectl auth can-i --as`, and `kubectl get
 --as` for reads of Events). Objects are named `e2e-fd*` and cleaned up. The operator writes its
@@ -139,6 +141,12 @@ def test_a_policy_tightening_withdraws_forbidden_access_within_five_seconds(oper
     assert status is not None
     ready_cond = next(c for c in status["status"]["conditions"] if c["type"] == "Ready")
     assert ready_cond["reason"] == "InvalidSpec" and "spec.members.viewers[0]" in ready_cond["message"]
+    # Nothing is applied while invalid, but status still says what exists and what it uses.
+    assert [(n["name"], n["phase"]) for n in status["status"]["namespaces"]] == [
+        (PROD, "Active"),
+        (DEV, "Active"),
+    ]
+    assert {q["namespace"] for q in status["status"]["quota"] if q["hard"]} == {PROD, DEV}
 
     # The admins read why, in their own (non-MFA) namespace, without cluster-wide rights.
     def explained() -> list[dict[str, Any]]:
@@ -191,3 +199,35 @@ def test_quota_status_and_metric_fill_within_35_seconds_of_ready(operator: None)
     print(f"quota metric after {time.monotonic() - started:.1f}s")
     poll(status_filled, 35.0, every=1.0)
     print(f"status.quota filled {time.monotonic() - started:.1f}s after Ready")
+
+
+def test_a_deleted_policy_takes_its_platform_admin_binding_with_it(operator: None) -> None:
+    name = "e2e-fd-platform"
+    binding = f"tenantry:platform-admins:{name}"
+    apply(
+        {
+            "apiVersion": "tenantry.dev/v1alpha1",
+            "kind": "TenancyPolicy",
+            "metadata": {"name": name},
+            "spec": {"rbac": {"platformAdmins": [{"kind": "Group", "name": "e2e-fd-platform-team"}]}},
+        }
+    )
+    try:
+        poll(lambda: get("clusterrolebinding", binding), 10.0)
+        assert can("create", "organizations", "default", "e2e-fd-platform-team")
+        started = time.monotonic()
+        kubectl("delete", "tenancypolicy", name)
+        poll(lambda: get("clusterrolebinding", binding) is None, WITHIN)
+        print(f"platform-admin binding removed {time.monotonic() - started:.2f}s after its policy")
+        assert not can("create", "organizations", "default", "e2e-fd-platform-team")
+
+        def reported() -> list[dict[str, Any]]:
+            items = json.loads(kubectl("get", "events", "-n", "default", "-o", "json").stdout)["items"]
+            return [e for e in items if e["reason"] == "PlatformAdminsUnbound" and binding in e["message"]]
+
+        event = poll(reported, 10.0, every=0.5)[0]
+        assert event["involvedObject"]["kind"] == "ClusterRoleBinding"
+        assert "Group e2e-fd-platform-team" in event["message"]
+    finally:
+        kubectl("delete", "tenancypolicy", name, "--ignore-not-found", check=False)
+        kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found", check=False)

@@ -92,8 +92,8 @@ async def remove_platform_admins(cluster: Cluster, name: str) -> None:
         return
     subjects = ", ".join(f"{s.get('kind')} {s.get('name')}" for s in live.get("subjects") or [])
     message = (
-        f"TenancyPolicy {name} was deleted: ClusterRoleBinding {binding_name} removed, "
-        f"so {subjects or 'nobody'} no longer hold tenantry:platform-admin through it"
+        f"TenancyPolicy {name} was deleted: ClusterRoleBinding {binding_name} removed; "
+        f"it granted tenantry:platform-admin to {subjects or 'nobody'}"
     )
     log.warning("platform admins unbound", policy=name, why="TenancyPolicy deleted", subjects=subjects)
     try:

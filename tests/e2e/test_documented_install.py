@@ -1,88 +1,167 @@
-"""The documented install, executed: docs/install.md's Install block, README's "Running as the
-operator's identity" block, then the example Organization applied as shipped and Ready.
+"""The docs, executed on a real control plane: every bash block of README.md and docs/*.md that
+tests/docblocks.py's RUN_BY gives to this module, verbatim, in the order a reader meets them.
 
-The shell blocks are read from the docs themselves (a doc that drifts from behaviour fails here)
-and run verbatim with bash, in order, from the repository root, against the e2e cluster
-(`KUBECONFIG`). A small extractor rather than Sybil or pytest-codeblocks: the blocks must run in
-one order across two files, with shared shell state (`ME`, files written by one block and read by
-the next) and an operator left running in the background, none of which those tools do without
-glue of the same size; and it adds no dependency. Everything installed is removed afterwards
-(the admission policies last installed would refuse every later test's operator).
+1. README, "Running the operator against a cluster" then "Your first Organization": the
+   operator as the reader's own admin identity (`~/.kube/config`: HOME is a temporary
+   directory holding the e2e kubeconfig there), no admission policies.
+2. docs/install.md's Install, README's "Running as the operator's identity", "Your first
+   Organization" again (the example applies as shipped after exactly the documented edit),
+   then what docs/troubleshooting.md tells a user to run (against that `acme`) and the GitOps
+   walkthrough's commands (in a Git-repository-like directory holding `organizations/acme.yaml`
+   and the cluster's `policy.yaml`).
+3. docs/admission.md's block on its own.
+
+Blocks run through tests/docblocks.py (one extractor, ours; its docstring says why not Sybil
+or pytest-codeblocks): shared shell state, files one block writes for the next, and the
+operator a block leaves running in the background for the blocks after it. Everything
+installed is removed afterwards (the admission policies would refuse every later test's
+operator), except what the suite keeps anyway (the CRDs, the tenant roles, `tenantry-system`).
 """
 
 from __future__ import annotations
 
 import os
-import re
+import shutil
 import signal
-import subprocess
-import tempfile
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.docblocks import Shell, under
 from tests.e2e.conftest import KUBECONFIG, ROOT, get, kubectl, ready
 
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
 )
 
-
-def bash_block(doc: str, heading: str) -> str:
-    """The first ```bash block under `heading` of `doc`."""
-    text = (ROOT / doc).read_text()
-    section = text.split(f"{heading}\n", 1)[1]
-    match = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert match, f"no bash block under {heading!r} in {doc}"
-    return match.group(1)
-
-
-def run_block(block: str, workdir: Path, log: Path, pidfile: Path) -> None:
-    """Run one block with bash -e in `workdir` (a copy-free run: paths are relative to the repo
-    root, so the repo root is the working directory); a background job's pid goes to `pidfile`."""
-    script = "set -euo pipefail\n" + block
-    if block.rstrip().splitlines()[-1].split("#")[0].rstrip().endswith("&"):
-        script += f'\necho $! > "{pidfile}"\n'
-    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG), "TENANTRY_DOC_TMP": str(workdir)}
-    with log.open("a") as out:
-        proc = subprocess.run(
-            ["bash", "-c", script], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-        )
-    assert proc.returncode == 0, (
-        f"documented block failed ({proc.returncode}):\n{block}\n{log.read_text()[-3000:]}"
+README_RUN = ("README.md", "## Running the operator against a cluster")
+FIRST_ORGANIZATION = ("README.md", "### Your first Organization")
+INSTALL = ("docs/install.md", "## Install")
+IDENTITY = ("README.md", "### Running as the operator's identity")
+ADMISSION = ("docs/admission.md", "# Admission guardrails")
+TROUBLESHOOTING = [
+    ("docs/troubleshooting.md", heading)
+    for heading in (
+        "# Troubleshooting",
+        "## Progressing",
+        "## InvalidSpec",
+        "## PolicyNotFound",
+        "## InvalidPolicy",
+        "## Operator down",
+        "## Reconciles failing",
+        "## Quota pool exhausted",
+        "## CRD not served",
+        "## Guardrail denials",
     )
+]
+GITOPS = ("docs/gitops.md", "# GitOps walkthrough: an Organization in Git to namespaces ready")
+# Files the blocks run from the repository root write there (a reader's working directory).
+WRITTEN = ("tenantry-ca.crt", "tenantry.kubeconfig", "org.yaml", "policy.yaml")
+ADMISSION_KUSTOMIZATIONS = ("admission", "admission/placement", "admission/image-pulls")
+ACME_NAMESPACES = ("acme-prod", "acme-staging", "acme-dev")
+
+
+def on_path() -> str:
+    """`tenantry` as the docs call it (this interpreter's venv), and kubectl as the suite has it."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def stop(pids: list[int]) -> None:
+    """Stop the operators the blocks left running (`tenantry run ... &`), and wait until they
+    are gone: the next one listens on the same ports."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+def remove_acme(shell: Shell) -> None:
+    """The example Organization deleted while its operator runs (so its finalizer is released),
+    then the operator stopped and the namespaces deleted, waited for: the next test starts as
+    on a cluster that never had them."""
+    kubectl("delete", "-f", str(ROOT / "examples/organization-acme.yaml"), "--ignore-not-found", check=False)
+    kubectl("wait", "--for=delete", "organization/acme", "--timeout=60s", check=False)
+    stop(shell.background or [])
+    for namespace in ACME_NAMESPACES:
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=90s", check=False)
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="tenantry-docs-") as path:
-        yield Path(path)
+def workdir(tmp_path: Path) -> Path:
+    """pytest's own (kept after a failure): blocks.log there has every block and its output."""
+    return tmp_path
 
 
-def test_install_then_the_example_organization_in_one_pass(workdir: Path) -> None:
-    log, pidfile = workdir / "blocks.log", workdir / "operator.pid"
-    created = [ROOT / name for name in ("tenantry-ca.crt", "tenantry.kubeconfig")]
-    assert not any(p.exists() for p in created), "the README recipe writes these in the working directory"
-    policy_existed = get("tenancypolicy", "default") is not None
+@pytest.fixture
+def repository_root_kept_clean() -> Iterator[None]:
+    written = [ROOT / name for name in WRITTEN]
+    assert not any(p.exists() for p in written), f"the blocks write these in the repository root: {WRITTEN}"
+    yield
+    for path in written:
+        path.unlink(missing_ok=True)
+
+
+def test_the_readme_run_without_admission_policies(workdir: Path) -> None:
+    home = workdir / "home"
+    (home / ".kube").mkdir(parents=True)
+    shutil.copy(str(KUBECONFIG), home / ".kube" / "config")
+    # KUBECONFIG empty: kubectl and `tenantry run --kubeconfig ~/.kube/config` read HOME's.
+    shell = Shell(log=workdir / "blocks.log", env={"HOME": str(home), "KUBECONFIG": "", "PATH": on_path()})
     try:
-        run_block(bash_block("docs/install.md", "## Install"), workdir, log, pidfile)
-        run_block(bash_block("README.md", "### Running as the operator's identity"), workdir, log, pidfile)
-        assert pidfile.exists(), "the operator was started in the background"
-        # The example as shipped, with the README's own commands.
-        run_block(bash_block("README.md", "### Your first Organization"), workdir, log, pidfile)
+        for block in under(*README_RUN):
+            shell.run(block)
+        assert shell.background, "the operator was started in the background"
+        for block in under(*FIRST_ORGANIZATION):
+            shell.run(block)
         ready("acme")
     finally:
-        kubectl(
-            "delete", "-f", str(ROOT / "examples/organization-acme.yaml"), "--ignore-not-found", check=False
-        )
-        if pidfile.exists():
-            try:
-                kubectl("wait", "--for=delete", "organization/acme", "--timeout=60s", check=False)
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
-        for kustomization in ("admission", "admission/placement", "admission/image-pulls"):
+        remove_acme(shell)
+
+
+def test_install_then_the_example_organization_troubleshooting_and_gitops_in_one_pass(
+    workdir: Path, repository_root_kept_clean: None
+) -> None:
+    policy_existed = get("tenancypolicy", "default") is not None
+    shell = Shell(log=workdir / "blocks.log", env={"KUBECONFIG": str(KUBECONFIG), "PATH": on_path()})
+    try:
+        for section in (INSTALL, IDENTITY):
+            for block in under(*section):
+                shell.run(block)
+        assert shell.background, "the operator was started in the background"
+        for block in under(*FIRST_ORGANIZATION):
+            shell.run(block)
+        ready("acme")
+
+        for section in TROUBLESHOOTING:
+            for block in under(*section):
+                shell.run(block)
+
+        # The GitOps walkthrough runs in the Git repository of the Organizations and the policy.
+        repository = workdir / "gitops"
+        (repository / "organizations").mkdir(parents=True)
+        shutil.copy(ROOT / "examples/organization-acme.yaml", repository / "organizations/acme.yaml")
+        policy = kubectl("get", "tenancypolicy", "default", "-o", "yaml").stdout
+        (repository / "policy.yaml").write_text(policy)
+        for block in under(*GITOPS):
+            shell.run(block, cwd=repository)
+        rendered = (repository / "acme.rendered.yaml").read_text()
+        assert "name: acme-prod\n" in rendered
+    finally:
+        remove_acme(shell)
+        for kustomization in ADMISSION_KUSTOMIZATIONS:
             path = str(ROOT / "manifests" / kustomization)
             kubectl("delete", "-k", path, "--ignore-not-found", check=False)
         # The install made it, with the reader as a platform admin: not for later modules.
@@ -91,7 +170,17 @@ def test_install_then_the_example_organization_in_one_pass(workdir: Path) -> Non
         kubectl(
             "delete", "deployment", "tenantry", "-n", "tenantry-system", "--ignore-not-found", check=False
         )
-        for env in ("prod", "staging", "dev"):
-            kubectl("delete", "namespace", f"acme-{env}", "--ignore-not-found", "--wait=false", check=False)
-        for path in created:
-            path.unlink(missing_ok=True)
+
+
+def test_the_admission_page_installs_its_policies_all_or_nothing(workdir: Path) -> None:
+    policy_existed = get("tenancypolicy", "default") is not None
+    shell = Shell(log=workdir / "blocks.log", env={"KUBECONFIG": str(KUBECONFIG), "PATH": on_path()})
+    try:
+        for block in under(*ADMISSION):
+            shell.run(block)
+        assert get("validatingadmissionpolicy", "tenantry-protect-namespace-labels") is not None
+        assert get("validatingadmissionpolicybinding", "tenantry-protect-namespace-labels") is not None
+    finally:
+        kubectl("delete", "-k", str(ROOT / "manifests/admission"), "--ignore-not-found", check=False)
+        if not policy_existed:
+            kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", check=False)

@@ -60,6 +60,7 @@ import ssl
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -298,6 +299,8 @@ class Driver:
     kubectl: str = ""
     operators: list[Child] = field(default_factory=list)
     operator_ports: dict[str, tuple[int, int]] = field(default_factory=dict)
+    onboarding: tuple[datetime, Child | None] = (datetime.min, None)  # its start, py-spy
+    stopped_at: datetime = datetime.min  # when the operator stopped last was gone
 
     def __post_init__(self) -> None:
         self.kubectl = str(self.realk8s / "bin" / "kubectl")
@@ -465,6 +468,7 @@ class Driver:
         old = self.operators[-1]
         say(f"{label}: SIGTERM {old.name}")
         stop_seconds = await old.stop()
+        self.stopped_at = now()
         child = self.start_operator()
         since = now()
         live = await self.wait_live(child, api)
@@ -523,14 +527,6 @@ class Driver:
         argv += ["-o", str(self.workdir / "py-spy-onboarding.txt"), "--pid", str(child.pid)]
         return Child.start("py-spy", argv, self.workdir / "py-spy.log")
 
-    async def stop_py_spy(self, spy: Child | None) -> None:
-        if spy is None:
-            return
-        spy.popen.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT, then exits
-        with contextlib.suppress(TimeoutError):
-            await self.until("py-spy written", lambda: not spy.alive(), 60, 0.2)
-        await spy.stop()
-
     async def onboard(self, api: Api, cluster: Cluster, names: list[str]) -> dict[str, Any]:
         child = self.operators[-1]
         plane = ControlPlaneCpu(self.realk8s)
@@ -566,13 +562,13 @@ class Driver:
                 await prober
         cpu = child.cpu_seconds() - cpu_before
         plane_cpu = plane.stop()
-        await self.stop_py_spy(spy)
+        if spy is not None:
+            spy.popen.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT, then exits
         memory = child.memory_mb()
         metrics = await self.metrics(child, api)
-        await asyncio.sleep(2)
-        writes = audit.count(self.logs, since, now())
-        mine = writes["by_user"].get(audit.OPERATOR_USER, {})
         say(f"onboarding: all {len(names)} Ready after {seconds:.1f}s")
+        # The restart comes at once: the writes are counted after it (finish_onboarding).
+        self.onboarding = (since, spy)
         return {
             "seconds": round(seconds, 2),
             "posts_seconds": round(posted, 2),
@@ -580,14 +576,28 @@ class Driver:
             "operator_rss_peak_mib": round(memory["peak"], 1),
             "operator_rss_now_mib": round(memory.get("now", 0.0), 1),
             "control_plane_cpu_seconds": plane_cpu,
-            "operator_writes": sum(mine.values()),
-            "operator_writes_per_org": round(sum(mine.values()) / len(names), 2),
-            "operator_writes_by_kind": mine,
-            "writes_by_user": writes["by_user_total"],
             "reconciles": reconciles(metrics),
             "drift_heal_during_onboarding": heal_stats(heals, failures),
             "py_spy": str(self.workdir / "py-spy-onboarding.txt") if spy else None,
         }
+
+    async def finish_onboarding(self, onboarding: dict[str, Any], n: int) -> None:
+        """Writes from the first POST until the onboarding process exited; py-spy's end."""
+        since, spy = self.onboarding
+        if spy is not None:
+            with contextlib.suppress(TimeoutError):
+                await self.until("py-spy written", lambda: not spy.alive(), 60, 0.2)
+            await spy.stop()
+        writes = audit.count(self.logs, since, self.stopped_at)
+        mine = writes["by_user"].get(audit.OPERATOR_USER, {})
+        onboarding.update(
+            {
+                "operator_writes": sum(mine.values()),
+                "operator_writes_per_org": round(sum(mine.values()) / n, 2),
+                "operator_writes_by_kind": mine,
+                "writes_by_user": writes["by_user_total"],
+            }
+        )
 
     async def report_progress(self, cluster: Cluster) -> None:
         while True:
@@ -669,6 +679,7 @@ class Driver:
             await self.guard(
                 watches, self.restart(api, "restart right after onboarding"), result, "restart_now"
             )
+            await self.finish_onboarding(result["onboarding"], len(names))
             say(f"waiting until the operator made no write for {self.args.quiet:.0f}s")
             result["quiet_after_seconds"] = round(await self.quiet(self.args.quiet, self.args.timeout), 1)
             await self.guard(watches, self.restart(api, "restart after quiet"), result, "restart_after_quiet")
@@ -713,6 +724,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["raw"] = await driver.raw(names)
             say(f"raw: {result['raw']['seconds']}s")
         await driver.operator_phase(names, result)
+    except Exception as error:  # what was measured before the failure is still worth writing
+        traceback.print_exc()
+        result["error"] = f"{type(error).__name__}: {error}"
     finally:
         for child in driver.operators:
             child.kill_now()
@@ -744,9 +758,9 @@ def table(result: dict[str, Any]) -> str:
             ("onboarding: control-plane CPU (s)", onb["control_plane_cpu_seconds"]),
             (
                 "onboarding: operator writes (per Org)",
-                f"{onb['operator_writes']} ({onb['operator_writes_per_org']})",
+                f"{onb.get('operator_writes')} ({onb.get('operator_writes_per_org')})",
             ),
-            ("onboarding: by kind", onb["operator_writes_by_kind"]),
+            ("onboarding: by kind", onb.get("operator_writes_by_kind")),
             ("heal during onboarding p50/p99/max ms (n)", _heal(heal)),
         ]
     for key, label in (
@@ -828,6 +842,9 @@ def main() -> None:
     output.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
     print(f"\nJSON: {output}")
+    if "error" in result:
+        print(f"\nFAILED: {result['error']}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

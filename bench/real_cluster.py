@@ -301,6 +301,7 @@ class Driver:
     operator_ports: dict[str, tuple[int, int]] = field(default_factory=dict)
     onboarding: tuple[datetime, Child | None] = (datetime.min, None)  # its start, py-spy
     stopped_at: datetime = datetime.min  # when the operator stopped last was gone
+    rss_at_stop: dict[str, float] = field(default_factory=dict)  # MiB, by process name
 
     def __post_init__(self) -> None:
         self.kubectl = str(self.realk8s / "bin" / "kubectl")
@@ -467,7 +468,7 @@ class Driver:
         """SIGTERM the operator, start a new one at once, count its writes for --observe s."""
         old = self.operators[-1]
         say(f"{label}: SIGTERM {old.name}")
-        stop_seconds = await old.stop()
+        stop_seconds = await self.stop_operator(old)
         self.stopped_at = now()
         child = self.start_operator()
         since = now()
@@ -485,8 +486,18 @@ class Driver:
             "operator_writes_by_kind": writes["by_user"].get(audit.OPERATOR_USER, {}),
         }
 
+    async def stop_operator(self, child: Child) -> float:
+        """SIGTERM (SIGKILL after 30 s); its RSS just before is kept (wait4 only has the peak)."""
+        if child.alive():
+            with contextlib.suppress(OSError, KeyError):
+                self.rss_at_stop[child.name] = child.memory_mb()["now"]
+        return await child.stop()
+
     def usage(self, child: Child) -> dict[str, Any]:
+        """CPU seconds, peak RSS and current RSS (or RSS when it was stopped), MiB."""
         memory = child.memory_mb()
+        if "now" not in memory and child.name in self.rss_at_stop:
+            memory["at_stop"] = self.rss_at_stop[child.name]
         return {
             "cpu_seconds": round(child.cpu_seconds(), 2),
             **{f"rss_{k}_mib": round(v, 1) for k, v in memory.items()},
@@ -694,7 +705,7 @@ class Driver:
             result["driver_requests_throttled"] = api.throttled
             await api.close()
             for child in self.operators:
-                await child.stop()
+                await self.stop_operator(child)
             result["operators"] = {child.name: self.usage(child) for child in self.operators}
 
     async def guard(
@@ -784,7 +795,7 @@ def table(result: dict[str, Any]) -> str:
             ("no-op resync: operator writes", resync["operator_writes"]),
         ]
     for name, usage in result.get("operators", {}).items():
-        rows.append((f"{name}: CPU s, RSS peak/now MiB", _usage(usage)))
+        rows.append((f"{name}: CPU s, RSS peak/at stop MiB", _usage(usage)))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
     if "ratio_onboarding_to_raw" in result:
@@ -798,7 +809,8 @@ def _heal(stats: dict[str, Any]) -> str:
 
 
 def _usage(usage: dict[str, Any]) -> str:
-    return f"{usage['cpu_seconds']}, {usage.get('rss_peak_mib')}/{usage.get('rss_now_mib', '-')}"
+    current = usage.get("rss_now_mib", usage.get("rss_at_stop_mib", "-"))
+    return f"{usage['cpu_seconds']}, {usage.get('rss_peak_mib')}/{current}"
 
 
 def main() -> None:

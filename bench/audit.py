@@ -1,0 +1,125 @@
+"""Counting writes in a real kube-apiserver's audit log (bench/real_cluster.py).
+
+The log is JSON lines, one per request at stage ResponseComplete (the realk8s audit policy logs
+writes only, at level Metadata). kube-apiserver rotates `audit.log` at `--audit-log-maxsize` into
+`audit-<timestamp>.log` in the same directory, so a window of time is counted over every
+`audit*.log` file, each entry by its `stageTimestamp` (when the answer was sent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+OPERATOR_USER = "tenantry-operator"
+
+
+def stamp(text: str) -> datetime:
+    """`2026-12-05T14:20:37.648941Z` (RFC 3339, microseconds) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def key(entry: dict[str, Any]) -> str:
+    """`verb resource[/subresource] code`: what the tables count."""
+    ref = entry.get("objectRef") or {}
+    resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    code = (entry.get("responseStatus") or {}).get("code", "?")
+    return f"{entry.get('verb', '?')} {resource} {code}"
+
+
+def entries(
+    lines: Iterable[str], start: datetime, end: datetime, user: str | None
+) -> Iterable[dict[str, Any]]:
+    """Complete entries with start <= stageTimestamp < end (of `user` if given)."""
+    needle = f'"username":"{user}"' if user else ""
+    for line in lines:
+        if needle not in line:  # cheap: most lines of a busy log are someone else's
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the line being written while we read
+        if entry.get("stage") != "ResponseComplete" or "stageTimestamp" not in entry:
+            continue
+        if user and (entry.get("user") or {}).get("username") != user:
+            continue
+        if start <= stamp(entry["stageTimestamp"]) < end:
+            yield entry
+
+
+def files(logs: Path, start: datetime) -> list[Path]:
+    """Every audit log file that may hold an entry at or after `start` (rotated ones included)."""
+    found = []
+    for path in sorted(logs.glob("audit*.log")):
+        if datetime.fromtimestamp(path.stat().st_mtime, UTC) >= start:
+            found.append(path)
+    return found
+
+
+def count(logs: Path, start: datetime, end: datetime, user: str | None = None) -> dict[str, Any]:
+    """Writes in [start, end): total, per user, and per user per `verb resource code`."""
+    by_user: dict[str, dict[str, int]] = {}
+    for path in files(logs, start):
+        with path.open(errors="replace") as handle:
+            for entry in entries(handle, start, end, user):
+                name = (entry.get("user") or {}).get("username", "?")
+                counts = by_user.setdefault(name, {})
+                counts[key(entry)] = counts.get(key(entry), 0) + 1
+    return {
+        "total": sum(sum(c.values()) for c in by_user.values()),
+        "by_user_total": {name: sum(c.values()) for name, c in sorted(by_user.items())},
+        "by_user": {name: dict(sorted(c.items())) for name, c in sorted(by_user.items())},
+    }
+
+
+class Tail:
+    """The newest writes of one user, read incrementally (never the whole log again).
+
+    Follows `audit.log` across a rotation: when its inode changes, the rest of the old file is
+    read under its new name (the rotated file keeps the inode) before the new one from 0.
+    """
+
+    def __init__(self, logs: Path, user: str) -> None:
+        self.logs, self.user = logs, user
+        self.needle = f'"username":"{user}"'
+        self.last: datetime | None = None
+        current = logs / "audit.log"
+        info = current.stat()
+        self.inode, self.offset, self.rest = info.st_ino, info.st_size, b""
+
+    def _read(self, path: Path) -> None:
+        with path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = self.rest + handle.read()
+            self.offset = handle.tell()
+        *complete, self.rest = data.split(b"\n")
+        for raw in complete:
+            line = raw.decode(errors="replace")
+            if self.needle in line:
+                with_time = [e for e in entries([line], datetime.min.replace(tzinfo=UTC), _FAR, self.user)]
+                for entry in with_time:
+                    when = stamp(entry["stageTimestamp"])
+                    self.last = when if self.last is None else max(self.last, when)
+
+    def poll(self) -> datetime | None:
+        """Read what is new; the time of this user's newest write seen so far."""
+        current = self.logs / "audit.log"
+        try:
+            info = current.stat()
+        except FileNotFoundError:
+            return self.last
+        if info.st_ino != self.inode:
+            for path in self.logs.glob("audit-*.log"):
+                if os.stat(path).st_ino == self.inode:
+                    self._read(path)
+                    break
+            self.inode, self.offset, self.rest = info.st_ino, 0, b""
+        self._read(current)
+        return self.last
+
+
+_FAR = datetime(9999, 1, 1, tzinfo=UTC)

@@ -1,0 +1,86 @@
+"""bench/audit.py: writes counted in a time window across kube-apiserver's rotated audit logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import audit  # noqa: E402 - bench/ is not a package
+from run import percentile  # noqa: E402
+
+T0 = datetime(2026, 12, 5, 14, 0, 0, tzinfo=UTC)
+
+
+def line(
+    at: datetime, user: str = "tenantry-operator", verb: str = "patch", sub: str = "", code: int = 200
+) -> str:
+    ref = {"resource": "organizations", "name": "org-0001", **({"subresource": sub} if sub else {})}
+    return json.dumps(
+        {
+            "kind": "Event",
+            "stage": "ResponseComplete",
+            "verb": verb,
+            "user": {"username": user},
+            "objectRef": ref,
+            "responseStatus": {"code": code},
+            "stageTimestamp": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        separators=(",", ":"),
+    )
+
+
+def write(path: Path, lines: list[str], mtime: datetime) -> None:
+    path.write_text("".join(f"{text}\n" for text in lines))
+    os.utime(path, (mtime.timestamp(), mtime.timestamp()))
+
+
+def test_a_window_counts_the_rotated_file_and_the_current_one(tmp_path: Path) -> None:
+    rotated = [line(T0 + timedelta(seconds=s)) for s in (1, 9, 10)]  # 1 is before the window
+    write(tmp_path / "audit-2026-12-05T14-00-10.000.log", rotated, T0 + timedelta(seconds=10))
+    current = [
+        line(T0 + timedelta(seconds=11), sub="status"),
+        line(T0 + timedelta(seconds=12), user="admin", verb="create", code=201),
+        line(T0 + timedelta(seconds=20)),  # the end is excluded
+        '{"stage":"ResponseComplete","user":{"username":"tenantry-operator"},"stageTi',  # half-written
+    ]
+    write(tmp_path / "audit.log", current, T0 + timedelta(seconds=20))
+    # A file last written before the window cannot hold an entry in it: not even opened.
+    write(tmp_path / "audit-2026-12-05T13-00-00.000.log", ["not json"], T0 - timedelta(hours=1))
+
+    everyone = audit.count(tmp_path, T0 + timedelta(seconds=5), T0 + timedelta(seconds=20))
+    assert everyone["total"] == 4
+    assert everyone["by_user"] == {
+        "admin": {"create organizations 201": 1},
+        "tenantry-operator": {"patch organizations 200": 2, "patch organizations/status 200": 1},
+    }
+    mine = audit.count(tmp_path, T0 + timedelta(seconds=5), T0 + timedelta(seconds=20), "tenantry-operator")
+    assert mine["by_user_total"] == {"tenantry-operator": 3}
+
+
+def test_the_tail_follows_a_rotation_and_ignores_what_came_before_it(tmp_path: Path) -> None:
+    current = tmp_path / "audit.log"
+    write(current, [line(T0)], T0)
+    tail = audit.Tail(tmp_path, "tenantry-operator")
+    assert tail.poll() is None  # the entry before the tail started is not counted
+    with current.open("a") as handle:
+        handle.write(line(T0 + timedelta(seconds=5)) + "\n" + line(T0 + timedelta(seconds=6), user="admin"))
+    assert tail.poll() == T0 + timedelta(seconds=5)
+    # Rotation: the old file renamed (same inode) after one more line, a new audit.log.
+    with current.open("a") as handle:
+        handle.write("\n" + line(T0 + timedelta(seconds=7)) + "\n")
+    current.rename(tmp_path / "audit-2026-12-05T14-00-07.000.log")
+    write(current, [line(T0 + timedelta(seconds=3))], T0 + timedelta(seconds=8))
+    assert tail.poll() == T0 + timedelta(seconds=7)
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 21)]
+    assert percentile(values, 50) == 10.0
+    assert percentile(values, 99) == 20.0
+    assert percentile([], 50) is None

@@ -47,6 +47,7 @@ RUN_BY: Mapping[tuple[str, str], str] = {
     ("docs/admission.md", "# Admission guardrails"): E2E_INSTALL,
     ("docs/troubleshooting.md", "# Troubleshooting"): E2E_INSTALL,
     ("docs/troubleshooting.md", "## Progressing"): E2E_INSTALL,
+    ("docs/troubleshooting.md", "## QuotaNotInForce"): E2E_INSTALL,
     ("docs/troubleshooting.md", "## InvalidSpec"): E2E_INSTALL,
     ("docs/troubleshooting.md", "## PolicyNotFound"): E2E_INSTALL,
     ("docs/troubleshooting.md", "## InvalidPolicy"): E2E_INSTALL,

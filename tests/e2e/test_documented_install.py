@@ -47,6 +47,7 @@ TROUBLESHOOTING = [
     for heading in (
         "# Troubleshooting",
         "## Progressing",
+        "## QuotaNotInForce",
         "## InvalidSpec",
         "## PolicyNotFound",
         "## InvalidPolicy",

@@ -64,7 +64,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp.web
 import jsonpatch
@@ -72,8 +72,11 @@ import jsonpointer
 import yaml
 
 from tests.fakeapi.fields import SERVER_META, ApplyConflictError, Ownership, merge_patch
-from tests.fakeapi.resources import TENANTRY_RESOURCES, ResourceInfo
+from tests.fakeapi.resources import PODS, TENANTRY_RESOURCES, ResourceInfo
 from tests.fakeapi.selectors import SelectorError, object_filter
+
+if TYPE_CHECKING:
+    from tests.fakeapi.quota import QuotaSystem
 
 NAMESPACES = "v1/namespaces"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -226,6 +229,7 @@ class FakeApiServer:
         keep_requests: bool = True,
         history: int = 10_000,
         bookmark_every: float = 60.0,
+        quota_sync_delay: float | None = 0.005,
     ) -> None:
         self.served: dict[str, ResourceInfo] = {}
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {}
@@ -255,6 +259,16 @@ class FakeApiServer:
             self._store_new(
                 self.served[NAMESPACES], {"metadata": {"name": name}}, None, "kube-apiserver", apply=False
             )
+        # Every real cluster runs kube-controller-manager's quota controller (and the API server
+        # its quota admission): a new ResourceQuota is in force only once the controller copied
+        # spec.hard into status.hard, a few milliseconds after the write that created it, never
+        # in that write's response. None: no quota controller (a test of the fake itself).
+        self.quota_system: QuotaSystem | None = None
+        if quota_sync_delay is not None:
+            from tests.fakeapi.quota import QuotaSystem  # noqa: PLC0415 - it imports this module
+
+            self.serve(PODS)
+            self.quota_system = QuotaSystem(self, sync_delay=quota_sync_delay)
 
     # ---- running -----------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -14,7 +14,6 @@ import pytest_asyncio
 
 from tenantry.api.quantity import parse_quantity
 from tests.fakeapi.quota import QuotaSystem
-from tests.fakeapi.resources import PODS
 from tests.fakeapi.server import FakeApiServer
 from tests.integration.conftest import ORG, Api, Operator, org_body, settled
 from tests.integration.test_lifecycle import events
@@ -81,8 +80,8 @@ class Watcher:
 
 @pytest_asyncio.fixture
 async def quotas(kube: FakeApiServer) -> AsyncIterator[QuotaSystem]:
-    kube.serve(PODS)
-    yield QuotaSystem(kube)
+    assert kube.quota_system is not None  # every fake API server runs the quota controller
+    yield kube.quota_system
 
 
 async def hard(api: Api, namespace: str) -> int:
@@ -279,8 +278,8 @@ async def test_pods_in_both_namespaces_at_once_with_a_lagging_quota_controller(
     """The quota controller copies spec.hard into status late (admission enforces status), and
     staging's quota later than dev's: a grow of dev waits until staging's shrink is enforced, so
     no sum (spec, status, used) ever exceeds the pool."""
-    kube.serve(PODS)
-    QuotaSystem(kube, sync_delay={"acme-staging": 0.4, "acme-dev": 0.05})
+    assert kube.quota_system is not None
+    kube.quota_system.sync_delay = {"acme-staging": 0.4, "acme-dev": 0.05}
     watcher = Watcher(kube, TOTAL)
     await api.create(ORG, pool_org())
     await ready(api)

@@ -57,6 +57,7 @@ RBAC = "tests/unit/test_render_rbac.py"
 GUARDRAILS = "tests/unit/test_admission_guardrails.py"
 DRIFT = "tests/integration/test_drift.py"
 OWNERSHIP = "tests/integration/test_ownership.py"
+QUOTA_IN_FORCE = "tests/integration/test_quota_in_force.py"
 NO_OP_RESYNC = f"{ONBOARDING}::test_a_no_op_resync_makes_zero_writes"
 RESTART = f"{LIFECYCLE}::test_restart_converges_with_zero_writes"
 BAD_DAYS = "tests/integration/test_bad_days.py"
@@ -708,6 +709,41 @@ MUTANTS: tuple[Mutant, ...] = (
         '        and not entry.get("subresource")\n',
         "        True\n",
         (f"{POLICY_BINDING}::test_a_binding_we_did_not_create_is_never_deleted",),
+    ),
+    Mutant(
+        "ready-before-quota-in-force",
+        "an Organization is Ready only once each of its quotas is in force (status.hard)",
+        "operator/tenantry/reconcile/organization.py",
+        "        self._check_quota_in_force(objects, blocked, outcome)\n",
+        "",
+        (f"{QUOTA_IN_FORCE}::test_ready_only_once_every_quota_is_in_force_with_one_status_write",),
+    ),
+    Mutant(
+        "quota-pending-status-not-held",
+        "onboarding writes an Organization's status once (not Progressing, then Ready)",
+        "operator/tenantry/reconcile/organization.py",
+        '            raise Requeue(left, "quota not yet in force")\n',
+        "            pass\n",
+        (f"{QUOTA_IN_FORCE}::test_ready_only_once_every_quota_is_in_force_with_one_status_write",),
+    ),
+    Mutant(
+        "quota-pending-held-forever",
+        "a quota still not in force after the grace is reported in status (QuotaNotInForce)",
+        "operator/tenantry/reconcile/organization.py",
+        "        left = self.cluster.quota_enforce_grace - (now - since)\n",
+        "        left = 3600.0\n",
+        (f"{QUOTA_IN_FORCE}::test_a_quota_not_in_force_after_the_grace_is_reported_then_ready_when_it_is",),
+    ),
+    Mutant(
+        "quota-in-force-not-prompt",
+        "a quota coming into force is followed up before resyncs (Ready is waiting for it)",
+        "operator/tenantry/reconcile/events.py",
+        "                prompt = pooled_keys(obj) or _hard_of(previous) != _hard_of(obj)\n",
+        "                prompt = pooled_keys(obj)\n",
+        (
+            "tests/unit/test_runtime_events.py::"
+            "test_a_quota_coming_into_force_is_queued_before_resyncs_and_usage_alone_after",
+        ),
     ),
 )
 

@@ -112,3 +112,38 @@ async def test_organizations_are_kept_without_managed_fields() -> None:
     body["metadata"]["managedFields"] = [{"manager": "argocd-controller", "fieldsV1": {"f:spec": {}}}]
     await rt.on_organization({"type": "ADDED", "object": body})
     assert "managedFields" not in rt.cluster.organizations["acme"]["metadata"]
+
+
+def quota(org: str, resource_version: str, status: dict[str, Any]) -> dict[str, Any]:
+    labels = {lbl.APP_MANAGED_BY: lbl.APP_MANAGED_BY_VALUE, lbl.OWNER: org}
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": "tenantry-quota",
+            "namespace": f"{org}-prod",
+            "labels": labels,
+            "resourceVersion": resource_version,
+        },
+        "spec": {"hard": {"pods": "10"}},
+        "status": status,
+    }
+
+
+async def test_a_quota_coming_into_force_is_queued_before_resyncs_and_usage_alone_after() -> None:
+    # Ready waits for each quota to be in force (status.hard filled by kube-controller-manager):
+    # that update is followed up promptly. Usage moving (a pod started) is not urgent.
+    rt = runtime()
+    for name in ("acme", "beta"):
+        await rt.on_organization({"type": "ADDED", "object": organization(name)})
+    await rt.on_child({"type": "ADDED", "object": quota("acme", "20", {})})
+    await order(rt)
+    assert rt.queue is not None
+    await rt.queue.put("beta", Priority.RESYNC)
+    in_force = {"hard": {"pods": "10"}, "used": {"pods": "0"}}
+    await rt.on_child({"type": "MODIFIED", "object": quota("acme", "21", in_force)})
+    assert await order(rt) == ["acme", "beta"]
+    await rt.queue.put("beta", Priority.RESYNC)
+    used = {"hard": {"pods": "10"}, "used": {"pods": "1"}}
+    await rt.on_child({"type": "MODIFIED", "object": quota("acme", "22", used)})
+    assert await order(rt) == ["beta", "acme"]

@@ -142,8 +142,11 @@ class Events:
                 return  # our own write, already recorded from its response
             # A quota's usage changed (its status only): refresh the status, it is not drift. A
             # pooled quota's use is what its pool is rebalanced from: promptly (docs/quota-pool.md).
+            # A quota just come into force (status.hard changed) is what its Organization's Ready
+            # waits for (reconcile/organization.py): promptly too.
             if drift.status_only(previous, slim(obj)):
-                priority = Priority.CHANGE if pooled_keys(obj) else Priority.RESYNC
+                prompt = pooled_keys(obj) or _hard_of(previous) != _hard_of(obj)
+                priority = Priority.CHANGE if prompt else Priority.RESYNC
             else:
                 priority = Priority.DRIFT
         if owner and owner in self.cluster.organizations:
@@ -187,6 +190,10 @@ def _ready_of(body: dict[str, Any]) -> str:
         if cond.get("type") == "Ready" and cond.get("status") in ("True", "False"):
             return str(cond["status"])
     return "Unknown"
+
+
+def _hard_of(obj: dict[str, Any] | None) -> Any:
+    return ((obj or {}).get("status") or {}).get("hard")
 
 
 def _policy_of(org: dict[str, Any]) -> str:

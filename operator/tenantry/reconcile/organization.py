@@ -15,6 +15,7 @@ from tenantry.api.documents import parse_access, parse_object
 from tenantry.api.organization import Organization
 from tenantry.api.policy import TenancyPolicy, select_policy
 from tenantry.api.problems import InvalidObjectError
+from tenantry.api.quantity import parse_quantity
 from tenantry.api.status import MAX_OWNED_NAMESPACES
 from tenantry.kube import drift
 from tenantry.kube import resources as res
@@ -91,6 +92,19 @@ def _ready_since(status: dict[str, Any] | None) -> float | None:
     except ValueError:
         return None
     return (dt.datetime.now(dt.UTC) - when).total_seconds()
+
+
+def _quota_in_force(quota: dict[str, Any]) -> bool:
+    """Has kube-controller-manager copied this ResourceQuota's spec.hard into its status.hard
+    (the limits the API server's quota admission enforces)? Compared as quantities."""
+    spec = (quota.get("spec") or {}).get("hard") or {}
+    status = (quota.get("status") or {}).get("hard") or {}
+    if spec.keys() != status.keys():
+        return False
+    try:
+        return all(parse_quantity(spec[k]) == parse_quantity(status[k]) for k in spec)
+    except ValueError:
+        return spec == status
 
 
 def _where(obj: dict[str, Any]) -> str:
@@ -196,6 +210,7 @@ class OrganizationReconciler:
             await self._converge(body, parsed, policy, outcome)
         if outcome.stalled and outcome.ready_reason in (reasons.INVALID_SPEC, reasons.POLICY_NOT_FOUND):
             self._report_existing(body, outcome)
+        self._hold_for_quota(body["metadata"]["name"], outcome)
         await self._write_status(body, outcome, generation)
         if outcome.failed_writes:
             # After the status (and its Event) says what failed: retried with the
@@ -261,6 +276,7 @@ class OrganizationReconciler:
             if entry["phase"] in ("Missing", "Adopting"):
                 entry["phase"] = await self._namespace_phase(org.name, entry["name"])
         outcome.quota = self._quota_usage(rendering.namespaces)
+        self._check_quota_in_force(objects, blocked, outcome)
         for warning in rendering.warnings:
             log.info("warning", organization=org.name, warning=str(warning))
         previous = (body.get("status") or {}).get("grants") or []
@@ -783,6 +799,50 @@ class OrganizationReconciler:
         return patched
 
     # -- status ----------------------------------------------------------------------------------
+    def _check_quota_in_force(
+        self, objects: list[dict[str, Any]], blocked: set[str], outcome: Outcome
+    ) -> None:
+        """Not Ready while a quota is applied but not yet in force: the API server's quota
+        admission limits only what a quota's status.hard names, and status.hard is
+        kube-controller-manager's copy of spec.hard, made after our write. Until then a tenant's
+        pods are admitted without limit, so "Ready" would claim a guardrail that is not there."""
+        pending = []
+        for obj in objects:
+            if obj["kind"] != "ResourceQuota" or _namespace_of(obj) in blocked:
+                continue
+            live = self.cluster.inventory.get(object_key(obj))
+            if live is not None and not _quota_in_force(live):
+                pending.append(_describe(live))
+        if not pending:
+            return
+        outcome.quota_pending = pending
+        message = (
+            f"{', '.join(pending)} not yet in force: kube-controller-manager has not copied its "
+            "spec.hard into status.hard, and until it does the API server limits nothing there"
+        )
+        outcome.areas.setdefault("QuotaReady", (reasons.QUOTA_NOT_IN_FORCE, message))
+        if outcome.ready_reason == reasons.RECONCILED and not outcome.progressing:
+            outcome.progressing = True
+            outcome.message = message
+
+    def _hold_for_quota(self, name: str, outcome: Outcome) -> None:
+        """No status write while the only thing between the Organization and Ready is a quota
+        coming into force, for at most `quota_enforce_grace` seconds from when this process first
+        saw it so: the quota's watch event brings the Organization back (reconcile/events.py),
+        and a single write says Ready, with the quota usage kube-controller-manager computed in
+        the same update. Onboarding then costs one status write, not "Progressing" then "Ready"
+        then the usage (issue 17). Past the grace, status says QuotaNotInForce."""
+        if not outcome.quota_pending:
+            self.cluster.quota_pending_since.pop(name, None)
+            return
+        if outcome.failed_writes or outcome.ready_reason != reasons.RECONCILED:
+            return  # something else to report: written now
+        now = time.monotonic()
+        since = self.cluster.quota_pending_since.setdefault(name, now)
+        left = self.cluster.quota_enforce_grace - (now - since)
+        if left > 0:
+            raise Requeue(left, "quota not yet in force")
+
     def _quota_usage(self, namespaces: dict[str, str]) -> list[dict[str, Any]]:
         usage = []
         for env, namespace in namespaces.items():

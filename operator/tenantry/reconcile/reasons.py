@@ -14,6 +14,9 @@ INVALID_SPEC = "InvalidSpec"
 POLICY_NOT_FOUND = "PolicyNotFound"
 NAMESPACE_CONFLICT = "NamespaceConflict"
 APPLY_FAILED = "ApplyFailed"
+# QuotaReady=False until kube-controller-manager copied each quota's spec.hard into status.hard:
+# the API server's quota admission enforces status.hard only, so until then nothing is limited.
+QUOTA_NOT_IN_FORCE = "QuotaNotInForce"
 # Stalled=False while failed writes are retried (not "Reconciled": they are not).
 RETRYING = "Retrying"
 # TenancyPolicy Ready reasons.
@@ -46,6 +49,7 @@ ALL: tuple[str, ...] = (
     POLICY_NOT_FOUND,
     NAMESPACE_CONFLICT,
     APPLY_FAILED,
+    QUOTA_NOT_IN_FORCE,
     RETRYING,
     VALID,
     INVALID_POLICY,

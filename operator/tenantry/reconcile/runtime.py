@@ -81,6 +81,7 @@ class Runtime:
             today=self.config.today,
             now=self.config.now,
             quota_status_interval=self.config.quota_status_interval_seconds,
+            quota_enforce_grace=self.config.quota_enforce_grace_seconds,
             applies_in_flight=self.config.applies_in_flight,
         )
         events = Events(cluster, WorkQueue())

@@ -39,6 +39,9 @@ class Outcome:
     failed_writes: list[str] = field(default_factory=list)
     write_errors: list[Any] = field(default_factory=list)
     refused_writes: set[str] = field(default_factory=set)
+    # Namespaces whose ResourceQuota is applied but not yet in force (status.hard is not yet
+    # spec.hard): the Organization is not Ready until kube-controller-manager catches up.
+    quota_pending: list[str] = field(default_factory=list)
     # status.quotaPool (reconcile/pool.py); None without a pool.
     quota_pool: dict[str, Any] | None = None
 

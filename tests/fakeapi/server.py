@@ -111,6 +111,20 @@ def status_body(
     }
 
 
+@dataclass(eq=False)
+class Hold:
+    """Requests whose method is `method` and whose path starts with `prefix` wait until
+    `release()` (an API server too loaded to answer them); `held` counts those that waited."""
+
+    method: str
+    prefix: str
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class NotServedError(Exception):
     """The path is not served at all: text/plain 404."""
 
@@ -237,6 +251,7 @@ class FakeApiServer:
         self.keep_requests = keep_requests
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.faults: list[Fault] = []
+        self.holds: list[Hold] = []
         self.crashes: list[BaseException] = []
         # Called once per request, when its answer's status is known (a watch: once it started).
         self.observers: list[Callable[[Request], None]] = []
@@ -348,6 +363,12 @@ class FakeApiServer:
         self.faults.append(fault)
         return fault
 
+    def hold(self, method: str, prefix: str) -> Hold:
+        """Keep requests `method prefix...` unanswered until the returned hold is released."""
+        hold = Hold(method, prefix)
+        self.holds.append(hold)
+        return hold
+
     def get(self, key: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         obj = self.objects.get(key, {}).get((namespace or "", name))
         return copy.deepcopy(obj) if obj is not None else None
@@ -386,6 +407,10 @@ class FakeApiServer:
             return aiohttp.web.Response(status=404, text=_NOT_SERVED, content_type="text/plain")
         if self.keep_requests:
             self.requests.append(request)
+        for hold in self.holds:
+            if request.method == hold.method and request.path.startswith(hold.prefix):
+                hold.held += 1
+                await hold.released.wait()
         try:
             for fault in self.faults:
                 if fault.matches(request):

@@ -141,3 +141,29 @@ async def test_a_namespace_label_dropped_from_the_policy_goes_and_others_labels_
 
     await until(dropped, timeout=5.0)
     assert (await api.get(NAMESPACE))["metadata"]["labels"]["team.example.com/owner"] == "x"
+
+
+async def test_a_drift_is_healed_while_every_worker_waits_on_a_loaded_api_server(api: Api, kube: Any) -> None:
+    # The drift lane: a worker that only heals. Here the one general worker is stuck in beta's
+    # onboarding (the API server does not answer its writes), as every worker is during a burst
+    # of onboarding on a loaded API server; a deleted NetworkPolicy of acme must not wait for it.
+    op = Operator(kube)
+    await op.start(workers=1)
+    hold = kube.hold("PATCH", "/api/v1/namespaces/beta-")
+    try:
+        await api.create(ORG, org_body())
+        await ready(api)
+        await api.create(ORG, org_body("beta"))
+        await until(lambda: _true(hold.held > 0))
+        await api.delete(NETPOL)
+        await until(lambda: api.get(NETPOL), timeout=3.0)
+        assert hold.held and not hold.released.is_set(), "healed while beta's onboarding still waits"
+        hold.release()
+        await ready(api, "beta")
+    finally:
+        hold.release()
+        await op.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value

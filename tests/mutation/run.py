@@ -735,6 +735,25 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{QUOTA_IN_FORCE}::test_a_quota_not_in_force_after_the_grace_is_reported_then_ready_when_it_is",),
     ),
     Mutant(
+        "no-drift-lane",
+        "a drift is healed while every worker is busy onboarding (the drift lane)",
+        "operator/tenantry/reconcile/runtime.py",
+        '        keep(lambda: workers.work(Priority.DRIFT), "tenantry drift lane")\n',
+        "",
+        (f"{DRIFT}::test_a_drift_is_healed_while_every_worker_waits_on_a_loaded_api_server",),
+    ),
+    Mutant(
+        "queue-wakes-one-waiter",
+        "a change is never left waiting because the drift lane was the waiter woken",
+        "operator/tenantry/reconcile/queue.py",
+        "self._ready.notify_all()",
+        "self._ready.notify()",
+        (
+            "tests/unit/test_queue.py::test_the_drift_lane_takes_drift_only_and_never_keeps_work_from_the_others",
+        ),
+        count=3,
+    ),
+    Mutant(
         "quota-in-force-not-prompt",
         "a quota coming into force is followed up before resyncs (Ready is waiting for it)",
         "operator/tenantry/reconcile/events.py",

@@ -147,3 +147,15 @@ async def test_a_name_given_back_unworked_keeps_its_priority() -> None:
     assert taken == "drifted"
     await queue.give_back(taken)
     assert await queue.get() == "drifted"
+
+
+async def test_the_drift_lane_takes_drift_only_and_never_keeps_work_from_the_others() -> None:
+    queue = WorkQueue()
+    lane = asyncio.create_task(queue.get(Priority.DRIFT))
+    worker = asyncio.create_task(queue.get())
+    await asyncio.sleep(0.01)  # both wait, the lane first
+    await queue.put("acme", Priority.CHANGE)
+    assert await asyncio.wait_for(worker, 1.0) == "acme"
+    assert not lane.done(), "the drift lane took a change"
+    await queue.put("beta", Priority.DRIFT)
+    assert await asyncio.wait_for(lane, 1.0) == "beta"

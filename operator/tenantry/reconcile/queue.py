@@ -1,5 +1,8 @@
 """A coalescing priority queue of Organization names.
 
+Waiters are all woken on a put (few: the workers and the drift lane), since the one woken
+first may be the drift lane, which leaves anything but drift to the others.
+
 Many events for one Organization (its 30 children all changing at once) collapse into one
 pending entry. Drift outranks spec changes, which outrank periodic resyncs, so a deleted
 NetworkPolicy is restored within seconds even while 1,000 Organizations resume. One name is
@@ -39,7 +42,7 @@ class WorkQueue:
     async def put(self, name: str, priority: Priority) -> None:
         async with self._ready:
             self._put_locked(name, int(priority))
-            self._ready.notify()
+            self._ready.notify_all()
 
     def _put_locked(self, name: str, priority: int) -> None:
         if name in self._active:
@@ -56,17 +59,24 @@ class WorkQueue:
         await asyncio.sleep(delay)
         await self.put(name, priority)
 
-    async def get(self) -> str:
+    async def get(self, most: Priority = Priority.RESYNC) -> str:
+        """The most urgent pending name, once there is one of priority `most` or more urgent
+        (the drift lane takes drift only, and so is free the moment a drift comes in)."""
         async with self._ready:
             while True:
                 while self._heap:
-                    priority, _, name = heapq.heappop(self._heap)
-                    if self._pending.get(name) == priority:  # skip superseded entries
-                        del self._pending[name]
-                        self._active.add(name)
-                        self._taken[name] = priority
-                        metrics.QUEUE_DEPTH.set(len(self._pending))
-                        return name
+                    priority, _, name = self._heap[0]
+                    if self._pending.get(name) != priority:  # superseded entry
+                        heapq.heappop(self._heap)
+                        continue
+                    if priority > most:
+                        break
+                    heapq.heappop(self._heap)
+                    del self._pending[name]
+                    self._active.add(name)
+                    self._taken[name] = priority
+                    metrics.QUEUE_DEPTH.set(len(self._pending))
+                    return name
                 await self._ready.wait()
 
     async def give_back(self, name: str) -> None:
@@ -77,7 +87,7 @@ class WorkQueue:
             self._active.discard(name)
             again = self._dirty.pop(name, None)
             self._put_locked(name, priority if again is None else min(priority, again))
-            self._ready.notify()
+            self._ready.notify_all()
 
     async def done(self, name: str) -> None:
         async with self._ready:
@@ -86,4 +96,4 @@ class WorkQueue:
             again = self._dirty.pop(name, None)
             if again is not None:
                 self._put_locked(name, again)
-                self._ready.notify()
+                self._ready.notify_all()

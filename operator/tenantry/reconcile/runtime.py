@@ -166,6 +166,7 @@ class Runtime:
         workers = self.workers = Workers(cluster, events, self.active, self._spawn, self.config.max_backoff)
         for i in range(self.config.workers):
             keep(workers.work, f"tenantry worker {i}")
+        keep(lambda: workers.work(Priority.DRIFT), "tenantry drift lane")
         keep(lambda: workers.resync(self.config.resync_seconds), "tenantry resync")
         self.started.set()
         log.info(

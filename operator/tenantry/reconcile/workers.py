@@ -58,7 +58,11 @@ class Workers:
             return f"no reconcile finished for {quiet:.0f} s while {len(self.events.queue)} wait"
         return None
 
-    async def work(self) -> None:
+    async def work(self, most: Priority = Priority.RESYNC) -> None:
+        """Reconcile names from the queue, one at a time: those of priority `most` or more
+        urgent. The drift lane (`most=Priority.DRIFT`) is a worker that only heals: while every
+        other worker is busy onboarding (a reconcile of a new Organization writes ~40 objects,
+        seconds on a loaded API server), a deleted NetworkPolicy does not wait for one of them."""
         queue = self.events.queue
         reconciler = OrganizationReconciler(self.cluster)
         while True:
@@ -69,7 +73,7 @@ class Workers:
             self.progress = time.monotonic()
             await self.active.wait()
             self.progress = time.monotonic()
-            name = await queue.get()
+            name = await queue.get(most)
             if not self.active.is_set():  # stopped leading while waiting: leave it for later
                 await queue.give_back(name)
                 continue

@@ -16,7 +16,9 @@ Phases, each timed, in one run:
    starts on a fresh control plane; then the CRDs (`kubectl apply --server-side -k crds`, waited
    Established), `manifests/base/namespace.yaml` and `tenant-roles.yaml`. Without `--reset` the
    raw baseline is refused (the operator would see its objects) and the operator phase runs on
-   the cluster as it is (it must hold no Organization named `org-NNNN`).
+   the cluster as it is (it must hold no Organization named `org-NNNN`). Before the operator
+   phase, `manifests/admission/finalizer` as docs/install.md installs it where MutatingAdmissionPolicy
+   is served (Kubernetes 1.36; `--finalizer-policy none` leaves it out).
 2. Raw baseline (unless `--raw-baseline none`): `tenantry render` of the N Organizations (the
    objects the operator applies), split by Organization into 4 files, 4 x `kubectl apply
    --server-side --force-conflicts -f FILE` at once ($REALK8S/bin/kubectl, admin kubeconfig,
@@ -346,6 +348,44 @@ class Driver:
         )
         return round(time.monotonic() - started, 1)
 
+    def install_finalizer_policy(self) -> bool:
+        """manifests/admission/finalizer, as docs/install.md installs it where the API server
+        serves MutatingAdmissionPolicy (1.36), unless `--finalizer-policy none`; waited until in
+        force (a server-side dry run of an Organization gets the finalizer). True if installed."""
+        if self.args.finalizer_policy == "none":
+            return False
+        served = self.sh("api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name").split()
+        if "mutatingadmissionpolicies.admissionregistration.k8s.io" not in served:
+            say("finalizer policy: MutatingAdmissionPolicy not served, the operator adds the finalizer")
+            return False
+        self.sh("apply", "--server-side", "-k", "manifests/admission/finalizer")
+        probe = json.dumps(organization("bench-finalizer-probe"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [
+                    self.kubectl,
+                    "--kubeconfig",
+                    str(self.admin),
+                    "create",
+                    "--dry-run=server",
+                    "-f",
+                    "-",
+                    "-o",
+                    "json",
+                ],
+                input=probe,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode == 0 and json.loads(done.stdout)["metadata"].get("finalizers"):
+                say("finalizer policy: installed and in force")
+                return True
+            time.sleep(0.5)
+        raise RuntimeError("manifests/admission/finalizer installed but not in force after 60 s")
+
     async def connect(self) -> Api:
         config = yaml.safe_load(self.admin.read_text())
         server, tls = ssl_context(config, self.workdir)
@@ -665,6 +705,7 @@ class Driver:
     async def operator_phase(self, names: list[str], result: dict[str, Any]) -> None:
         # With --reset a fresh control plane; without, the CRDs and roles applied (idempotent).
         result["operator_install_seconds"] = self.reset_and_install()
+        result["finalizer_policy"] = self.install_finalizer_policy()
         api = await self.connect()
         cluster = Cluster()
         watches = [
@@ -819,6 +860,12 @@ def main() -> None:
     parser.add_argument("--reset", help="shell command giving a fresh control plane (before each phase)")
     parser.add_argument("--orgs", type=int, default=100)
     parser.add_argument("--raw-baseline", choices=["kubectl", "none"], default="kubectl")
+    parser.add_argument(
+        "--finalizer-policy",
+        choices=["auto", "none"],
+        default="auto",
+        help="install manifests/admission/finalizer before the operator phase where served (auto)",
+    )
     parser.add_argument("--workdir", default="/tmp/tenantry-bench-real")
     parser.add_argument("--operator-src", type=Path, default=ROOT / "operator", help="holds `tenantry/`")
     parser.add_argument("--observe", type=float, default=60.0, help="seconds of writes counted per restart")

@@ -61,7 +61,12 @@ TROUBLESHOOTING = [
 GITOPS = ("docs/gitops.md", "# GitOps walkthrough: an Organization in Git to namespaces ready")
 # Files the blocks run from the repository root write there (a reader's working directory).
 WRITTEN = ("tenantry-ca.crt", "tenantry.kubeconfig", "org.yaml", "policy.yaml")
-ADMISSION_KUSTOMIZATIONS = ("admission", "admission/placement", "admission/image-pulls")
+ADMISSION_KUSTOMIZATIONS = (
+    "admission",
+    "admission/placement",
+    "admission/image-pulls",
+    "admission/finalizer",
+)
 ACME_NAMESPACES = ("acme-prod", "acme-staging", "acme-dev")
 
 

@@ -106,3 +106,15 @@ async def test_objects_are_applied_in_waves_namespace_guardrails_rest_bindings(
     assert len(applied) == 22
     assert waves == sorted(waves), list(zip(waves, applied, strict=True))
     assert set(waves) == {0, 1, 2, 3}
+
+
+async def test_an_organization_created_with_its_finalizer_gets_no_finalizer_write(
+    api: Api, operator: Operator
+) -> None:
+    # manifests/admission/finalizer: the API server sets the finalizer at create (1.36), and the
+    # operator's first reconcile then has nothing to add (one request fewer per Organization).
+    body = org_body()
+    body["metadata"]["finalizers"] = ["tenantry.dev/finalizer"]
+    await api.create(ORG, body)
+    await ready(api)
+    assert [w for w in api.writes() if w == ("PATCH", f"{ORG}/acme")] == []

@@ -735,6 +735,15 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{QUOTA_IN_FORCE}::test_a_quota_not_in_force_after_the_grace_is_reported_then_ready_when_it_is",),
     ),
     Mutant(
+        "finalizer-always-patched",
+        "an Organization created with its finalizer (the admission policy) gets no finalizer write",
+        "operator/tenantry/reconcile/organization.py",
+        '        if FINALIZER not in (body["metadata"].get("finalizers") or []):\n'
+        "            body = await self._add_finalizer(body)\n",
+        "        body = await self._add_finalizer(body)\n",
+        (f"{ONBOARDING}::test_an_organization_created_with_its_finalizer_gets_no_finalizer_write",),
+    ),
+    Mutant(
         "no-drift-lane",
         "a drift is healed while every worker is busy onboarding (the drift lane)",
         "operator/tenantry/reconcile/runtime.py",

@@ -76,6 +76,46 @@ def count(logs: Path, start: datetime, end: datetime, user: str | None = None) -
     }
 
 
+def held_back(logs: Path, start: datetime, stopped: datetime) -> set[str]:
+    """Organizations (`<org>` of namespaces `<org>-<env>`) whose quota status changed after the
+    operator's last write of their status, as of `stopped` (the old process's exit): the usage
+    refreshes that process was holding back (it writes usage alone at most every 30 s), which
+    the process after it makes on the same schedule. Not caused by the restart: counted apart."""
+    last_status: dict[str, datetime] = {}
+    last_quota: dict[str, datetime] = {}
+    for path in files(logs, start):
+        with path.open(errors="replace") as handle:
+            relevant = (t for t in handle if '"resourcequotas"' in t or '"organizations"' in t)
+            for entry in entries(relevant, start, stopped, None):
+                ref = entry.get("objectRef") or {}
+                if (
+                    ref.get("subresource") != "status"
+                    or (entry.get("responseStatus") or {}).get("code", 500) >= 300
+                ):
+                    continue
+                when = stamp(entry["stageTimestamp"])
+                user = (entry.get("user") or {}).get("username")
+                if ref.get("resource") == "organizations" and user == OPERATOR_USER:
+                    name = str(ref.get("name"))
+                    last_status[name] = max(when, last_status.get(name, when))
+                elif ref.get("resource") == "resourcequotas" and ref.get("namespace"):
+                    org = str(ref["namespace"]).rsplit("-", 1)[0]
+                    last_quota[org] = max(when, last_quota.get(org, when))
+    return {org for org, when in last_quota.items() if org in last_status and when > last_status[org]}
+
+
+def status_writes_of(logs: Path, start: datetime, end: datetime) -> dict[str, int]:
+    """The operator's Organization status writes in [start, end), per Organization."""
+    found: dict[str, int] = {}
+    for path in files(logs, start):
+        with path.open(errors="replace") as handle:
+            for entry in entries(handle, start, end, OPERATOR_USER):
+                ref = entry.get("objectRef") or {}
+                if ref.get("resource") == "organizations" and ref.get("subresource") == "status":
+                    found[str(ref.get("name"))] = found.get(str(ref.get("name")), 0) + 1
+    return found
+
+
 class Tail:
     """The newest writes of one user, read incrementally (never the whole log again).
 

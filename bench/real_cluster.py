@@ -303,6 +303,7 @@ class Driver:
     operator_ports: dict[str, tuple[int, int]] = field(default_factory=dict)
     onboarding: tuple[datetime, Child | None] = (datetime.min, None)  # its start, py-spy
     stopped_at: datetime = datetime.min  # when the operator stopped last was gone
+    onboarding_started: datetime = datetime.min  # the operator phase's start (after its install)
     rss_at_stop: dict[str, float] = field(default_factory=dict)  # MiB, by process name
 
     def __post_init__(self) -> None:
@@ -516,8 +517,19 @@ class Driver:
         await asyncio.sleep(max(0.0, self.args.observe - (now() - since).total_seconds()))
         await asyncio.sleep(2)
         writes = audit.count(self.logs, since, now(), audit.OPERATOR_USER)
-        say(f"{label}: {writes['total']} writes by {audit.OPERATOR_USER} in {self.args.observe:.0f}s")
+        # Usage refreshes the old process held back (due 30 s after its last status write of
+        # the Organization): the new one makes them on the same schedule, as the old would have.
+        held = audit.held_back(self.logs, self.onboarding_started, self.stopped_at)
+        statuses = audit.status_writes_of(self.logs, since, now())
+        held_writes = sum(n for org, n in statuses.items() if org in held)
+        say(
+            f"{label}: {writes['total']} writes by {audit.OPERATOR_USER} in {self.args.observe:.0f}s, "
+            f"{held_writes} of them usage refreshes the old process held back ({len(held)} held)"
+        )
         return {
+            "held_back_by_old_process": len(held),
+            "operator_writes_held_back": held_writes,
+            "operator_writes_not_held_back": writes["total"] - held_writes,
             "old_process_exit_seconds": round(stop_seconds, 2),
             "old_process": self.usage(old),
             "live_after_seconds": round(live, 2),
@@ -706,6 +718,7 @@ class Driver:
         # With --reset a fresh control plane; without, the CRDs and roles applied (idempotent).
         result["operator_install_seconds"] = self.reset_and_install()
         result["finalizer_policy"] = self.install_finalizer_policy()
+        self.onboarding_started = now()
         api = await self.connect()
         cluster = Cluster()
         watches = [
@@ -822,6 +835,12 @@ def table(result: dict[str, Any]) -> str:
         if key in result:
             phase = result[key]
             rows.append((f"{label}: writes in {phase['observed_seconds']:.0f}s", phase["operator_writes"]))
+            rows.append(
+                (
+                    f"{label}: of them held back by the old process",
+                    f"{phase['operator_writes_held_back']} (it held {phase['held_back_by_old_process']})",
+                )
+            )
             if phase["operator_writes"]:
                 rows.append((f"{label}: by kind", phase["operator_writes_by_kind"]))
     if "drift_settled" in result:

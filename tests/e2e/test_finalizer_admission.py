@@ -76,8 +76,13 @@ def test_the_finalizer_comes_from_the_api_server_and_the_operator_writes_none(
             assert (created["metadata"].get("finalizers") or []) == ([FINALIZER] if with_policy else [])
             start_operator()
             ready(NAME)
-            live = get("organization", NAME)
+            # Ready means the quota is in force (quota admission enforces status.hard only).
+            quota = get("resourcequota", "tenantry-quota", "-n", f"{NAME}-prod")
+            assert quota is not None and quota["status"]["hard"] == quota["spec"]["hard"]
+            # kubectl hides managedFields unless asked (and the check below would pass on nothing).
+            live = get("organization", NAME, "--show-managed-fields")
             assert live is not None and live["metadata"]["finalizers"] == [FINALIZER]
+            assert live["metadata"].get("managedFields"), "managedFields not shown"
             writes = finalizer_writes_by_the_operator(live)
             if with_policy:
                 assert writes == [], f"the operator patched the Organization anyway: {writes}"

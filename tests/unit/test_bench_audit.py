@@ -84,3 +84,50 @@ def test_percentile_is_the_nearest_rank() -> None:
     assert percentile(values, 50) == 10.0
     assert percentile(values, 99) == 20.0
     assert percentile([], 50) is None
+
+
+def entry(at: datetime, user: str, resource: str, name: str, namespace: str = "", code: int = 200) -> str:
+    ref = {"resource": resource, "name": name, "subresource": "status"}
+    if namespace:
+        ref["namespace"] = namespace
+    return json.dumps(
+        {
+            "stage": "ResponseComplete",
+            "verb": "patch" if user == audit.OPERATOR_USER else "update",
+            "user": {"username": user},
+            "objectRef": ref,
+            "responseStatus": {"code": code},
+            "stageTimestamp": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        separators=(",", ":"),  # as kube-apiserver writes it
+    )
+
+
+def test_held_back_names_the_organizations_whose_quota_moved_after_their_last_status_write(
+    tmp_path: Path,
+) -> None:
+    at = [T0 + timedelta(seconds=s) for s in range(12)]
+    lines = [
+        entry(at[1], "system:apiserver", "resourcequotas", "tenantry-quota", "org-0001-prod"),
+        entry(at[3], audit.OPERATOR_USER, "organizations", "org-0001"),
+        # After org-0001's status write: its usage refresh is being held back.
+        entry(
+            at[5],
+            "system:serviceaccount:kube-system:resourcequota-controller",
+            "resourcequotas",
+            "q",
+            "org-0001-dev",
+        ),
+        entry(at[4], "system:apiserver", "resourcequotas", "tenantry-quota", "org-0002-prod"),
+        entry(at[6], audit.OPERATOR_USER, "organizations", "org-0002"),
+        # A refused status write is no write: org-0003's usage is still held back.
+        entry(at[2], "system:apiserver", "resourcequotas", "tenantry-quota", "org-0003-prod"),
+        entry(at[1], audit.OPERATOR_USER, "organizations", "org-0003"),
+        entry(at[7], audit.OPERATOR_USER, "organizations", "org-0003", code=504),
+        # After the old process stopped (at[9]): not its business.
+        entry(at[10], "system:apiserver", "resourcequotas", "tenantry-quota", "org-0002-dev"),
+        entry(at[11], audit.OPERATOR_USER, "organizations", "org-0001"),
+    ]
+    write(tmp_path / "audit.log", lines, at[11])
+    assert audit.held_back(tmp_path, T0, at[9]) == {"org-0001", "org-0003"}
+    assert audit.status_writes_of(tmp_path, at[9], at[11] + timedelta(seconds=1)) == {"org-0001": 1}

@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.fakeapi.quota import QUOTAS
 from tests.fakeapi.server import FakeApiServer
-from tests.integration.conftest import ORG, Api, Operator, org_body
+from tests.integration.conftest import ORG, Api, Operator, org_body, settled
 from tests.integration.test_onboarding import condition, ready, until
 
 ORGANIZATIONS = "tenantry.dev/v1alpha1/organizations"
@@ -65,6 +65,7 @@ async def test_ready_only_once_every_quota_is_in_force_with_one_status_write(
     assert usage["acme-dev"]["used"], "the usage comes with the same write"
     assert status_writes(api) == 1, "onboarding writes the status once: not Progressing, then Ready"
     # A restart right after onboarding has nothing held back to write.
+    await settled(operator)  # the Ready Events are posted after the status write
     writes = len(api.writes())
     await operator.restart()
     await ready(api)

@@ -153,3 +153,28 @@ async def test_a_revoked_grant_is_removed_and_recorded(api: Api, operator: Opera
     await settled(operator)
     assert len(await events(api, "GrantRevoked")) == 1
     assert not (await api.get(f"{ORG}/acme"))["status"].get("grants")
+
+
+async def test_a_grant_is_reported_once_when_the_status_waited_for_a_quota(
+    api: Api, operator: Operator, kube: Any
+) -> None:
+    # The first status write waits for acme-dev's quota to come into force (a lagging
+    # controller): the grant's Event comes with that write, not once per pass before it.
+    assert kube.quota_system is not None
+    kube.quota_system.sync_delay = {"acme-dev": 0.5}
+    await api.create(POLICY, access_policy())
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=30)
+    await api.create(
+        ORG,
+        org_body(
+            members={"developers": [{"kind": "Group", "name": "acme-devs"}]},
+            access={"grants": [grant(expires, approved=True)]},
+        ),
+    )
+    await ready(api)
+    await settled(operator)
+    assert len(await events(api, "GrantActive")) == 1
+    # Revoked right away: reported, as status recorded the grant.
+    await api.patch(f"{ORG}/acme", {"spec": {"access": {"grants": []}}})
+    await until(lambda: _gone(api))
+    await until(lambda: events(api, "GrantRevoked"))

@@ -744,6 +744,20 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{ONBOARDING}::test_an_organization_created_with_its_finalizer_gets_no_finalizer_write",),
     ),
     Mutant(
+        "grant-events-before-the-status-that-records-them",
+        "a grant's Event is posted once, with the status write that records it",
+        "operator/tenantry/reconcile/organization.py",
+        '        self._hold_for_quota(body["metadata"]["name"], outcome)\n'
+        "        await self._write_status(body, outcome, generation)\n"
+        "        await self._report_grants(body, outcome)\n",
+        "        await self._report_grants(body, outcome)\n"
+        '        self._hold_for_quota(body["metadata"]["name"], outcome)\n'
+        "        await self._write_status(body, outcome, generation)\n",
+        (
+            "tests/integration/test_access.py::test_a_grant_is_reported_once_when_the_status_waited_for_a_quota",
+        ),
+    ),
+    Mutant(
         "no-drift-lane",
         "a drift is healed while every worker is busy onboarding (the drift lane)",
         "operator/tenantry/reconcile/runtime.py",

@@ -922,6 +922,7 @@ def test_every_policy_is_checked() -> None:
         "tenantry-guardrail-network-policies",
         "tenantry-placement",
         "tenantry-image-pulls",
+        "tenantry-organization-finalizer",
         "tenantry-mfa",
         "tenantry-grant-approval",
     } == names
@@ -1009,6 +1010,7 @@ def test_the_old_manifests_are_refused_like_the_real_api_server_refused_them() -
         "tenantry-guardrail-",
         "tenantry-placement",
         "tenantry-image-pulls",
+        "tenantry-organization-finalizer",
         "tenantry-mfa",
         "tenantry-grant-approval",
     )

@@ -212,6 +212,7 @@ class OrganizationReconciler:
             self._report_existing(body, outcome)
         self._hold_for_quota(body["metadata"]["name"], outcome)
         await self._write_status(body, outcome, generation)
+        await self._report_grants(body, outcome)
         if outcome.failed_writes:
             # After the status (and its Event) says what failed: retried with the
             # Organization's backoff, not left to the next resync.
@@ -280,11 +281,18 @@ class OrganizationReconciler:
         for warning in rendering.warnings:
             log.info("warning", organization=org.name, warning=str(warning))
         previous = (body.get("status") or {}).get("grants") or []
-        for type_, reason, message in transitions(org.name, previous, rendering.grants):
-            await self.event(body, type_, reason, message)
+        outcome.grant_transitions = list(transitions(org.name, previous, rendering.grants))
         if any(n["phase"] == "Terminating" for n in outcome.namespaces):
             await self._write_status(body, outcome, body["metadata"].get("generation"))
+            await self._report_grants(body, outcome)
             raise Requeue(2.0, "namespace terminating")
+
+    async def _report_grants(self, body: dict[str, Any], outcome: Outcome) -> None:
+        """The grants' Events (requested, active, expired, revoked), once the status recording
+        them is written: they are found by comparing with the grants status had, so a pass whose
+        status write is held back (a quota not yet in force) reports them with the next."""
+        for type_, reason, message in outcome.grant_transitions:
+            await self.event(body, type_, reason, message)
 
     async def _withdraw_forbidden_access(
         self, body: dict[str, Any], org: Organization | None, policy: TenancyPolicy | None, outcome: Outcome

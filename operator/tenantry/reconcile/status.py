@@ -30,6 +30,8 @@ class Outcome:
     areas: dict[str, tuple[str, str] | None] = field(default_factory=dict)
     # Every grant of spec.access with its phase (render/access.py, grant_status).
     grants: list[dict[str, Any]] = field(default_factory=list)
+    # The grants' Events of this pass (type, reason, message): posted once status records them.
+    grant_transitions: list[tuple[str, str, str]] = field(default_factory=list)
     # Fingerprint of the desired object set, kept in status once all of it is applied.
     applied_objects: str | None = None
     # The namespaces this Organization created or adopted ({name, uid}); None: unchanged.

@@ -84,6 +84,20 @@ async def quotas(kube: FakeApiServer) -> AsyncIterator[QuotaSystem]:
     yield kube.quota_system
 
 
+async def calm(operator: Operator, quotas: QuotaSystem) -> None:
+    """Nothing left to happen: the operator idle AND every quota in force (the quota controller
+    copies spec.hard into status a moment after each write, which brings the operator back)."""
+    while True:
+        await settled(operator)
+        stored = quotas.server.objects["v1/resourcequotas"].values()
+        if all((q.get("status") or {}).get("hard") == q["spec"].get("hard") for q in stored):
+            await asyncio.sleep(0.05)  # longer than the controller's lag: nothing new came
+            if all((q.get("status") or {}).get("hard") == q["spec"].get("hard") for q in stored):
+                await settled(operator)
+                return
+        await asyncio.sleep(0.01)
+
+
 async def hard(api: Api, namespace: str) -> int:
     quota = await api.get(quota_path(namespace))
     return int(parse_quantity(quota["spec"]["hard"]["pods"]))
@@ -171,15 +185,15 @@ async def test_a_pod_where_headroom_is_left_writes_no_quota_and_a_restart_writes
 ) -> None:
     await api.create(ORG, pool_org(total=100))
     await ready(api)
-    await settled(operator)
+    await calm(operator, quotas)
     before = len(api.writes())
     assert await create_pods(api, "acme-dev", 3, "dev") == 3
-    await settled(operator)
+    await calm(operator, quotas)
     assert [w for w in api.writes()[before:] if "resourcequotas" in w[1]] == []
     await operator.restart()
-    await settled(operator)
+    await calm(operator, quotas)
     after_restart = len(api.writes())
-    await settled(operator)
+    await calm(operator, quotas)
     quota_writes = [w for w in api.writes()[after_restart:] if "resourcequotas" in w[1]]
     assert quota_writes == []
 
@@ -228,12 +242,12 @@ async def test_a_rebalanced_split_survives_a_restart_without_a_write(
     await ready(api)
     assert await create_pods(api, "acme-dev", 9, "dev") == 9
     await operator.restart()  # may finish a rebalance under way (dev at its limit, room left)
-    await settled(operator)
+    await calm(operator, quotas)
     taken = await hard(api, "acme-dev")
     assert taken >= 9
     before = len(api.writes())
     await operator.restart()
-    await settled(operator)
+    await calm(operator, quotas)
     assert [w for w in api.writes()[before:] if "resourcequotas" in w[1]] == []
     assert await hard(api, "acme-dev") == taken
 

@@ -98,3 +98,32 @@ async def test_a_quota_not_in_force_after_the_grace_is_reported_then_ready_when_
         await ready(api, timeout=5.0)
     finally:
         await op.stop()
+
+
+async def test_past_the_grace_the_wait_is_reported_once_not_per_quota_coming_into_force(
+    api: Api, kube: FakeApiServer
+) -> None:
+    # kube-controller-manager behind (a burst of onboarding): staging's and dev's quotas come
+    # into force one after the other, long after the grace.
+    lagging(kube, {"acme-staging": 3600.0, "acme-dev": 3600.0})
+    op = Operator(kube)
+    await op.start(quota_enforce_grace_seconds=0.3)
+    try:
+        await api.create(ORG, org_body(environments=["prod", "staging", "dev"]))
+
+        async def reported() -> Any:
+            org = await api.get(f"{ORG}/acme")
+            quota = condition(org, "QuotaReady") if org.get("status") else None
+            return quota if quota and quota["reason"] == "QuotaNotInForce" else None
+
+        await until(reported, timeout=5.0)
+        assert status_writes(api) == 1
+        assert kube.quota_system is not None
+        kube.quota_system.sync("acme-staging", "tenantry-quota")
+        await asyncio.sleep(0.5)  # longer than the grace: the Organization was looked at again
+        assert status_writes(api) == 1, "staging's quota in force (dev's not yet) is no write"
+        kube.quota_system.sync("acme-dev", "tenantry-quota")
+        await ready(api, timeout=5.0)
+        assert status_writes(api) == 2
+    finally:
+        await op.stop()

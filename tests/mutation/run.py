@@ -758,6 +758,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        "quota-progress-written-per-quota",
+        "past the grace, a quota wait is reported once, not once per quota coming into force",
+        "operator/tenantry/reconcile/organization.py",
+        '        if reported and current.get("observedGeneration") == body["metadata"].get("generation"):\n',
+        "        if False:\n",
+        (
+            f"{QUOTA_IN_FORCE}::"
+            "test_past_the_grace_the_wait_is_reported_once_not_per_quota_coming_into_force",
+        ),
+    ),
+    Mutant(
         "no-drift-lane",
         "a drift is healed while every worker is busy onboarding (the drift lane)",
         "operator/tenantry/reconcile/runtime.py",

@@ -36,6 +36,6 @@ class Config:
     # Organization status writes for quota usage alone, at most one per this many seconds each.
     quota_status_interval_seconds: float = 30.0
     # Status writes held back while only a new quota coming into force is missing (at most).
-    quota_enforce_grace_seconds: float = 10.0
+    quota_enforce_grace_seconds: float = 60.0
     # How often a resource that is not served (CRD missing) is looked for again.
     not_served_poll_seconds: float = 5.0

@@ -210,7 +210,7 @@ class OrganizationReconciler:
             await self._converge(body, parsed, policy, outcome)
         if outcome.stalled and outcome.ready_reason in (reasons.INVALID_SPEC, reasons.POLICY_NOT_FOUND):
             self._report_existing(body, outcome)
-        self._hold_for_quota(body["metadata"]["name"], outcome)
+        self._hold_for_quota(body, outcome)
         await self._write_status(body, outcome, generation)
         await self._report_grants(body, outcome)
         if outcome.failed_writes:
@@ -833,18 +833,31 @@ class OrganizationReconciler:
             outcome.progressing = True
             outcome.message = message
 
-    def _hold_for_quota(self, name: str, outcome: Outcome) -> None:
+    def _hold_for_quota(self, body: dict[str, Any], outcome: Outcome) -> None:
         """No status write while the only thing between the Organization and Ready is a quota
         coming into force, for at most `quota_enforce_grace` seconds from when this process first
         saw it so: the quota's watch event brings the Organization back (reconcile/events.py),
         and a single write says Ready, with the quota usage kube-controller-manager computed in
         the same update. Onboarding then costs one status write, not "Progressing" then "Ready"
-        then the usage (issue 17). Past the grace, status says QuotaNotInForce."""
+        then the usage (issue 17). Past the grace, status says QuotaNotInForce, once: each
+        further quota coming into force is not a write of its own (kube-controller-manager
+        writes at most 20 quota statuses a second by default, so a burst of onboarding keeps
+        many Organizations waiting, each for several of its quotas), only Ready is."""
+        name = body["metadata"]["name"]
         if not outcome.quota_pending:
             self.cluster.quota_pending_since.pop(name, None)
             return
         if outcome.failed_writes or outcome.ready_reason != reasons.RECONCILED:
             return  # something else to report: written now
+        current = body.get("status") or {}
+        reported = any(
+            c.get("type") == "QuotaReady" and c.get("reason") == reasons.QUOTA_NOT_IN_FORCE
+            for c in current.get("conditions") or []
+        )
+        if reported and current.get("observedGeneration") == body["metadata"].get("generation"):
+            # Said already, for this generation; looked at again now and then in case the
+            # quota's update was missed (a watch that broke).
+            raise Requeue(self.cluster.quota_enforce_grace, "quota not yet in force (reported)")
         now = time.monotonic()
         since = self.cluster.quota_pending_since.setdefault(name, now)
         left = self.cluster.quota_enforce_grace - (now - since)

@@ -131,3 +131,30 @@ def test_held_back_names_the_organizations_whose_quota_moved_after_their_last_st
     write(tmp_path / "audit.log", lines, at[11])
     assert audit.held_back(tmp_path, T0, at[9]) == {"org-0001", "org-0003"}
     assert audit.status_writes_of(tmp_path, at[9], at[11] + timedelta(seconds=1)) == {"org-0001": 1}
+
+
+def test_last_apply_is_the_operators_last_write_of_a_managed_object(tmp_path: Path) -> None:
+    def write_of(at: datetime, resource: str, user: str = audit.OPERATOR_USER, verb: str = "patch") -> str:
+        return json.dumps(
+            {
+                "stage": "ResponseComplete",
+                "verb": verb,
+                "user": {"username": user},
+                "objectRef": {"resource": resource, "name": "x"},
+                "responseStatus": {"code": 201},
+                "stageTimestamp": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+            separators=(",", ":"),
+        )
+
+    at = [T0 + timedelta(seconds=s) for s in range(8)]
+    lines = [
+        write_of(at[1], "namespaces"),
+        write_of(at[3], "networkpolicies"),
+        write_of(at[4], "organizations"),  # its status or finalizer: not an apply
+        write_of(at[5], "events", verb="create"),
+        write_of(at[6], "rolebindings", user="admin"),  # someone else's
+    ]
+    write(tmp_path / "audit.log", lines, at[7])
+    assert audit.last_apply(tmp_path, T0, at[7]) == at[3]
+    assert audit.last_apply(tmp_path, at[4], at[7]) is None

@@ -104,6 +104,22 @@ def held_back(logs: Path, start: datetime, stopped: datetime) -> set[str]:
     return {org for org, when in last_quota.items() if org in last_status and when > last_status[org]}
 
 
+def quota_changed(logs: Path, start: datetime, end: datetime) -> set[str]:
+    """Organizations (`<org>` of namespaces `<org>-<env>`) whose quota status changed in
+    [start, end): kube-controller-manager's updates (its full recount every 5 minutes,
+    `--resource-quota-sync-period`, corrects the counts admission kept) and quota admission's.
+    A usage refresh of their status follows, restart or not."""
+    found: set[str] = set()
+    for path in files(logs, start):
+        with path.open(errors="replace") as handle:
+            for entry in entries((t for t in handle if '"resourcequotas"' in t), start, end, None):
+                ref = entry.get("objectRef") or {}
+                ok = (entry.get("responseStatus") or {}).get("code", 500) < 300
+                if ref.get("resource") == "resourcequotas" and ref.get("subresource") == "status" and ok:
+                    found.add(str(ref.get("namespace", "")).rsplit("-", 1)[0])
+    return found
+
+
 def status_writes_of(logs: Path, start: datetime, end: datetime) -> dict[str, int]:
     """The operator's Organization status writes in [start, end), per Organization."""
     found: dict[str, int] = {}

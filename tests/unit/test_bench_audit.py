@@ -158,3 +158,16 @@ def test_last_apply_is_the_operators_last_write_of_a_managed_object(tmp_path: Pa
     write(tmp_path / "audit.log", lines, at[7])
     assert audit.last_apply(tmp_path, T0, at[7]) == at[3]
     assert audit.last_apply(tmp_path, at[4], at[7]) is None
+
+
+def test_quota_changed_names_the_organizations_whose_quota_status_moved_in_the_window(tmp_path: Path) -> None:
+    at = [T0 + timedelta(seconds=s) for s in range(6)]
+    controller = "system:serviceaccount:kube-system:resourcequota-controller"
+    lines = [
+        entry(at[1], controller, "resourcequotas", "tenantry-quota", "org-0001-prod"),
+        entry(at[3], controller, "resourcequotas", "tenantry-quota", "org-0002-dev"),
+        entry(at[3], controller, "resourcequotas", "tenantry-quota", "org-0003-dev", code=409),
+        entry(at[4], audit.OPERATOR_USER, "organizations", "org-0004"),
+    ]
+    write(tmp_path / "audit.log", lines, at[5])
+    assert audit.quota_changed(tmp_path, at[2], at[5]) == {"org-0002"}

@@ -132,15 +132,16 @@ def status_writes_of(logs: Path, start: datetime, end: datetime) -> dict[str, in
     return found
 
 
-def last_apply(logs: Path, start: datetime, end: datetime) -> datetime | None:
+def last_apply(logs: Path, start: datetime, end: datetime, besides: str = "") -> datetime | None:
     """When the operator's last write of a managed object (not its Organizations' status or
-    finalizer, not an Event) in [start, end) was answered: everything applied by then."""
+    finalizer, not an Event, not one named `besides`: the drift probes' heals) in [start, end)
+    was answered: everything applied by then."""
     last: datetime | None = None
     for path in files(logs, start):
         with path.open(errors="replace") as handle:
             for entry in entries(handle, start, end, OPERATOR_USER):
-                resource = (entry.get("objectRef") or {}).get("resource")
-                if resource in ("organizations", "events") or entry.get("verb") == "get":
+                ref = entry.get("objectRef") or {}
+                if ref.get("resource") in ("organizations", "events") or ref.get("name") == besides:
                     continue
                 when = stamp(entry["stageTimestamp"])
                 last = when if last is None else max(last, when)

@@ -704,7 +704,7 @@ class Driver:
             await spy.stop()
         writes = audit.count(self.logs, since, self.stopped_at)
         mine = writes["by_user"].get(audit.OPERATOR_USER, {})
-        applied = audit.last_apply(self.logs, since, self.stopped_at)
+        applied = audit.last_apply(self.logs, since, self.stopped_at, besides=DRIFT_NAME)
         onboarding.update(
             {
                 "applied_seconds": round((applied - since).total_seconds(), 2) if applied else None,

@@ -127,3 +127,34 @@ async def test_past_the_grace_the_wait_is_reported_once_not_per_quota_coming_int
         assert status_writes(api) == 2
     finally:
         await op.stop()
+
+
+async def test_while_the_quota_controller_works_through_a_backlog_nothing_is_written(
+    api: Api, kube: FakeApiServer
+) -> None:
+    # A burst of onboarding: kube-controller-manager brings quotas into force one after the
+    # other (others' first), acme's last. While it makes progress acme waits without a status
+    # write, however long past the grace; once it stops, the wait is reported.
+    others = [f"{org}-{env}" for org in ("beta", "gamma") for env in ("prod", "staging", "dev")]
+    lagging(kube, dict.fromkeys([*others, "acme-dev"], 3600.0))
+    op = Operator(kube)
+    await op.start(quota_enforce_grace_seconds=0.4)
+    try:
+        for name in ("beta", "gamma"):
+            await api.create(ORG, org_body(name, environments=["prod", "staging", "dev"]))
+        await api.create(ORG, org_body())
+        await asyncio.sleep(0.2)
+        assert kube.quota_system is not None
+        for namespace in others:  # one every 0.2 s: 1.2 s of progress, three graces
+            kube.quota_system.sync(namespace, "tenantry-quota")
+            await asyncio.sleep(0.2)
+        assert status_writes(api) == 0, "acme's wait reported while the controller made progress"
+
+        async def reported() -> Any:
+            org = await api.get(f"{ORG}/acme")
+            quota = condition(org, "QuotaReady") if org.get("status") else None
+            return quota if quota and quota["reason"] == "QuotaNotInForce" else None
+
+        await until(reported, timeout=5.0)  # the controller stopped: one grace later
+    finally:
+        await op.stop()

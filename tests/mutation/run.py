@@ -763,10 +763,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "operator/tenantry/reconcile/organization.py",
         '        if reported and current.get("observedGeneration") == body["metadata"].get("generation"):\n',
         "        if False:\n",
-        (
-            f"{QUOTA_IN_FORCE}::"
-            "test_past_the_grace_the_wait_is_reported_once_not_per_quota_coming_into_force",
-        ),
+        (f"{QUOTA_IN_FORCE}::test_past_the_grace_the_wait_is_reported_once_not_per_quota_coming_into_force",),
+    ),
+    Mutant(
+        "quota-grace-ignores-progress",
+        "while kube-controller-manager works through a backlog, a waiting Organization writes nothing",
+        "operator/tenantry/reconcile/organization.py",
+        "        stalled = now - max(since, self.cluster.quota_progress)\n",
+        "        stalled = now - since\n",
+        (f"{QUOTA_IN_FORCE}::test_while_the_quota_controller_works_through_a_backlog_nothing_is_written",),
     ),
     Mutant(
         "no-drift-lane",

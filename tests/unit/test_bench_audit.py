@@ -157,6 +157,7 @@ def test_last_apply_is_the_operators_last_write_of_a_managed_object(tmp_path: Pa
     ]
     write(tmp_path / "audit.log", lines, at[7])
     assert audit.last_apply(tmp_path, T0, at[7]) == at[3]
+    assert audit.last_apply(tmp_path, T0, at[7], besides="x") is None  # the probes' heals
     assert audit.last_apply(tmp_path, at[4], at[7]) is None
 
 

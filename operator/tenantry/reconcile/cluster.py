@@ -57,6 +57,8 @@ class Cluster:
     quota_enforce_grace: float = 60.0
     # Organization -> when this process first found one of its quotas not yet in force.
     quota_pending_since: dict[str, float] = field(default_factory=dict)
+    # When a quota (any) last came into force, as a watch event said (monotonic time).
+    quota_progress: float = 0.0
     # Writes one reconcile has in flight at once.
     applies_in_flight: int = 8
     # Whether the "refused by admission: wrong identity" error was logged (once per process).

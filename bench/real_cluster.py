@@ -561,15 +561,16 @@ class Driver:
         live = await self.wait_live(child, api)
         await asyncio.sleep(max(0.0, self.args.observe - (now() - since).total_seconds()))
         await asyncio.sleep(2)
-        writes = audit.count(self.logs, since, now(), audit.OPERATOR_USER)
+        end = now()  # one window for every count below
+        writes = audit.count(self.logs, since, end, audit.OPERATOR_USER)
         # Usage refreshes the old process held back (due 30 s after its last status write of
         # the Organization): the new one makes them on the same schedule, as the old would have.
         held = audit.held_back(self.logs, self.onboarding_started, self.stopped_at)
-        statuses = audit.status_writes_of(self.logs, since, now())
+        statuses = audit.status_writes_of(self.logs, since, end)
         held_writes = sum(n for org, n in statuses.items() if org in held)
         # Usage refreshes after a quota status changed meanwhile (kube-controller-manager's
         # recount every 5 minutes, a pod started): made with or without the restart.
-        moved = audit.quota_changed(self.logs, since, now()) - held
+        moved = audit.quota_changed(self.logs, since, end) - held
         moved_writes = sum(n for org, n in statuses.items() if org in moved)
         say(
             f"{label}: {writes['total']} writes by {audit.OPERATOR_USER} in {self.args.observe:.0f}s, "

@@ -120,6 +120,39 @@ def quota_changed(logs: Path, start: datetime, end: datetime) -> set[str]:
     return found
 
 
+def usage_refreshes(logs: Path, start: datetime, window: datetime, end: datetime) -> dict[str, int]:
+    """Per Organization, the operator's status writes in [window, end) that follow a change of
+    one of its quotas' status since its previous status write (looked for from `start`): usage
+    refreshes, which the operator makes at most every 30 s per Organization whether or not it
+    restarted or resynced. Any other status write in the window is counted by the caller."""
+    changes: dict[str, list[datetime]] = {}
+    writes: dict[str, list[datetime]] = {}
+    for path in files(logs, start):
+        with path.open(errors="replace") as handle:
+            relevant = (t for t in handle if '"resourcequotas"' in t or '"organizations"' in t)
+            for entry in entries(relevant, start, end, None):
+                ref = entry.get("objectRef") or {}
+                ok = (entry.get("responseStatus") or {}).get("code", 500) < 300
+                if ref.get("subresource") != "status" or not ok:
+                    continue
+                when = stamp(entry["stageTimestamp"])
+                user = (entry.get("user") or {}).get("username")
+                if ref.get("resource") == "organizations" and user == OPERATOR_USER:
+                    writes.setdefault(str(ref.get("name")), []).append(when)
+                elif ref.get("resource") == "resourcequotas" and ref.get("namespace"):
+                    changes.setdefault(str(ref["namespace"]).rsplit("-", 1)[0], []).append(when)
+    found: dict[str, int] = {}
+    for org, times in writes.items():
+        times.sort()
+        for previous, when in zip([None, *times], times, strict=False):
+            if when < window:
+                continue
+            moved = any((previous is None or c > previous) and c < when for c in changes.get(org, ()))
+            if moved:
+                found[org] = found.get(org, 0) + 1
+    return found
+
+
 def status_writes_of(logs: Path, start: datetime, end: datetime) -> dict[str, int]:
     """The operator's Organization status writes in [start, end), per Organization."""
     found: dict[str, int] = {}

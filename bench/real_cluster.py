@@ -570,8 +570,8 @@ class Driver:
         held_writes = sum(n for org, n in statuses.items() if org in held)
         # Usage refreshes after a quota status changed meanwhile (kube-controller-manager's
         # recount every 5 minutes, a pod started): made with or without the restart.
-        moved = audit.quota_changed(self.logs, since, end) - held
-        moved_writes = sum(n for org, n in statuses.items() if org in moved)
+        refreshes = audit.usage_refreshes(self.logs, self.onboarding_started, since, end)
+        moved_writes = sum(n for org, n in refreshes.items() if org not in held)
         say(
             f"{label}: {writes['total']} writes by {audit.OPERATOR_USER} in {self.args.observe:.0f}s, "
             f"{held_writes} of them usage refreshes the old process held back ({len(held)} held), "
@@ -758,10 +758,9 @@ class Driver:
         await asyncio.sleep(2)
         end = now()
         writes = audit.count(self.logs, since, end, audit.OPERATOR_USER)
-        moved_quota = audit.quota_changed(self.logs, since, end)
-        statuses = audit.status_writes_of(self.logs, since, end)
+        refreshes = audit.usage_refreshes(self.logs, self.onboarding_started, since, end)
         return {
-            "operator_writes_after_quota_changes": sum(n for o, n in statuses.items() if o in moved_quota),
+            "operator_writes_after_quota_changes": sum(refreshes.values()),
             "resync_seconds": period,
             "window_seconds": round(seconds, 1),
             "operator_cpu_seconds": round(cpu, 2),

@@ -172,3 +172,23 @@ def test_quota_changed_names_the_organizations_whose_quota_status_moved_in_the_w
     ]
     write(tmp_path / "audit.log", lines, at[5])
     assert audit.quota_changed(tmp_path, at[2], at[5]) == {"org-0002"}
+
+
+def test_usage_refreshes_are_status_writes_after_a_quota_change_since_the_previous_one(
+    tmp_path: Path,
+) -> None:
+    at = [T0 + timedelta(seconds=s) for s in range(10)]
+    controller = "system:serviceaccount:kube-system:resourcequota-controller"
+    lines = [
+        entry(at[0], audit.OPERATOR_USER, "organizations", "org-0001"),  # its Ready write
+        entry(at[1], controller, "resourcequotas", "tenantry-quota", "org-0001-prod"),
+        entry(at[5], audit.OPERATOR_USER, "organizations", "org-0001"),  # a refresh, in the window
+        entry(at[6], audit.OPERATOR_USER, "organizations", "org-0001"),  # nothing moved before it
+        entry(at[2], audit.OPERATOR_USER, "organizations", "org-0002"),
+        entry(at[7], controller, "resourcequotas", "tenantry-quota", "org-0002-dev"),
+        entry(at[8], audit.OPERATOR_USER, "organizations", "org-0002"),  # a refresh
+        entry(at[3], controller, "resourcequotas", "tenantry-quota", "org-0003-dev"),
+        entry(at[4], audit.OPERATOR_USER, "organizations", "org-0003"),  # before the window
+    ]
+    write(tmp_path / "audit.log", lines, at[9])
+    assert audit.usage_refreshes(tmp_path, T0, at[5], at[9]) == {"org-0001": 1, "org-0002": 1}

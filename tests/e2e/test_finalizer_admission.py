@@ -54,7 +54,7 @@ def dry_run_finalizers() -> list[str] | None:
     proc = kubectl(
         "create", "--dry-run=server", "-f", "-", "-o", "json", stdin=manifest(org(NAME)), check=False
     )
-    return json.loads(proc.stdout)["metadata"].get("finalizers") if proc.returncode == 0 else None
+    return json.loads(proc.stdout)["metadata"].get("finalizers") or [] if proc.returncode == 0 else None
 
 
 @pytest.mark.parametrize("with_policy", [True, False], ids=["policy-installed", "no-policy"])
@@ -68,8 +68,12 @@ def test_the_finalizer_comes_from_the_api_server_and_the_operator_writes_none(
     kustomizations = (POLICY,) if with_policy else ()
     try:
         with admission_installed(*kustomizations):
-            if with_policy:  # a new policy takes a moment to be in force
-                wait_for(lambda: dry_run_finalizers() == [FINALIZER], timeout=30, what="the policy in force")
+            # A policy created (or deleted: the other case, run before) takes a moment to be in
+            # force (or out of it) in the API server's admission.
+            expected = [FINALIZER] if with_policy else []
+            wait_for(
+                lambda: dry_run_finalizers() == expected, timeout=30, what=f"finalizers {expected} at create"
+            )
             apply(org(NAME, environments=["prod"]))
             created = get("organization", NAME)
             assert created is not None

@@ -730,7 +730,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "quota-pending-held-forever",
         "a quota still not in force after the grace is reported in status (QuotaNotInForce)",
         "operator/tenantry/reconcile/organization.py",
-        "        left = self.cluster.quota_enforce_grace - (now - since)\n",
+        "        left = min(grace - stalled, 10 * grace - (now - since))\n",
         "        left = 3600.0\n",
         (f"{QUOTA_IN_FORCE}::test_a_quota_not_in_force_after_the_grace_is_reported_then_ready_when_it_is",),
     ),
@@ -747,11 +747,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "grant-events-before-the-status-that-records-them",
         "a grant's Event is posted once, with the status write that records it",
         "operator/tenantry/reconcile/organization.py",
-        '        self._hold_for_quota(body["metadata"]["name"], outcome)\n'
+        "        self._hold_for_quota(body, outcome)\n"
         "        await self._write_status(body, outcome, generation)\n"
         "        await self._report_grants(body, outcome)\n",
         "        await self._report_grants(body, outcome)\n"
-        '        self._hold_for_quota(body["metadata"]["name"], outcome)\n'
+        "        self._hold_for_quota(body, outcome)\n"
         "        await self._write_status(body, outcome, generation)\n",
         (
             "tests/integration/test_access.py::test_a_grant_is_reported_once_when_the_status_waited_for_a_quota",

@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 OPERATOR_USER = "tenantry-operator"
+
+# How late a watch event may reach the operator after the write it reports (measured: tens of
+# milliseconds on the loaded 2-core plane). A quota change this close before a status write may
+# not be in it: the operator then owes the Organization a usage refresh, held back like any other.
+WATCH_DELIVERY = timedelta(seconds=1)
 
 
 def stamp(text: str) -> datetime:
@@ -80,7 +85,9 @@ def held_back(logs: Path, start: datetime, stopped: datetime) -> set[str]:
     """Organizations (`<org>` of namespaces `<org>-<env>`) whose quota status changed after the
     operator's last write of their status, as of `stopped` (the old process's exit): the usage
     refreshes that process was holding back (it writes usage alone at most every 30 s), which
-    the process after it makes on the same schedule. Not caused by the restart: counted apart."""
+    the process after it makes on the same schedule. Not caused by the restart: counted apart.
+    A change up to WATCH_DELIVERY before the last write counts too (the write may predate the
+    watch event that told the operator of it)."""
     last_status: dict[str, datetime] = {}
     last_quota: dict[str, datetime] = {}
     for path in files(logs, start):
@@ -101,7 +108,11 @@ def held_back(logs: Path, start: datetime, stopped: datetime) -> set[str]:
                 elif ref.get("resource") == "resourcequotas" and ref.get("namespace"):
                     org = str(ref["namespace"]).rsplit("-", 1)[0]
                     last_quota[org] = max(when, last_quota.get(org, when))
-    return {org for org, when in last_quota.items() if org in last_status and when > last_status[org]}
+    return {
+        org
+        for org, when in last_quota.items()
+        if org in last_status and when > last_status[org] - WATCH_DELIVERY
+    }
 
 
 def quota_changed(logs: Path, start: datetime, end: datetime) -> set[str]:

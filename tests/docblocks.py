@@ -44,6 +44,7 @@ RUN_BY: Mapping[tuple[str, str], str] = {
     ("README.md", "### Your first Organization"): E2E_INSTALL,
     ("README.md", "### Running as the operator's identity"): E2E_INSTALL,
     ("docs/install.md", "## Install"): E2E_INSTALL,
+    ("docs/install.md", "### An overlay of your own"): E2E_INSTALL,
     ("docs/admission.md", "# Admission guardrails"): E2E_INSTALL,
     ("docs/troubleshooting.md", "# Troubleshooting"): E2E_INSTALL,
     ("docs/troubleshooting.md", "## Progressing"): E2E_INSTALL,

@@ -10,6 +10,8 @@ tests/docblocks.py's RUN_BY gives to this module, verbatim, in the order a reade
    walkthrough's commands (in a Git-repository-like directory holding `organizations/acme.yaml`
    and the cluster's `policy.yaml`).
 3. docs/admission.md's block on its own.
+4. docs/install.md's "An overlay of your own", on a cluster with and without the Prometheus
+   Operator's CRDs (test stand-ins: the CRDs only, no operator behind them).
 
 Blocks run through tests/docblocks.py (one extractor, ours; its docstring says why not Sybil
 or pytest-codeblocks): shared shell state, files one block writes for the next, and the
@@ -27,11 +29,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.docblocks import Shell, under
-from tests.e2e.conftest import KUBECONFIG, ROOT, get, kubectl, ready
+from tests.e2e.conftest import KUBECONFIG, ROOT, apply, get, kubectl, ready, wait_for
 
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
@@ -40,6 +44,7 @@ pytestmark = pytest.mark.skipif(
 README_RUN = ("README.md", "## Running the operator against a cluster")
 FIRST_ORGANIZATION = ("README.md", "### Your first Organization")
 INSTALL = ("docs/install.md", "## Install")
+OVERLAY = ("docs/install.md", "### An overlay of your own")
 IDENTITY = ("README.md", "### Running as the operator's identity")
 ADMISSION = ("docs/admission.md", "# Admission guardrails")
 TROUBLESHOOTING = [
@@ -190,3 +195,103 @@ def test_the_admission_page_installs_its_policies_all_or_nothing(workdir: Path) 
         kubectl("delete", "-k", str(ROOT / "manifests/admission"), "--ignore-not-found", check=False)
         if not policy_existed:
             kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", check=False)
+
+
+PROMETHEUS_KINDS = {"prometheusrules": "PrometheusRule", "servicemonitors": "ServiceMonitor"}
+
+
+def prometheus_operator_crd(plural: str) -> dict[str, object]:
+    """A stand-in for the Prometheus Operator's CRD: the same names, any content accepted."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "kind": PROMETHEUS_KINDS[plural]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+
+
+def built(kustomization: str) -> list[dict[str, Any]]:
+    """What `kubectl kustomize manifests/<kustomization>` gives: the objects the apply should leave."""
+    text = kubectl("kustomize", str(ROOT / "manifests" / kustomization)).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.mark.parametrize(
+    "prometheus_operator", [False, True], ids=["no-prometheus-operator", "prometheus-operator"]
+)
+def test_the_overlay_installs_in_one_pass(workdir: Path, prometheus_operator: bool) -> None:
+    # The overlay brings its own TenancyPolicy `default`: a reader's cluster has none yet.
+    previous = get("tenancypolicy", "default")
+    if previous is not None:
+        kubectl("delete", "tenancypolicy", "default")
+    if prometheus_operator:
+        for plural in PROMETHEUS_KINDS:
+            apply(prometheus_operator_crd(plural))
+            kubectl(
+                "wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com", "--timeout=60s"
+            )
+    shell = Shell(log=workdir / "blocks.log", env={"KUBECONFIG": str(KUBECONFIG), "PATH": on_path()})
+    try:
+        for block in under(*OVERLAY):
+            shell.run(block)
+        output = (workdir / "blocks.log").read_text()
+
+        policy = get("tenancypolicy", "default")
+        assert policy is not None, "the overlay's TenancyPolicy default"
+        # Every guardrail and binding of the overlay is in the cluster (none refused on the way).
+        for obj in built("overlays/example"):
+            if obj["kind"].startswith("ValidatingAdmissionPolicy"):
+                name = obj["metadata"]["name"]
+                assert get(obj["kind"].lower(), name) is not None, f"{obj['kind']} {name} missing"
+        deployment = get("deployment", "tenantry", "-n", "tenantry-system")
+        assert deployment is not None
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == "registry.example.com/platform/tenantry:0.1.0", image
+
+        if prometheus_operator:
+            assert "monitoring skipped" not in output
+            assert get("prometheusrule", "tenantry", "-n", "tenantry-system") is not None
+            assert get("servicemonitor", "tenantry", "-n", "tenantry-system") is not None
+            assert get("configmap", "tenantry-grafana-dashboards", "-n", "tenantry-system") is not None
+        else:
+            assert "monitoring skipped: install the Prometheus Operator" in output
+            assert get("configmap", "tenantry-grafana-dashboards", "-n", "tenantry-system") is None
+    finally:
+        for kustomization in ADMISSION_KUSTOMIZATIONS:
+            kubectl(
+                "delete", "-k", str(ROOT / "manifests" / kustomization), "--ignore-not-found", check=False
+            )
+        if prometheus_operator:
+            kubectl("delete", "-k", str(ROOT / "manifests/monitoring"), "--ignore-not-found", check=False)
+            for plural in PROMETHEUS_KINDS:
+                kubectl("delete", "crd", f"{plural}.monitoring.coreos.com", "--ignore-not-found", check=False)
+        kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", "--wait", check=False)
+        if previous is not None:
+            wait_for(
+                lambda: get("tenancypolicy", "default") is None, timeout=30, what="the overlay's policy gone"
+            )
+            metadata = previous["metadata"]
+            restored = {
+                "apiVersion": previous["apiVersion"],
+                "kind": previous["kind"],
+                "metadata": {k: metadata[k] for k in ("name", "labels", "annotations") if k in metadata},
+                "spec": previous["spec"],
+            }
+            apply(restored)
+        kubectl(
+            "delete", "deployment", "tenantry", "-n", "tenantry-system", "--ignore-not-found", check=False
+        )

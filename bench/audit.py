@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,63 +82,48 @@ def count(logs: Path, start: datetime, end: datetime, user: str | None = None) -
     }
 
 
-def held_back(logs: Path, start: datetime, stopped: datetime) -> set[str]:
-    """Organizations (`<org>` of namespaces `<org>-<env>`) whose quota status changed after the
-    operator's last write of their status, as of `stopped` (the old process's exit): the usage
-    refreshes that process was holding back (it writes usage alone at most every 30 s), which
-    the process after it makes on the same schedule. Not caused by the restart: counted apart.
-    A change up to WATCH_DELIVERY before the last write counts too (the write may predate the
-    watch event that told the operator of it)."""
-    last_status: dict[str, datetime] = {}
-    last_quota: dict[str, datetime] = {}
-    for path in files(logs, start):
-        with path.open(errors="replace") as handle:
-            relevant = (t for t in handle if '"resourcequotas"' in t or '"organizations"' in t)
-            for entry in entries(relevant, start, stopped, None):
-                ref = entry.get("objectRef") or {}
-                if (
-                    ref.get("subresource") != "status"
-                    or (entry.get("responseStatus") or {}).get("code", 500) >= 300
-                ):
-                    continue
-                when = stamp(entry["stageTimestamp"])
-                user = (entry.get("user") or {}).get("username")
-                if ref.get("resource") == "organizations" and user == OPERATOR_USER:
-                    name = str(ref.get("name"))
-                    last_status[name] = max(when, last_status.get(name, when))
-                elif ref.get("resource") == "resourcequotas" and ref.get("namespace"):
-                    org = str(ref["namespace"]).rsplit("-", 1)[0]
-                    last_quota[org] = max(when, last_quota.get(org, when))
-    return {
-        org
-        for org, when in last_quota.items()
-        if org in last_status and when > last_status[org] - WATCH_DELIVERY
-    }
+@dataclass
+class StatusTimeline:
+    """Per Organization (`<org>` of namespaces `<org>-<env>`), when the operator wrote its status
+    and when one of its quotas' status changed (kube-controller-manager's updates, its recount
+    every 5 minutes, and quota admission's), answered writes only, in time order. The operator
+    writes usage alone at most every 30 s, so a quota change after an Organization's status
+    write is a usage refresh it owes, restart or not.
+
+    A change up to WATCH_DELIVERY before a status write counts as after it: the write may
+    predate the watch event that told the operator of the change."""
+
+    writes: dict[str, list[datetime]]
+    changes: dict[str, list[datetime]]
+
+    def held_back(self, stopped: datetime) -> set[str]:
+        """Organizations owed a usage refresh as of `stopped` (the old process's exit): the
+        process after it makes them on the same schedule; not caused by the restart."""
+        held = set()
+        for org, changed in self.changes.items():
+            written = [w for w in self.writes.get(org, ()) if w < stopped]
+            moved = [c for c in changed if c < stopped]
+            if written and moved and moved[-1] > written[-1] - WATCH_DELIVERY:
+                held.add(org)
+        return held
+
+    def usage_refreshes(self, window: datetime) -> dict[str, int]:
+        """Per Organization, its status writes from `window` on that follow a quota change since
+        its previous status write. Any other status write there is counted by the caller."""
+        found: dict[str, int] = {}
+        for org, times in self.writes.items():
+            changed = self.changes.get(org, [])
+            for previous, when in zip([None, *times], times, strict=False):
+                after = None if previous is None else previous - WATCH_DELIVERY
+                if when >= window and any((after is None or after < c) and c < when for c in changed):
+                    found[org] = found.get(org, 0) + 1
+        return found
 
 
-def quota_changed(logs: Path, start: datetime, end: datetime) -> set[str]:
-    """Organizations (`<org>` of namespaces `<org>-<env>`) whose quota status changed in
-    [start, end): kube-controller-manager's updates (its full recount every 5 minutes,
-    `--resource-quota-sync-period`, corrects the counts admission kept) and quota admission's.
-    A usage refresh of their status follows, restart or not."""
-    found: set[str] = set()
-    for path in files(logs, start):
-        with path.open(errors="replace") as handle:
-            for entry in entries((t for t in handle if '"resourcequotas"' in t), start, end, None):
-                ref = entry.get("objectRef") or {}
-                ok = (entry.get("responseStatus") or {}).get("code", 500) < 300
-                if ref.get("resource") == "resourcequotas" and ref.get("subresource") == "status" and ok:
-                    found.add(str(ref.get("namespace", "")).rsplit("-", 1)[0])
-    return found
-
-
-def usage_refreshes(logs: Path, start: datetime, window: datetime, end: datetime) -> dict[str, int]:
-    """Per Organization, the operator's status writes in [window, end) that follow a change of
-    one of its quotas' status since its previous status write (looked for from `start`): usage
-    refreshes, which the operator makes at most every 30 s per Organization whether or not it
-    restarted or resynced. Any other status write in the window is counted by the caller."""
-    changes: dict[str, list[datetime]] = {}
+def status_timeline(logs: Path, start: datetime, end: datetime) -> StatusTimeline:
+    """The StatusTimeline of [start, end), from one read of the log."""
     writes: dict[str, list[datetime]] = {}
+    changes: dict[str, list[datetime]] = {}
     for path in files(logs, start):
         with path.open(errors="replace") as handle:
             relevant = (t for t in handle if '"resourcequotas"' in t or '"organizations"' in t)
@@ -152,16 +138,9 @@ def usage_refreshes(logs: Path, start: datetime, window: datetime, end: datetime
                     writes.setdefault(str(ref.get("name")), []).append(when)
                 elif ref.get("resource") == "resourcequotas" and ref.get("namespace"):
                     changes.setdefault(str(ref["namespace"]).rsplit("-", 1)[0], []).append(when)
-    found: dict[str, int] = {}
-    for org, times in writes.items():
+    for times in (*writes.values(), *changes.values()):
         times.sort()
-        for previous, when in zip([None, *times], times, strict=False):
-            if when < window:
-                continue
-            moved = any((previous is None or c > previous) and c < when for c in changes.get(org, ()))
-            if moved:
-                found[org] = found.get(org, 0) + 1
-    return found
+    return StatusTimeline(writes, changes)
 
 
 def status_writes_of(logs: Path, start: datetime, end: datetime) -> dict[str, int]:

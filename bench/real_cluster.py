@@ -565,12 +565,13 @@ class Driver:
         writes = audit.count(self.logs, since, end, audit.OPERATOR_USER)
         # Usage refreshes the old process held back (due 30 s after its last status write of
         # the Organization): the new one makes them on the same schedule, as the old would have.
-        held = audit.held_back(self.logs, self.onboarding_started, self.stopped_at)
+        timeline = audit.status_timeline(self.logs, self.onboarding_started, end)
+        held = timeline.held_back(self.stopped_at)
         statuses = audit.status_writes_of(self.logs, since, end)
         held_writes = sum(n for org, n in statuses.items() if org in held)
         # Usage refreshes after a quota status changed meanwhile (kube-controller-manager's
         # recount every 5 minutes, a pod started): made with or without the restart.
-        refreshes = audit.usage_refreshes(self.logs, self.onboarding_started, since, end)
+        refreshes = timeline.usage_refreshes(since)
         moved_writes = sum(n for org, n in refreshes.items() if org not in held)
         say(
             f"{label}: {writes['total']} writes by {audit.OPERATOR_USER} in {self.args.observe:.0f}s, "
@@ -758,7 +759,7 @@ class Driver:
         await asyncio.sleep(2)
         end = now()
         writes = audit.count(self.logs, since, end, audit.OPERATOR_USER)
-        refreshes = audit.usage_refreshes(self.logs, self.onboarding_started, since, end)
+        refreshes = audit.status_timeline(self.logs, self.onboarding_started, end).usage_refreshes(since)
         return {
             "operator_writes_after_quota_changes": sum(refreshes.values()),
             "resync_seconds": period,

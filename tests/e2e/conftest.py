@@ -214,6 +214,41 @@ def install_crds_and_roles() -> None:
         kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
 
+def install_stand_in_crd(
+    group: str, kind: str, plural: str, annotations: dict[str, str] | None = None
+) -> str:
+    """A CRD of another project (Gateway API, the Prometheus Operator) with its names and a
+    schema that accepts any content, Established; its name is returned. For tests of what our
+    manifests and policies do once such a CRD is installed, not of the other project."""
+    name = f"{plural}.{group}"
+    metadata: dict[str, Any] = {"name": name}
+    if annotations:
+        metadata["annotations"] = annotations
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": metadata,
+        "spec": {
+            "group": group,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    apply(crd)
+    kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return name
+
+
 def install_operator_identity() -> None:
     """The operator's ServiceAccount and its RBAC from manifests/base (namespace, ServiceAccount,
     ClusterRole and bindings; not the Deployment), so that impersonating it, or running as it,

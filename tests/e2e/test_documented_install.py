@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from tests.docblocks import Shell, under
-from tests.e2e.conftest import KUBECONFIG, ROOT, apply, get, kubectl, ready, wait_for
+from tests.e2e.conftest import KUBECONFIG, ROOT, apply, get, install_stand_in_crd, kubectl, ready
 
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG, reason="TENANTRY_E2E_KUBECONFIG is not set: no real cluster to run the e2e suite against"
@@ -110,6 +110,17 @@ def remove_acme(shell: Shell) -> None:
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=90s", check=False)
 
 
+def uninstall(*, delete_policy: bool) -> None:
+    """What an install block put in besides what the suite keeps (the CRDs, the tenant roles,
+    `tenantry-system`): the admission policies (they would refuse every later test's operator),
+    the Deployment, and the TenancyPolicy `default` when asked."""
+    for kustomization in ADMISSION_KUSTOMIZATIONS:
+        kubectl("delete", "-k", str(ROOT / "manifests" / kustomization), "--ignore-not-found", check=False)
+    if delete_policy:
+        kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", check=False)
+    kubectl("delete", "deployment", "tenantry", "-n", "tenantry-system", "--ignore-not-found", check=False)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """pytest's own (kept after a failure): blocks.log there has every block and its output."""
@@ -172,15 +183,8 @@ def test_install_then_the_example_organization_troubleshooting_and_gitops_in_one
         assert "name: acme-prod\n" in rendered
     finally:
         remove_acme(shell)
-        for kustomization in ADMISSION_KUSTOMIZATIONS:
-            path = str(ROOT / "manifests" / kustomization)
-            kubectl("delete", "-k", path, "--ignore-not-found", check=False)
-        # The install made it, with the reader as a platform admin: not for later modules.
-        if not policy_existed:
-            kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", check=False)
-        kubectl(
-            "delete", "deployment", "tenantry", "-n", "tenantry-system", "--ignore-not-found", check=False
-        )
+        # The install made the policy with the reader as a platform admin: not for later modules.
+        uninstall(delete_policy=not policy_existed)
 
 
 def test_the_admission_page_installs_its_policies_all_or_nothing(workdir: Path) -> None:
@@ -200,30 +204,6 @@ def test_the_admission_page_installs_its_policies_all_or_nothing(workdir: Path) 
 PROMETHEUS_KINDS = {"prometheusrules": "PrometheusRule", "servicemonitors": "ServiceMonitor"}
 
 
-def prometheus_operator_crd(plural: str) -> dict[str, object]:
-    """A stand-in for the Prometheus Operator's CRD: the same names, any content accepted."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"plural": plural, "kind": PROMETHEUS_KINDS[plural]},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
-
-
 def built(kustomization: str) -> list[dict[str, Any]]:
     """What `kubectl kustomize manifests/<kustomization>` gives: the objects the apply should leave."""
     text = kubectl("kustomize", str(ROOT / "manifests" / kustomization)).stdout
@@ -239,11 +219,8 @@ def test_the_overlay_installs_in_one_pass(workdir: Path, prometheus_operator: bo
     if previous is not None:
         kubectl("delete", "tenancypolicy", "default")
     if prometheus_operator:
-        for plural in PROMETHEUS_KINDS:
-            apply(prometheus_operator_crd(plural))
-            kubectl(
-                "wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com", "--timeout=60s"
-            )
+        for plural, kind in PROMETHEUS_KINDS.items():
+            install_stand_in_crd("monitoring.coreos.com", kind, plural)
     shell = Shell(log=workdir / "blocks.log", env={"KUBECONFIG": str(KUBECONFIG), "PATH": on_path()})
     try:
         blocks = under(*OVERLAY)
@@ -278,19 +255,12 @@ def test_the_overlay_installs_in_one_pass(workdir: Path, prometheus_operator: bo
             assert "monitoring skipped: install the Prometheus Operator" in output
             assert get("configmap", "tenantry-grafana-dashboards", "-n", "tenantry-system") is None
     finally:
-        for kustomization in ADMISSION_KUSTOMIZATIONS:
-            kubectl(
-                "delete", "-k", str(ROOT / "manifests" / kustomization), "--ignore-not-found", check=False
-            )
         if prometheus_operator:
             kubectl("delete", "-k", str(ROOT / "manifests/monitoring"), "--ignore-not-found", check=False)
             for plural in PROMETHEUS_KINDS:
                 kubectl("delete", "crd", f"{plural}.monitoring.coreos.com", "--ignore-not-found", check=False)
-        kubectl("delete", "tenancypolicy", "default", "--ignore-not-found", "--wait", check=False)
+        uninstall(delete_policy=True)  # kubectl delete waits until it is gone
         if previous is not None:
-            wait_for(
-                lambda: get("tenancypolicy", "default") is None, timeout=30, what="the overlay's policy gone"
-            )
             metadata = previous["metadata"]
             restored = {
                 "apiVersion": previous["apiVersion"],
@@ -299,6 +269,3 @@ def test_the_overlay_installs_in_one_pass(workdir: Path, prometheus_operator: bo
                 "spec": previous["spec"],
             }
             apply(restored)
-        kubectl(
-            "delete", "deployment", "tenantry", "-n", "tenantry-system", "--ignore-not-found", check=False
-        )

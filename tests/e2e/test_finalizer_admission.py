@@ -54,7 +54,9 @@ def dry_run_finalizers() -> list[str] | None:
     proc = kubectl(
         "create", "--dry-run=server", "-f", "-", "-o", "json", stdin=manifest(org(NAME)), check=False
     )
-    return json.loads(proc.stdout)["metadata"].get("finalizers") or [] if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)["metadata"].get("finalizers") or []
 
 
 @pytest.mark.parametrize("with_policy", [True, False], ids=["policy-installed", "no-policy"])

@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     impersonating,
     install_crds_and_roles,
     install_operator_identity,
+    install_stand_in_crd,
     kubectl,
     needs_cluster,
     org,
@@ -291,39 +292,11 @@ def test_an_ingress_uses_only_its_organizations_hosts(box: Operator, alice: Path
 def test_gateway_api_routes_are_held_to_the_same_hosts(box: Operator) -> None:
     """The policy matches routes by group and resource, so it loaded without their CRD; with one
     installed (a stand-in HTTPRoute CRD), the API server applies it to them."""
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        # Like Gateway API's own CRDs: *.k8s.io groups need the approval annotation.
-        "metadata": {
-            "name": ROUTES_CRD,
-            "annotations": {
-                "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466"
-            },
-        },
-        "spec": {
-            "group": "gateway.networking.k8s.io",
-            "names": {
-                "kind": "HTTPRoute",
-                "plural": "httproutes",
-                "singular": "httproute",
-                "listKind": "HTTPRouteList",
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
-    apply(crd)
-    kubectl("wait", "--for=condition=Established", f"crd/{ROUTES_CRD}", "--timeout=60s")
+    # Like Gateway API's own CRDs: *.k8s.io groups need the approval annotation.
+    approval = {"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}
+    assert (
+        install_stand_in_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes", approval) == ROUTES_CRD
+    )
 
     def route(*hostnames: str) -> str:
         body: dict[str, Any] = {"parentRefs": [{"name": "shared", "namespace": "gateways"}]}

@@ -158,3 +158,38 @@ async def test_while_the_quota_controller_works_through_a_backlog_nothing_is_wri
         await until(reported, timeout=5.0)  # the controller stopped: one grace later
     finally:
         await op.stop()
+
+
+async def test_a_wait_is_reported_after_ten_graces_even_while_the_controller_makes_progress(
+    api: Api, kube: FakeApiServer
+) -> None:
+    # A controller that keeps bringing others' quotas into force but never acme's: the wait is
+    # not held back for ever (10 graces: 2 s here), it is reported while progress goes on.
+    names = [f"org{i}" for i in range(8)]
+    others = [f"{name}-{env}" for name in names for env in ("prod", "staging", "dev")]
+    lagging(kube, dict.fromkeys([*others, "acme-dev"], 3600.0))
+    op = Operator(kube)
+    await op.start(quota_enforce_grace_seconds=0.2)
+    try:
+        for name in names:
+            await api.create(ORG, org_body(name, environments=["prod", "staging", "dev"]))
+        await api.create(ORG, org_body())
+
+        async def progress() -> None:
+            assert kube.quota_system is not None
+            for namespace in others:  # one every 0.15 s: 3.6 s of progress
+                kube.quota_system.sync(namespace, "tenantry-quota")
+                await asyncio.sleep(0.15)
+
+        controller = asyncio.create_task(progress())
+
+        async def reported() -> Any:
+            org = await api.get(f"{ORG}/acme")
+            quota = condition(org, "QuotaReady") if org.get("status") else None
+            return quota if quota and quota["reason"] == "QuotaNotInForce" else None
+
+        await until(reported, timeout=10.0)
+        assert not controller.done(), "reported only once the controller stopped making progress"
+        await controller
+    finally:
+        await op.stop()

@@ -773,6 +773,17 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{QUOTA_IN_FORCE}::test_while_the_quota_controller_works_through_a_backlog_nothing_is_written",),
     ),
     Mutant(
+        "quota-wait-uncapped",
+        "a wait for a quota is reported after ten graces even while others' quotas come into force",
+        "operator/tenantry/reconcile/organization.py",
+        "        left = min(grace - stalled, 10 * grace - (now - since))\n",
+        "        left = grace - stalled\n",
+        (
+            f"{QUOTA_IN_FORCE}::"
+            "test_a_wait_is_reported_after_ten_graces_even_while_the_controller_makes_progress",
+        ),
+    ),
+    Mutant(
         "no-drift-lane",
         "a drift is healed while every worker is busy onboarding (the drift lane)",
         "operator/tenantry/reconcile/runtime.py",
@@ -795,7 +806,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "quota-in-force-not-prompt",
         "a quota coming into force is followed up before resyncs (Ready is waiting for it)",
         "operator/tenantry/reconcile/events.py",
-        "                prompt = pooled_keys(obj) or _hard_of(previous) != _hard_of(obj)\n",
+        "                prompt = pooled_keys(obj) or hard_changed\n",
         "                prompt = pooled_keys(obj)\n",
         (
             "tests/unit/test_runtime_events.py::"

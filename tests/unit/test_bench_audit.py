@@ -132,7 +132,11 @@ def test_held_back_names_the_organizations_whose_quota_moved_after_their_last_st
         entry(at[11], audit.OPERATOR_USER, "organizations", "org-0001"),
     ]
     write(tmp_path / "audit.log", lines, at[11])
-    assert audit.held_back(tmp_path, T0, at[9]) == {"org-0001", "org-0003", "org-0004"}
+    assert audit.status_timeline(tmp_path, T0, at[11]).held_back(at[9]) == {
+        "org-0001",
+        "org-0003",
+        "org-0004",
+    }
     assert audit.status_writes_of(tmp_path, at[9], at[11] + timedelta(seconds=1)) == {"org-0001": 1}
 
 
@@ -164,19 +168,6 @@ def test_last_apply_is_the_operators_last_write_of_a_managed_object(tmp_path: Pa
     assert audit.last_apply(tmp_path, at[4], at[7]) is None
 
 
-def test_quota_changed_names_the_organizations_whose_quota_status_moved_in_the_window(tmp_path: Path) -> None:
-    at = [T0 + timedelta(seconds=s) for s in range(6)]
-    controller = "system:serviceaccount:kube-system:resourcequota-controller"
-    lines = [
-        entry(at[1], controller, "resourcequotas", "tenantry-quota", "org-0001-prod"),
-        entry(at[3], controller, "resourcequotas", "tenantry-quota", "org-0002-dev"),
-        entry(at[3], controller, "resourcequotas", "tenantry-quota", "org-0003-dev", code=409),
-        entry(at[4], audit.OPERATOR_USER, "organizations", "org-0004"),
-    ]
-    write(tmp_path / "audit.log", lines, at[5])
-    assert audit.quota_changed(tmp_path, at[2], at[5]) == {"org-0002"}
-
-
 def test_usage_refreshes_are_status_writes_after_a_quota_change_since_the_previous_one(
     tmp_path: Path,
 ) -> None:
@@ -192,6 +183,11 @@ def test_usage_refreshes_are_status_writes_after_a_quota_change_since_the_previo
         entry(at[8], audit.OPERATOR_USER, "organizations", "org-0002"),  # a refresh
         entry(at[3], controller, "resourcequotas", "tenantry-quota", "org-0003-dev"),
         entry(at[4], audit.OPERATOR_USER, "organizations", "org-0003"),  # before the window
+        # 30 ms before org-0004's first write, so maybe not in it: the next one is a refresh too.
+        entry(at[6] - timedelta(milliseconds=30), controller, "resourcequotas", "q", "org-0004-dev"),
+        entry(at[6], audit.OPERATOR_USER, "organizations", "org-0004"),
+        entry(at[8], audit.OPERATOR_USER, "organizations", "org-0004"),
     ]
     write(tmp_path / "audit.log", lines, at[9])
-    assert audit.usage_refreshes(tmp_path, T0, at[5], at[9]) == {"org-0001": 1, "org-0002": 1}
+    refreshes = audit.status_timeline(tmp_path, T0, at[9]).usage_refreshes(at[5])
+    assert refreshes == {"org-0001": 1, "org-0002": 1, "org-0004": 2}

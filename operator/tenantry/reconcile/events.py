@@ -145,12 +145,13 @@ class Events:
             # pooled quota's use is what its pool is rebalanced from: promptly (docs/quota-pool.md).
             # A quota just come into force (status.hard changed) is what its Organization's Ready
             # waits for (reconcile/organization.py): promptly too.
-            if obj.get("kind") == "ResourceQuota" and _hard_of(obj) and _hard_of(obj) != _hard_of(previous):
+            hard_changed = _hard_of(obj) != _hard_of(previous)
+            if hard_changed and obj.get("kind") == "ResourceQuota" and _hard_of(obj):
                 # kube-controller-manager is working through the quotas (reconcile/organization.py
                 # reports a wait only once it stops).
                 self.cluster.quota_progress = time.monotonic()
             if drift.status_only(previous, slim(obj)):
-                prompt = pooled_keys(obj) or _hard_of(previous) != _hard_of(obj)
+                prompt = pooled_keys(obj) or hard_changed
                 priority = Priority.CHANGE if prompt else Priority.RESYNC
             else:
                 priority = Priority.DRIFT

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import pytest_asyncio
 
-from tenantry.kube.client import Connection, Retry
+from tenantry.kube.client import ApiError, Connection, Retry
 from tenantry.kube.lease import LeaseTimings
 from tenantry.reconcile.config import Config
 from tenantry.reconcile.queue import Priority
@@ -76,6 +77,54 @@ async def test_every_connection_dropped_and_refused_for_a_while_then_drift_heals
     assert healed < 5, healed
     alive(runtime)
     assert (await api.get(LEASE))["spec"]["holderIdentity"] == "one"
+
+
+async def test_a_replica_started_while_the_api_server_is_down_starts_once_it_is_back(
+    api: Api, kube: Any, proxy: FaultProxy
+) -> None:
+    # A whole-cluster restart or a control-plane upgrade: the replica starts while no connection
+    # is accepted. Kopf would retry a failed start-up after a minute; it starts within seconds.
+    await api.create("/api/v1/namespaces", {"metadata": {"name": "tenantry-system"}})
+    await proxy.refuse()
+    op = Operator(kube)
+    op.server = proxy.url
+    starting = asyncio.create_task(
+        op.start(leader_election=True, identity="one", lease_timings=FAST, max_backoff=0.5)
+    )
+    try:
+        await asyncio.sleep(1.5)
+        assert not starting.done(), "started without an API server"
+        await proxy.accept()
+        back = time.monotonic()
+        runtime = await starting  # the harness gives up 5 s after the start: a minute's wait fails
+        print(f"started {time.monotonic() - back:.2f} s after the API server came back")
+        await asyncio.wait_for(runtime.active.wait(), timeout=10)
+        await api.create(ORG, org_body())
+        await ready(api)
+        alive(runtime)
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await op.stop()
+
+
+async def test_a_failed_start_up_leaves_nothing_running_for_the_retry(proxy: FaultProxy) -> None:
+    # What one start-up attempt opened (the client's connection pool, informer tasks) is
+    # closed before Kopf retries it: a minute of retries must not pile up sessions or watches.
+    await proxy.refuse()
+    config = Config(
+        leader_election=True, identity="one", lease_timings=FAST, today=lambda: TODAY, retry=Retry(attempts=1)
+    )
+    runtime = Runtime(Connection(server=proxy.url), config)
+    with pytest.raises(ApiError):
+        await runtime.start()
+    client = runtime._client
+    assert client is not None
+    pool = client.api_client.rest_client.pool_manager
+    assert pool is not None and pool.closed, "the failed attempt's session is left open"
+    assert not runtime.supervisor.tasks and runtime.leadership is None
+    assert not runtime.started.is_set()
 
 
 async def test_a_write_whose_answer_is_lost_is_retried(

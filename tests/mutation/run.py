@@ -773,6 +773,22 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{QUOTA_IN_FORCE}::test_while_the_quota_controller_works_through_a_backlog_nothing_is_written",),
     ),
     Mutant(
+        "start-up-retried-after-a-minute",
+        "a replica started while the API server is down starts within seconds of its return",
+        "operator/tenantry/reconcile/frame.py",
+        '    @kopf.on.startup(registry=registry, id="tenantry-startup", backoff=STARTUP_RETRY_SECONDS)\n',
+        '    @kopf.on.startup(registry=registry, id="tenantry-startup")\n',
+        (f"{BAD_DAYS}::test_a_replica_started_while_the_api_server_is_down_starts_once_it_is_back",),
+    ),
+    Mutant(
+        "failed-start-up-keeps-its-session",
+        "a failed start-up attempt closes what it opened before it is retried",
+        "operator/tenantry/reconcile/runtime.py",
+        "                await self._client.close()\n",
+        "                pass\n",
+        (f"{BAD_DAYS}::test_a_failed_start_up_leaves_nothing_running_for_the_retry",),
+    ),
+    Mutant(
         "quota-wait-uncapped",
         "a wait for a quota is reported after ten graces even while others' quotas come into force",
         "operator/tenantry/reconcile/organization.py",

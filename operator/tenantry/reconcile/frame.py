@@ -12,6 +12,8 @@ from tenantry.kube.client import ApiError
 from tenantry.kube.lease import LeaseNamespaceMissingError
 from tenantry.reconcile.runtime import Runtime
 
+STARTUP_RETRY_SECONDS = 1.0
+
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Wire the runtime into Kopf: login, start-up and clean-up (no resource handlers: the
@@ -35,7 +37,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             default_namespace=runtime.config.operator_namespace,
         )
 
-    @kopf.on.startup(registry=registry, id="tenantry-startup")
+    # Retried every second while it fails (Kopf's default is a minute): a replica started while
+    # the API server is down or restarting (a control-plane upgrade, a whole-cluster restart)
+    # starts as soon as it is back. One attempt is a Lease GET or a LIST per kind.
+    @kopf.on.startup(registry=registry, id="tenantry-startup", backoff=STARTUP_RETRY_SECONDS)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # we post the Events people need, with our reasons
         settings.scanning.disabled = True  # Kopf watches no resource of ours

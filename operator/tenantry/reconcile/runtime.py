@@ -52,6 +52,7 @@ class Runtime:
     )
     supervisor: Supervisor = field(default_factory=Supervisor)
     workers: Workers | None = None
+    _client: KubeClient | None = None  # while start() runs: closed if it fails
     started: asyncio.Event = field(default_factory=asyncio.Event)
     # Set while this replica may write (always, without leader election).
     active: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,7 +69,19 @@ class Runtime:
 
     # -- start-up / shutdown -------------------------------------------------------------------
     async def start(self) -> None:
-        client = KubeClient(
+        """Start everything, or (on any failure) nothing: what was started is stopped and the
+        client closed before the error is raised, so Kopf's retry of the start-up begins afresh."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.supervisor.stop()
+            self.leadership = None
+            if self._client is not None:
+                await self._client.close()
+            raise
+
+    async def _start(self) -> None:
+        client = self._client = KubeClient(
             self.connection,
             retry=self.config.retry,
             reload=self.config.reload_credentials,
@@ -138,8 +151,6 @@ class Runtime:
         results = await asyncio.gather(*(i.start() for i in informers), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            await self.supervisor.stop()
-            await client.close()
             raise failed[0]
         self.informers = informers
         for informer, listed in zip(children, results[: len(children)], strict=True):

@@ -28,7 +28,7 @@ the repository root with the project's interpreter:
     .venv/bin/python tests/mutation/run.py --ref HEAD  # mutate a commit, not the working tree
     .venv/bin/python tests/mutation/run.py -j 2        # two mutants at a time
 
-(Measured on 2026-12-05 after issues 15, 16, 17, 18, 20, 21 and 22: 85 mutants, all killed, 229 s
+(Measured on 2026-12-05 after issues 15, 16, 17, 18, 20, 21 and 22: 87 mutants, all killed, 233 s
 with -j 2 on a 2-CPU machine. The quota pool's property-based mutants take the longest, since
 hypothesis may need many examples to find them, and then the integration mutants: the
 terminating-namespace one waits for two 2-second requeues, ~17 s.)
